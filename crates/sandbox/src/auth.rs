@@ -1,0 +1,183 @@
+//! Sign-in with Ethereum (EIP-4361): a nonce, a signed message, a session.
+//!
+//! `POST /auth/nonce` hands out a single-use nonce. The wallet signs an EIP-4361
+//! message naming this sandbox's domain, the chain id and that nonce (EIP-191
+//! personal_sign). `POST /auth/verify` parses the message, checks domain, chain,
+//! nonce and validity window, recovers the signer from the secp256k1 signature
+//! and, when it matches the message's address, issues a bearer session token
+//! bound to the `X-Device-Fingerprint` header sent with the verification.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use siwe::Message;
+
+/// How long a nonce stays usable.
+pub const NONCE_TTL: Duration = Duration::from_secs(300);
+/// How long a session lasts.
+pub const SESSION_TTL: Duration = Duration::from_secs(3600);
+/// Outstanding nonces and sessions are capped so a flood cannot exhaust memory.
+const MAX_ENTRIES: usize = 200_000;
+
+/// Why a sign-in was refused. `Malformed` is the client's syntax (HTTP 400),
+/// the rest are authentication failures (HTTP 401).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SignInError {
+    /// The message or signature does not parse.
+    #[error("malformed sign-in: {0}")]
+    Malformed(String),
+    /// The message names another domain.
+    #[error("message is for domain {found:?}, this service is {expected:?}")]
+    WrongDomain {
+        /// This service's domain.
+        expected: String,
+        /// The message's domain.
+        found: String,
+    },
+    /// The message names another chain.
+    #[error("message is for chain {found}, this service accepts chain {expected}")]
+    WrongChain {
+        /// This service's chain id.
+        expected: u64,
+        /// The message's chain id.
+        found: u64,
+    },
+    /// The nonce was never issued, has expired or was already used.
+    #[error("nonce is unknown, expired or already used")]
+    BadNonce,
+    /// The message is outside its validity window.
+    #[error("message is expired or not yet valid")]
+    NotValidNow,
+    /// The signature was not made by the message's address.
+    #[error("signature does not match the message's address")]
+    BadSignature,
+}
+
+/// A signed-in session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// EIP-55 address of the signer.
+    pub address: String,
+    /// Device fingerprint the session is bound to (may be empty).
+    pub device: String,
+    expires: Instant,
+}
+
+/// Nonces and sessions held in memory.
+#[derive(Debug)]
+pub struct Authenticator {
+    domain: String,
+    chain_id: u64,
+    nonces: Mutex<HashMap<String, Instant>>,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl Authenticator {
+    /// Accepts messages for `domain` on `chain_id`.
+    pub fn new(domain: &str, chain_id: u64) -> Self {
+        Self {
+            domain: domain.to_owned(),
+            chain_id,
+            nonces: Mutex::default(),
+            sessions: Mutex::default(),
+        }
+    }
+
+    /// The domain messages must name.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// The chain id messages must name.
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    /// Issues a fresh single-use nonce.
+    pub fn issue_nonce(&self) -> String {
+        let nonce = siwe::generate_nonce();
+        let mut nonces = lock(&self.nonces);
+        let now = Instant::now();
+        if nonces.len() >= MAX_ENTRIES {
+            nonces.retain(|_, expires| *expires > now);
+        }
+        nonces.insert(nonce.clone(), now + NONCE_TTL);
+        nonce
+    }
+
+    /// Verifies a signed message; on success returns a new session token.
+    pub fn verify(&self, message: &str, signature: &str, device: &str) -> Result<(String, Session), SignInError> {
+        let message: Message = message.parse().map_err(|e| SignInError::Malformed(format!("message: {e}")))?;
+        let signature = parse_signature(signature)?;
+        if message.domain.as_str() != self.domain {
+            return Err(SignInError::WrongDomain {
+                expected: self.domain.clone(),
+                found: message.domain.to_string(),
+            });
+        }
+        if message.chain_id != self.chain_id {
+            return Err(SignInError::WrongChain { expected: self.chain_id, found: message.chain_id });
+        }
+        if !message.valid_now() {
+            return Err(SignInError::NotValidNow);
+        }
+        // The nonce is consumed before the signature is checked: a forged
+        // signature burns it, so it cannot be retried.
+        let fresh = lock(&self.nonces).remove(&message.nonce).is_some_and(|expires| expires > Instant::now());
+        if !fresh {
+            return Err(SignInError::BadNonce);
+        }
+        message.verify_eip191(&signature).map_err(|_| SignInError::BadSignature)?;
+        let session = Session {
+            address: siwe::eip55(&message.address),
+            device: device.to_owned(),
+            expires: Instant::now() + SESSION_TTL,
+        };
+        let token = format!("{}{}", siwe::generate_nonce(), siwe::generate_nonce());
+        let mut sessions = lock(&self.sessions);
+        if sessions.len() >= MAX_ENTRIES {
+            let now = Instant::now();
+            sessions.retain(|_, s| s.expires > now);
+        }
+        sessions.insert(token.clone(), session.clone());
+        Ok((token, session))
+    }
+
+    /// The live session of `token`, if any.
+    pub fn session(&self, token: &str) -> Option<Session> {
+        lock(&self.sessions).get(token).filter(|s| s.expires > Instant::now()).cloned()
+    }
+}
+
+fn parse_signature(signature: &str) -> Result<[u8; 65], SignInError> {
+    let hex_digits = signature.trim().strip_prefix("0x").unwrap_or(signature.trim());
+    let bytes = hex::decode(hex_digits)
+        .map_err(|e| SignInError::Malformed(format!("signature is not hex: {e}")))?;
+    <[u8; 65]>::try_from(bytes.as_slice()).map_err(|_| {
+        SignInError::Malformed(format!("signature must be 65 bytes (r, s, v), got {}", bytes.len()))
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        let auth = Authenticator::new("localhost", 137);
+        assert!(matches!(auth.verify("hello", "0x00", ""), Err(SignInError::Malformed(_))));
+        assert!(matches!(parse_signature("0xzz"), Err(SignInError::Malformed(_))));
+        assert!(parse_signature(&"ab".repeat(64)).unwrap_err().to_string().contains("65 bytes"));
+    }
+
+    #[test]
+    fn nonces_are_distinct() {
+        let auth = Authenticator::new("localhost", 137);
+        assert_ne!(auth.issue_nonce(), auth.issue_nonce());
+    }
+}

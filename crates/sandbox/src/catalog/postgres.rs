@@ -1,0 +1,291 @@
+//! The catalog in PostgreSQL: seeded once per shape, read through a
+//! `deadpool-postgres` pool.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts};
+use prometheus::IntGauge;
+use tokio_postgres::{NoTls, Row};
+
+use super::{CatalogError, CatalogShape, Collection, Nft, injected_query_latency};
+use crate::faults::Faults;
+use crate::metrics::InUseGuard;
+
+/// Rows are inserted in batches of this many.
+const SEED_BATCH: i64 = 20_000;
+
+/// The database could not be used at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL does not parse: a usage error.
+    #[error("invalid --database-url: {0}")]
+    InvalidUrl(String),
+    /// The server could not be reached or refused the work.
+    #[error("cannot use PostgreSQL at {target}: {reason}")]
+    Unreachable {
+        /// host:port/dbname, without credentials.
+        target: String,
+        /// The underlying error, with a hint.
+        reason: String,
+    },
+}
+
+/// The catalog tables in one schema of a PostgreSQL database.
+#[derive(Debug)]
+pub struct PgCatalog {
+    pool: Pool,
+    schema: String,
+    faults: Faults,
+    in_use: IntGauge,
+}
+
+impl PgCatalog {
+    /// Connects, creates the schema and seeds it with `shape` unless it already
+    /// holds exactly that catalog.
+    pub async fn connect(
+        url: &str,
+        schema: &str,
+        shape: CatalogShape,
+        pool_size: u32,
+        pool_timeout: Duration,
+        faults: Faults,
+        in_use: IntGauge,
+    ) -> Result<Self, ConnectError> {
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| ConnectError::InvalidUrl(format!("{e} (expected postgres://user@host:port/dbname)")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.application_name("postlaunch-sandbox");
+        let target = describe(&config);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size as usize)
+            .timeouts(Timeouts {
+                wait: Some(pool_timeout),
+                create: Some(Duration::from_secs(5)),
+                recycle: Some(Duration::from_secs(5)),
+            })
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| ConnectError::InvalidUrl(e.to_string()))?;
+        let catalog = Self { pool, schema: schema.to_owned(), faults, in_use };
+        catalog.seed(shape).await.map_err(|e| ConnectError::Unreachable {
+            target,
+            reason: format!("{e}; is PostgreSQL running and does the database exist? check --database-url"),
+        })?;
+        Ok(catalog)
+    }
+
+    /// Creates the tables and loads the generated rows, unless the catalog
+    /// already matches `shape`. Concurrent sandboxes serialise on an advisory lock.
+    async fn seed(&self, shape: CatalogShape) -> Result<(), String> {
+        let mut client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let tx = client.transaction().await.map_err(|e| e.to_string())?;
+        let s = &self.schema;
+        tx.batch_execute(&format!(
+            "SELECT pg_advisory_xact_lock(hashtext('postlaunch-sandbox-seed-{s}'));
+             CREATE SCHEMA IF NOT EXISTS {s};
+             CREATE TABLE IF NOT EXISTS {s}.catalog_meta (
+                 id int PRIMARY KEY CHECK (id = 1), collections int NOT NULL, nfts int NOT NULL,
+                 seed bigint NOT NULL, seeded_at timestamptz NOT NULL DEFAULT now());"
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+        let wanted = (shape.collections as i32, shape.nfts as i32, shape.seed as i64);
+        let current = tx
+            .query_opt(&format!("SELECT collections, nfts, seed FROM {s}.catalog_meta"), &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|r| (r.get::<_, i32>(0), r.get::<_, i32>(1), r.get::<_, i64>(2)));
+        if current == Some(wanted) {
+            tx.commit().await.map_err(|e| e.to_string())?;
+            tracing::info!(schema = s, "catalog already seeded");
+            return Ok(());
+        }
+        tracing::info!(schema = s, collections = shape.collections, nfts = shape.nfts, "seeding catalog");
+        tx.batch_execute(&format!(
+            "DROP TABLE IF EXISTS {s}.nfts; DROP TABLE IF EXISTS {s}.collections;
+             CREATE TABLE {s}.collections (
+                 id bigint PRIMARY KEY, name text NOT NULL, slug text NOT NULL, contract text NOT NULL,
+                 creator text NOT NULL, nft_count bigint NOT NULL, floor_price_wei numeric NOT NULL);
+             CREATE TABLE {s}.nfts (
+                 id bigint PRIMARY KEY, collection_id bigint NOT NULL REFERENCES {s}.collections (id),
+                 token_id bigint NOT NULL, name text NOT NULL, owner text NOT NULL, image_url text NOT NULL,
+                 UNIQUE (collection_id, token_id));
+             CREATE INDEX ON {s}.nfts (owner, id);"
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+        let collections: Vec<Collection> =
+            (1..=i64::from(shape.collections)).filter_map(|id| shape.collection(id)).collect();
+        tx.execute(
+            &format!(
+                "INSERT INTO {s}.collections SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[],
+                 $4::text[], $5::text[], $6::bigint[], $7::text[]::numeric[])"
+            ),
+            &[
+                &collections.iter().map(|c| c.id).collect::<Vec<_>>(),
+                &collections.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+                &collections.iter().map(|c| c.slug.as_str()).collect::<Vec<_>>(),
+                &collections.iter().map(|c| c.contract.as_str()).collect::<Vec<_>>(),
+                &collections.iter().map(|c| c.creator.as_str()).collect::<Vec<_>>(),
+                &collections.iter().map(|c| c.nft_count).collect::<Vec<_>>(),
+                &collections.iter().map(|c| c.floor_price_wei.as_str()).collect::<Vec<_>>(),
+            ],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let insert_nfts = format!(
+            "INSERT INTO {s}.nfts SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[],
+             $4::text[], $5::text[], $6::text[])"
+        );
+        let mut start = 1;
+        while start <= i64::from(shape.nfts) {
+            let end = (start + SEED_BATCH - 1).min(i64::from(shape.nfts));
+            let nfts: Vec<Nft> = (start..=end).filter_map(|id| shape.nft(id)).collect();
+            tx.execute(
+                &insert_nfts,
+                &[
+                    &nfts.iter().map(|n| n.id).collect::<Vec<_>>(),
+                    &nfts.iter().map(|n| n.collection_id).collect::<Vec<_>>(),
+                    &nfts.iter().map(|n| n.token_id).collect::<Vec<_>>(),
+                    &nfts.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+                    &nfts.iter().map(|n| n.owner.as_str()).collect::<Vec<_>>(),
+                    &nfts.iter().map(|n| n.image_url.as_str()).collect::<Vec<_>>(),
+                ],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            start = end + 1;
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO {s}.catalog_meta (id, collections, nfts, seed) VALUES (1, $1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET collections = $1, nfts = $2, seed = $3, seeded_at = now()"
+            ),
+            &[&wanted.0, &wanted.1, &wanted.2],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        tx.batch_execute(&format!("ANALYZE {s}.collections; ANALYZE {s}.nfts;"))
+            .await
+            .map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(|e| e.to_string())
+    }
+
+    async fn checkout(&self) -> Result<(Object, InUseGuard), CatalogError> {
+        let client = self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Timeout(_) => {
+                CatalogError::PoolTimeout(self.pool.timeouts().wait.unwrap_or_default())
+            }
+            other => CatalogError::Database(other.to_string()),
+        })?;
+        let guard = InUseGuard::new(&self.in_use);
+        injected_query_latency(&self.faults).await;
+        Ok((client, guard))
+    }
+
+    async fn rows(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Vec<Row>, CatalogError> {
+        let (client, _guard) = self.checkout().await?;
+        let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+        client.query(&statement, params).await.map_err(db_error)
+    }
+
+    fn collection_sql(&self, tail: &str) -> String {
+        format!(
+            "SELECT id, name, slug, contract, creator, nft_count, floor_price_wei::text FROM {}.collections {tail}",
+            self.schema
+        )
+    }
+
+    fn nft_sql(&self, tail: &str) -> String {
+        format!("SELECT id, collection_id, token_id, name, owner, image_url FROM {}.nfts {tail}", self.schema)
+    }
+
+    pub(super) async fn collections(&self, offset: i64, limit: i64) -> Result<Vec<Collection>, CatalogError> {
+        let rows = self.rows(&self.collection_sql("ORDER BY id OFFSET $1 LIMIT $2"), &[&offset, &limit]).await?;
+        Ok(rows.iter().map(collection).collect())
+    }
+
+    pub(super) async fn collection(&self, id: i64) -> Result<Option<Collection>, CatalogError> {
+        let rows = self.rows(&self.collection_sql("WHERE id = $1"), &[&id]).await?;
+        Ok(rows.first().map(collection))
+    }
+
+    pub(super) async fn collection_nfts(
+        &self,
+        collection_id: i64,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<Nft>, CatalogError> {
+        let sql = self.nft_sql("WHERE collection_id = $1 ORDER BY token_id OFFSET $2 LIMIT $3");
+        let rows = self.rows(&sql, &[&collection_id, &offset, &limit]).await?;
+        Ok(rows.iter().map(nft).collect())
+    }
+
+    pub(super) async fn nft(&self, id: i64) -> Result<Option<Nft>, CatalogError> {
+        let rows = self.rows(&self.nft_sql("WHERE id = $1"), &[&id]).await?;
+        Ok(rows.first().map(nft))
+    }
+
+    pub(super) async fn search(&self, text: &str, limit: i64) -> Result<Vec<Collection>, CatalogError> {
+        let pattern = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let sql = self.collection_sql("WHERE name ILIKE $1 ORDER BY id LIMIT $2");
+        let rows = self.rows(&sql, &[&pattern, &limit]).await?;
+        Ok(rows.iter().map(collection).collect())
+    }
+
+    pub(super) async fn owner_nfts(&self, owner: &str, limit: i64) -> Result<Vec<Nft>, CatalogError> {
+        let owner = owner.to_lowercase();
+        let rows = self.rows(&self.nft_sql("WHERE owner = $1 ORDER BY id LIMIT $2"), &[&owner, &limit]).await?;
+        Ok(rows.iter().map(nft).collect())
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), CatalogError> {
+        self.rows("SELECT 1", &[]).await.map(drop)
+    }
+}
+
+fn collection(row: &Row) -> Collection {
+    Collection {
+        id: row.get(0),
+        name: row.get(1),
+        slug: row.get(2),
+        contract: row.get(3),
+        creator: row.get(4),
+        nft_count: row.get(5),
+        floor_price_wei: row.get(6),
+    }
+}
+
+fn nft(row: &Row) -> Nft {
+    Nft {
+        id: row.get(0),
+        collection_id: row.get(1),
+        token_id: row.get(2),
+        name: row.get(3),
+        owner: row.get(4),
+        image_url: row.get(5),
+    }
+}
+
+fn db_error(e: tokio_postgres::Error) -> CatalogError {
+    CatalogError::Database(e.to_string())
+}
+
+/// `host:port/dbname` of a config, never its password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", config.get_dbname().unwrap_or("postgres"))
+}

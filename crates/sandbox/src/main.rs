@@ -1,0 +1,65 @@
+//! `sandbox`: parse flags, start the service, map the outcome to an exit code.
+
+use std::io::Write;
+
+use clap::Parser;
+use sandbox::config::Config;
+
+fn main() {
+    let config = Config::parse();
+    init_logs(&config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(shared_types::ExitCode::CouldNotRun.code());
+        }
+    };
+    let outcome = runtime.block_on(sandbox::serve(config, announce, shutdown_signal()));
+    if let Err(e) = outcome {
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code().code());
+    }
+}
+
+/// Prints the bound address on the first line of stdout: scripts and testkit read it.
+fn announce(addr: std::net::SocketAddr) {
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout (e.g. piped into `head`) must not stop the service.
+    let _ = writeln!(stdout, "sandbox listening on http://{addr}");
+    let _ = stdout.flush();
+    tracing::info!(%addr, "sandbox listening");
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

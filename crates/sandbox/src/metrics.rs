@@ -1,0 +1,138 @@
+//! The Prometheus series the marketplace's runbooks and postlaunch's tools read.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every series the sandbox exports, registered in one registry.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `http_requests_total{route,status}`
+    pub http_requests: IntCounterVec,
+    /// `http_request_duration_seconds{route}` histogram
+    pub http_duration: HistogramVec,
+    /// `db_connections_in_use`
+    pub db_in_use: IntGauge,
+    /// `db_connections_max`
+    pub db_max: IntGauge,
+    /// `db_queries_total{operation}`: one per catalog query, so N+1 patterns show.
+    pub db_queries: IntCounterVec,
+    /// `cache_hits_total`
+    pub cache_hits: IntCounter,
+    /// `cache_misses_total`
+    pub cache_misses: IntCounter,
+    /// `cache_errors_total`: cache calls that failed and fell back to the database.
+    pub cache_errors: IntCounter,
+    /// `circuit_breaker_state{dependency,state}`: 1 for the current state, 0 otherwise.
+    pub breaker_state: IntGaugeVec,
+    /// `circuit_breaker_transitions_total{dependency,from,to}`
+    pub breaker_transitions: IntCounterVec,
+    /// `sandbox_faults_injected_total{kind}`
+    pub faults_injected: IntCounterVec,
+    /// `sandbox_catalog_info{catalog,cache}` = 1: which backends this instance uses.
+    pub catalog_info: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates and registers every series, including the `process_*` collector.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by route template and status code."),
+            &["route", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by route.")
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+            &["route"],
+        )?;
+        let db_in_use =
+            IntGauge::new("db_connections_in_use", "Database connections currently checked out.")?;
+        let db_max = IntGauge::new("db_connections_max", "Size of the database connection pool.")?;
+        let db_queries = IntCounterVec::new(
+            Opts::new("db_queries_total", "Catalog queries by operation."),
+            &["operation"],
+        )?;
+        let cache_hits = IntCounter::new("cache_hits_total", "Responses served from the cache.")?;
+        let cache_misses =
+            IntCounter::new("cache_misses_total", "Cache lookups that found nothing.")?;
+        let cache_errors =
+            IntCounter::new("cache_errors_total", "Cache calls that failed (served from the database).")?;
+        let breaker_state = IntGaugeVec::new(
+            Opts::new("circuit_breaker_state", "Circuit breaker state per dependency (1 = current)."),
+            &["dependency", "state"],
+        )?;
+        let breaker_transitions = IntCounterVec::new(
+            Opts::new("circuit_breaker_transitions_total", "Circuit breaker state changes."),
+            &["dependency", "from", "to"],
+        )?;
+        let faults_injected = IntCounterVec::new(
+            Opts::new("sandbox_faults_injected_total", "Faults injected through /admin/faults."),
+            &["kind"],
+        )?;
+        let catalog_info = IntGaugeVec::new(
+            Opts::new("sandbox_catalog_info", "Backends of this sandbox instance."),
+            &["catalog", "cache"],
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(db_in_use.clone()))?;
+        registry.register(Box::new(db_max.clone()))?;
+        registry.register(Box::new(db_queries.clone()))?;
+        registry.register(Box::new(cache_hits.clone()))?;
+        registry.register(Box::new(cache_misses.clone()))?;
+        registry.register(Box::new(cache_errors.clone()))?;
+        registry.register(Box::new(breaker_state.clone()))?;
+        registry.register(Box::new(breaker_transitions.clone()))?;
+        registry.register(Box::new(faults_injected.clone()))?;
+        registry.register(Box::new(catalog_info.clone()))?;
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        Ok(Self {
+            registry,
+            http_requests,
+            http_duration,
+            db_in_use,
+            db_max,
+            db_queries,
+            cache_hits,
+            cache_misses,
+            cache_errors,
+            breaker_state,
+            breaker_transitions,
+            faults_injected,
+            catalog_info,
+        })
+    }
+
+    /// Renders every series in the Prometheus text exposition format (0.0.4).
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+}
+
+/// Holds one `db_connections_in_use` slot for as long as it lives.
+#[derive(Debug)]
+pub struct InUseGuard(IntGauge);
+
+impl InUseGuard {
+    /// Counts one more connection in use until the guard drops.
+    pub fn new(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InUseGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
