@@ -42,25 +42,9 @@ pub async fn set_faults(sandbox: &Sandbox, spec: Value) {
     assert_eq!(response.status(), 200, "faults accepted: {}", response.text().await.unwrap_or_default());
 }
 
-/// The sum of every sample of `name` whose labels include all of `labels`
-/// (`key="value"` pairs), read from `/metrics`.
+/// The sum of every sample of `name` whose labels include all of `labels`,
+/// read from `/metrics`.
 pub async fn metric(sandbox: &Sandbox, name: &str, labels: &[(&str, &str)]) -> f64 {
     let text = get(sandbox, "/metrics").await.text().await.expect("metrics body");
-    sum_samples(&text, name, labels)
-}
-
-pub fn sum_samples(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (series_name, series_labels) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let wanted = series_name == name
-                && labels.iter().all(|(k, v)| series_labels.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
-            wanted.then(|| value.parse::<f64>().ok()).flatten()
-        })
-        .sum()
+    testkit::metrics::parse_samples(&text).sum(name, labels)
 }

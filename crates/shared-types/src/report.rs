@@ -1,0 +1,309 @@
+//! The report every tool produces: checks with verdicts, and measurements.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::render::{self, OutputFormat, RenderOptions};
+use crate::time::Timestamp;
+use crate::verdict::{ExitCode, Verdict, VerdictCounts};
+
+/// The version of the report format, written to [`Report::schema_version`].
+/// It changes only when a field changes meaning or is removed.
+pub const SCHEMA_VERSION: &str = "1";
+
+/// The result of one tool run: which criteria were checked against which
+/// target, with what outcome, and what was measured along the way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Report {
+    /// Version of the report format; "1" for this schema.
+    pub schema_version: String,
+    /// Name of the tool that produced the report, e.g. "load-tester".
+    pub tool: String,
+    /// Version of that tool.
+    pub version: String,
+    /// What was tested (a URL, host or database), with secrets already redacted.
+    pub target: String,
+    /// When the run started.
+    pub started_at: Timestamp,
+    /// When the run finished; null if it was cut short before finishing.
+    pub finished_at: Option<Timestamp>,
+    /// The criteria evaluated, in the order they were checked.
+    pub checks: Vec<Check>,
+    /// Named values measured during the run, with units.
+    pub measurements: Vec<Measurement>,
+    /// Tool-specific data (full statistics, time series) under stable keys.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, serde_json::Value>,
+}
+
+impl Report {
+    /// An empty report for `tool` at `version` against `target`, started now.
+    /// `target` must already have passwords and tokens redacted.
+    pub fn new(
+        tool: impl Into<String>,
+        version: impl Into<String>,
+        target: impl Into<String>,
+    ) -> Self {
+        Report {
+            schema_version: SCHEMA_VERSION.to_owned(),
+            tool: tool.into(),
+            version: version.into(),
+            target: target.into(),
+            started_at: Timestamp::now(),
+            finished_at: None,
+            checks: Vec::new(),
+            measurements: Vec::new(),
+            data: BTreeMap::new(),
+        }
+    }
+
+    /// Appends a check.
+    pub fn push_check(&mut self, check: Check) -> &mut Self {
+        self.checks.push(check);
+        self
+    }
+
+    /// Appends a measurement.
+    pub fn push_measurement(&mut self, m: Measurement) -> &mut Self {
+        self.measurements.push(m);
+        self
+    }
+
+    /// Marks the run as finished now.
+    pub fn finish(&mut self) {
+        self.finished_at = Some(Timestamp::now());
+    }
+
+    /// The overall verdict: any `Fail` makes it `Fail`; otherwise any `Error`
+    /// makes it `Error`; if every check was skipped, or there are no checks,
+    /// it is `Skipped`; otherwise `Pass`.
+    pub fn verdict(&self) -> Verdict {
+        self.counts().verdict()
+    }
+
+    /// The exit code for this report: `Fail` exits 1 (criterion not met),
+    /// `Error` exits 3 (could not run), `Pass` and `Skipped` exit 0.
+    pub fn exit_code(&self) -> ExitCode {
+        self.verdict().exit_code()
+    }
+
+    /// How many checks ended with each verdict.
+    pub fn counts(&self) -> VerdictCounts {
+        VerdictCounts::from_verdicts(self.checks.iter().map(|c| c.verdict))
+    }
+
+    /// Renders the report for people or machines. The result always ends
+    /// with a newline, so write it with `print!`, not `println!`.
+    pub fn render(&self, format: OutputFormat, options: &RenderOptions) -> String {
+        match format {
+            OutputFormat::Human => render::human::render(self, options),
+            OutputFormat::Json => {
+                let mut json = self.to_json_pretty();
+                json.push('\n');
+                json
+            }
+            OutputFormat::Junit => render::junit::render(self),
+            OutputFormat::Markdown => render::markdown::render(self),
+        }
+    }
+
+    /// The report as indented JSON (no trailing newline).
+    pub fn to_json_pretty(&self) -> String {
+        match serde_json::to_string_pretty(self) {
+            Ok(json) => json,
+            // Unreachable in practice: every map key is a string and non-finite
+            // numbers serialize as null. Still, never panic while reporting.
+            Err(e) => {
+                serde_json::json!({ "error": format!("cannot serialize report: {e}") }).to_string()
+            }
+        }
+    }
+
+    /// Reads a report written by [`Report::to_json_pretty`] or any JSON
+    /// encoder. Unknown fields are ignored so that newer reports still load.
+    pub fn from_json(s: &str) -> Result<Report, serde_json::Error> {
+        serde_json::from_str(s)
+    }
+}
+
+/// One criterion and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Check {
+    /// Stable identifier of the check, e.g. "p95-latency"; unique within a report.
+    pub id: String,
+    /// The criterion as a person reads it, e.g. "p95 < 500ms".
+    pub criterion: String,
+    /// What was observed, e.g. "412 ms"; null if nothing could be observed.
+    pub observed: Option<String>,
+    /// The outcome.
+    pub verdict: Verdict,
+    /// Further explanation: why it failed, why it could not run, why it was skipped.
+    pub detail: Option<String>,
+}
+
+impl Check {
+    fn with_verdict(id: impl Into<String>, criterion: impl Into<String>, verdict: Verdict) -> Self {
+        Check { id: id.into(), criterion: criterion.into(), observed: None, verdict, detail: None }
+    }
+
+    /// A met criterion.
+    pub fn pass(
+        id: impl Into<String>,
+        criterion: impl Into<String>,
+        observed: impl Into<String>,
+    ) -> Check {
+        Check {
+            observed: Some(observed.into()),
+            ..Check::with_verdict(id, criterion, Verdict::Pass)
+        }
+    }
+
+    /// A criterion that was evaluated and not met.
+    pub fn fail(
+        id: impl Into<String>,
+        criterion: impl Into<String>,
+        observed: impl Into<String>,
+    ) -> Check {
+        Check {
+            observed: Some(observed.into()),
+            ..Check::with_verdict(id, criterion, Verdict::Fail)
+        }
+    }
+
+    /// A criterion that could not be evaluated; `detail` says why.
+    pub fn error(
+        id: impl Into<String>,
+        criterion: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Check {
+        Check::with_verdict(id, criterion, Verdict::Error).with_detail(detail)
+    }
+
+    /// A check that was deliberately not run; `reason` becomes the detail.
+    pub fn skipped(
+        id: impl Into<String>,
+        criterion: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Check {
+        Check::with_verdict(id, criterion, Verdict::Skipped).with_detail(reason)
+    }
+
+    /// Pass if `met`, otherwise fail.
+    pub fn from_bool(
+        id: impl Into<String>,
+        criterion: impl Into<String>,
+        observed: impl Into<String>,
+        met: bool,
+    ) -> Check {
+        if met {
+            Check::pass(id, criterion, observed)
+        } else {
+            Check::fail(id, criterion, observed)
+        }
+    }
+
+    /// Sets (replaces) the detail.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Check {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Sets (replaces) what was observed.
+    pub fn with_observed(mut self, observed: impl Into<String>) -> Check {
+        self.observed = Some(observed.into());
+        self
+    }
+}
+
+/// A named value measured during a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Measurement {
+    /// Stable name, e.g. "latency_p95" or "requests_total".
+    pub name: String,
+    /// The value; null in JSON stands for a value that is not a finite number.
+    #[serde(deserialize_with = "number_or_null")]
+    #[cfg_attr(feature = "schema", schemars(with = "NumberOrNull"))]
+    pub value: f64,
+    /// Unit of the value, e.g. "ms", "s", "B", "req/s", "%"; empty for a plain count.
+    pub unit: String,
+}
+
+impl Measurement {
+    /// A measurement of `value` in `unit`.
+    pub fn new(name: impl Into<String>, value: f64, unit: impl Into<String>) -> Self {
+        Measurement { name: name.into(), value, unit: unit.into() }
+    }
+}
+
+/// JSON has no NaN or infinity and serde_json writes them as `null`; read
+/// `null` back as NaN so that such a report still loads.
+fn number_or_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
+}
+
+/// Schema of [`Measurement::value`]: required, but may be null.
+#[cfg(feature = "schema")]
+struct NumberOrNull;
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for NumberOrNull {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "NumberOrNull".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": ["number", "null"], "format": "double" })
+    }
+}
+
+/// The JSON Schema of [`Report`], published as `docs/report-schema.json`.
+#[cfg(feature = "schema")]
+pub fn report_schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(Report);
+    schema.insert("$id".to_owned(), "https://postlaunch.dev/schemas/report-v1.json".into());
+    schema.insert("title".to_owned(), "postlaunch report".into());
+    schema.insert(
+        "description".to_owned(),
+        "The result of one postlaunch tool run: checks with verdicts (pass, fail, skipped, \
+         error) and measurements. Exit code 0 = every criterion met, 1 = a criterion not \
+         met, 2 = usage error, 3 = the run could not be carried out."
+            .into(),
+    );
+    schema.to_value()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constructors_fill_the_right_fields() {
+        let c = Check::error("db", "replica lag < 1s", "connection refused");
+        assert_eq!(
+            (c.verdict, c.observed, c.detail.as_deref()),
+            (Verdict::Error, None, Some("connection refused"))
+        );
+        let c = Check::from_bool("x", "lost == 0", "0", true).with_detail("ok");
+        assert_eq!(
+            (c.verdict, c.observed.as_deref(), c.detail.as_deref()),
+            (Verdict::Pass, Some("0"), Some("ok"))
+        );
+        assert_eq!(Check::from_bool("x", "c", "1", false).verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn null_measurement_reads_back_as_nan() {
+        let mut report = Report::new("t", "1", "x");
+        report.push_measurement(Measurement::new("nan", f64::NAN, "s"));
+        let back = Report::from_json(&report.to_json_pretty()).map(|r| r.measurements[0].value);
+        assert!(back.is_ok_and(f64::is_nan));
+    }
+}

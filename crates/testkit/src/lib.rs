@@ -1,0 +1,63 @@
+//! Starts and stops **real** services for postlaunch's tests and `xtask`: a
+//! PostgreSQL primary with a streaming standby, Prometheus, the sandbox
+//! marketplace service, and throw-away databases on the machine's own
+//! PostgreSQL. One place for start-up code, so tests never copy it.
+//!
+//! Every start-up waits until the service really answers, and every failure
+//! is an [`Error`] that says what failed and what to try ("prometheus not
+//! found on PATH: run scripts/install-deps.sh"), with the tail of the
+//! service's log when it died. Nothing is ever skipped silently: a test whose
+//! service is missing fails. Install the binaries with
+//! `scripts/install-deps.sh`.
+//!
+//! Everything is stopped and its temporary directory removed on drop.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use testkit::{PgPair, PgPairOptions, Prometheus, PrometheusOptions};
+//!
+//! # async fn example() -> testkit::Result<()> {
+//! // A primary + synchronous standby on free loopback ports.
+//! let pair = PgPair::start(PgPairOptions { synchronous: true }).await?;
+//! let primary = testkit::postgres::connect(&pair.primary_url()).await?;
+//! primary.batch_execute("CREATE TABLE t (id int)").await.ok();
+//! pair.stop_primary_immediate().await?;
+//! pair.promote_standby().await?;
+//!
+//! // A Prometheus scraping itself, queried with PromQL.
+//! let prometheus = Prometheus::start(PrometheusOptions {
+//!     scrape_self: true,
+//!     ..PrometheusOptions::default()
+//! })
+//! .await?;
+//! let up = prometheus.wait_for_query("up == 1", Duration::from_secs(10)).await?;
+//! println!("{up}");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Modules:
+//! - [`ports`] has free loopback ports and waits for TCP and HTTP.
+//! - [`binaries`] finds programs (PATH, `/usr/lib/postgresql/<newest>/bin`).
+//! - [`local`] points at the machine's pre-started PostgreSQL and Redis and
+//!   makes a [`TempDatabase`].
+//! - [`postgres`] builds a [`PgPair`], a primary and a streaming standby.
+//! - [`prometheus`] starts a [`Prometheus`].
+//! - [`sandbox`] starts the [`Sandbox`], the marketplace service under test.
+
+pub mod binaries;
+mod error;
+pub mod local;
+pub mod metrics;
+pub mod ports;
+pub mod postgres;
+pub mod prometheus;
+pub mod sandbox;
+mod unix_user;
+
+pub use error::{Error, Result};
+pub use local::{TempDatabase, local_postgres_url, local_redis_url, unique_name};
+pub use ports::{free_port, wait_for_http_ok, wait_for_tcp};
+pub use postgres::{PgPair, PgPairOptions};
+pub use prometheus::{Prometheus, PrometheusOptions};
+pub use sandbox::Sandbox;

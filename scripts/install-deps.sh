@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Installs and starts what the tests and benches need on a `rust-svc` machine.
+#
+# Idempotent and quiet when there is nothing to do: every step checks first
+# and only speaks when it acts or fails. Run as root (CI and sessions are root).
+# Add a service by writing one small function and calling it from `main`.
+set -euo pipefail
+
+log() { printf 'install-deps: %s\n' "$*"; }
+die() { printf 'install-deps: error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- helpers ---
+
+APT_UPDATED=0
+apt_update_once() {
+  if [[ $APT_UPDATED -eq 0 ]]; then
+    log "apt-get update"
+    apt-get update -qq >/dev/null || die "apt-get update failed"
+    APT_UPDATED=1
+  fi
+}
+
+# Is something accepting TCP connections on 127.0.0.1:$1?
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# wait_for_port PORT NAME [SECONDS]
+wait_for_port() {
+  local port=$1 name=$2 secs=${3:-30} i
+  for ((i = 0; i < secs * 2; i++)); do
+    port_open "$port" && return 0
+    sleep 0.5
+  done
+  die "$name is not reachable on 127.0.0.1:$port after ${secs}s"
+}
+
+# PIDs of daemons a package install may have started on its own.
+daemon_pids() {
+  pgrep -x 'prometheus|prometheus-node|prometheus-node-exporter' 2>/dev/null | sort || true
+}
+
+# apt_install PKG... : installs the packages without recommends and without
+# letting their maintainer scripts start system services (a temporary
+# policy-rc.d answering 101 "action forbidden"); anything that still got
+# started during the install is stopped afterwards.
+apt_install() {
+  apt_update_once
+  local policy=/usr/sbin/policy-rc.d created_policy=0 before after pid
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+    created_policy=1
+  fi
+  before=$(daemon_pids)
+  log "apt-get install $*"
+  local out
+  out=$(mktemp)
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >"$out" 2>&1; then
+    if [[ $created_policy -eq 1 ]]; then rm -f "$policy"; fi
+    cat "$out" >&2
+    rm -f "$out"
+    die "apt-get install $* failed (output above)"
+  fi
+  rm -f "$out"
+  if [[ $created_policy -eq 1 ]]; then rm -f "$policy"; fi
+  after=$(daemon_pids)
+  for pid in $(comm -13 <(echo "$before") <(echo "$after")); do
+    log "stopping daemon pid $pid started by the package install"
+    kill "$pid" 2>/dev/null || true
+  done
+  return 0
+}
+
+# ----------------------------------------------------------------- steps ---
+
+# Prometheus 2.42 and promtool (Debian package `prometheus`); testkit starts
+# its own instances on free ports, so no system service may stay running.
+ensure_prometheus() {
+  if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
+    return 0
+  fi
+  log "installing prometheus + promtool"
+  apt_install prometheus
+  command -v prometheus >/dev/null || die "prometheus still not on PATH after install"
+  command -v promtool >/dev/null || die "promtool still not on PATH after install"
+  # Belt and braces: the package must not leave its service listening on :9090.
+  if port_open 9090 && pgrep -u prometheus -x prometheus >/dev/null 2>&1; then
+    log "stopping the system prometheus service"
+    service prometheus stop >/dev/null 2>&1 || true
+  fi
+}
+
+# PostgreSQL server binaries used by testkit's PgPair (primary + standby).
+check_postgres_binaries() {
+  local bin found=""
+  for dir in /usr/lib/postgresql/*/bin; do
+    [[ -d $dir ]] || continue
+    found=$dir
+  done
+  [[ -n $found ]] || die "no /usr/lib/postgresql/*/bin: install postgresql-15 (apt-get install postgresql)"
+  for bin in initdb pg_ctl pg_basebackup postgres; do
+    [[ -x $found/$bin ]] || die "$found/$bin is missing: reinstall postgresql-15"
+  done
+}
+
+# The machine's pre-started PostgreSQL on 127.0.0.1:5432.
+ensure_local_postgres() {
+  port_open 5432 && return 0
+  log "starting local PostgreSQL (127.0.0.1:5432)"
+  # shellcheck disable=SC2046
+  pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start
+  wait_for_port 5432 PostgreSQL
+}
+
+# The machine's pre-started Redis on 127.0.0.1:6379.
+ensure_local_redis() {
+  port_open 6379 && return 0
+  log "starting local Redis (127.0.0.1:6379)"
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  wait_for_port 6379 Redis
+}
+
+# The machine's pre-started RabbitMQ on 127.0.0.1:5672.
+ensure_local_rabbitmq() {
+  port_open 5672 && return 0
+  log "starting local RabbitMQ (127.0.0.1:5672)"
+  rabbitmq-server -detached
+  wait_for_port 5672 RabbitMQ
+}
+
+main() {
+  ensure_prometheus
+  check_postgres_binaries
+  ensure_local_postgres
+  ensure_local_redis
+  ensure_local_rabbitmq
+}
+
+main "$@"

@@ -1,0 +1,8 @@
+//! Development and operations tasks for the postlaunch workspace, run as
+//! `cargo xtask <task>` (an alias in `.cargo/config.toml`).
+//!
+//! Only xtask knows that the tools exist together: `verify` starts the sandbox,
+//! runs each tool against it and merges their reports into one.
+
+pub mod verify;
+pub mod workspace;

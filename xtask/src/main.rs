@@ -1,0 +1,152 @@
+//! `cargo xtask`: parse the task, run it, exit with its code.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use clap::{Parser, Subcommand};
+use shared_types::{ExitCode, OutputFormat};
+use xtask::verify::{self, VerifyOptions};
+use xtask::workspace::{self, cargo, run};
+
+/// Tasks for developing and running postlaunch.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// The monthly verification: start the sandbox, run every tool against it,
+    /// print one summary and write target/verify/report.{json,md}.
+    Verify {
+        /// Summary format on stdout: human, json, junit or markdown.
+        #[arg(long, default_value = "human")]
+        output: OutputFormat,
+        /// Requests sent by the sandbox smoke step.
+        #[arg(long, default_value_t = 400)]
+        requests: usize,
+        /// Verify a sandbox that is already running at this URL instead of
+        /// starting one (e.g. one started with `cargo xtask sandbox`).
+        #[arg(long, value_name = "URL")]
+        target: Option<String>,
+    },
+    /// Run the sandbox marketplace service (arguments go to it; try `-- --help`).
+    Sandbox {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Install the services tests need (scripts/install-deps.sh), then run every
+    /// test of the workspace against them.
+    Test {
+        /// Skip scripts/install-deps.sh (the services are known to be there).
+        #[arg(long)]
+        no_install: bool,
+        /// Extra arguments for `cargo test` (e.g. a test name filter after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// What CI runs: rustfmt check, clippy with warnings denied, the tests,
+    /// rustdoc with warnings denied, and the report schema check.
+    Ci,
+    /// Write docs/report-schema.json from the report types (`--check` only compares).
+    Schema {
+        /// Fail if the committed schema differs from the generated one.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match execute(cli.task) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::CouldNotRun
+        }
+    };
+    std::process::exit(code.code());
+}
+
+fn execute(task: Task) -> anyhow::Result<ExitCode> {
+    match task {
+        Task::Verify { output, requests, target } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            if target.is_none() {
+                build_binaries()?;
+            }
+            let options = VerifyOptions { requests, target, ..VerifyOptions::default() };
+            let report = runtime.block_on(verify::run(&options))?;
+            print!("{}", verify::render_summary(&report, output));
+            eprintln!("wrote {}", options.out_dir.join("report.{json,md}").display());
+            Ok(report.exit_code())
+        }
+        Task::Sandbox { args } => {
+            let mut command = cargo();
+            command.args(["run", "--quiet", "--package", "sandbox", "--"]).args(args);
+            run(command)?;
+            Ok(ExitCode::Success)
+        }
+        Task::Test { no_install, args } => {
+            test(no_install, &args)?;
+            Ok(ExitCode::Success)
+        }
+        Task::Ci => {
+            let mut fmt = cargo();
+            fmt.args(["fmt", "--all", "--check"]);
+            run(fmt)?;
+            let mut clippy = cargo();
+            clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+            run(clippy)?;
+            test(false, &[])?;
+            let mut doc = cargo();
+            doc.args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings");
+            run(doc)?;
+            schema(true)?;
+            Ok(ExitCode::Success)
+        }
+        Task::Schema { check } => {
+            schema(check)?;
+            Ok(ExitCode::Success)
+        }
+    }
+}
+
+/// Builds every binary the tests and `verify` start as processes.
+fn build_binaries() -> anyhow::Result<()> {
+    let mut build = cargo();
+    build.args(["build", "--quiet", "--workspace", "--bins"]);
+    run(build)
+}
+
+fn test(no_install: bool, args: &[String]) -> anyhow::Result<()> {
+    if !no_install {
+        let mut install = Command::new("bash");
+        install.arg(workspace::root().join("scripts/install-deps.sh"));
+        run(install)?;
+    }
+    build_binaries()?;
+    let mut test = cargo();
+    test.args(["test", "--workspace"]).args(args).env("POSTLAUNCH_REQUIRE_SERVICES", "1");
+    run(test)
+}
+
+fn schema(check: bool) -> anyhow::Result<()> {
+    let path: PathBuf = workspace::root().join("docs/report-schema.json");
+    let generated = verify::report_schema_text();
+    if check {
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        anyhow::ensure!(
+            committed == generated,
+            "{} is out of date with the report types: run `cargo xtask schema`",
+            path.display()
+        );
+        eprintln!("{} is up to date", path.display());
+    } else {
+        std::fs::write(&path, generated)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

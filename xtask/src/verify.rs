@@ -1,0 +1,318 @@
+//! `cargo xtask verify`: the monthly verification run.
+//!
+//! Starts the sandbox marketplace, runs each step against it, and merges the
+//! steps' reports into one whose check ids are `<step>/<check>`. Each step's own
+//! report is written to `target/verify/<step>.json`, the merged one to
+//! `target/verify/report.json` (the schema in docs/report-schema.json) and
+//! `target/verify/report.md`.
+//!
+//! Steps today: `sandbox` (health, readiness, the runbook series, and a smoke
+//! load judged by the launch plan's criteria). Each tool issue adds its step.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use shared_types::{Check, Measurement, OutputFormat, Quantity, RenderOptions, Report, Threshold};
+use testkit::Sandbox;
+use testkit::metrics::{Samples, parse_samples};
+use tokio::task::JoinSet;
+
+use crate::workspace;
+
+/// Series the marketplace's runbooks read; verify fails when one is missing.
+pub const RUNBOOK_SERIES: [&str; 10] = [
+    "http_requests_total",
+    "http_request_duration_seconds_bucket",
+    "db_connections_in_use",
+    "db_connections_max",
+    "cache_hits_total",
+    "cache_misses_total",
+    "circuit_breaker_state",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+];
+
+/// How a verification run is carried out.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Where the reports go.
+    pub out_dir: PathBuf,
+    /// A sandbox already running at this URL; `None` starts one.
+    pub target: Option<String>,
+    /// The sandbox binary; `None` uses testkit's default (target/debug/sandbox).
+    pub sandbox_binary: Option<PathBuf>,
+    /// Extra sandbox arguments (catalog size, dependencies).
+    pub sandbox_args: Vec<String>,
+    /// Requests of the smoke load.
+    pub requests: usize,
+    /// Concurrent clients of the smoke load.
+    pub concurrency: usize,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        Self {
+            out_dir: workspace::root().join("target/verify"),
+            target: None,
+            sandbox_binary: None,
+            sandbox_args: Vec::new(),
+            requests: 400,
+            concurrency: 8,
+        }
+    }
+}
+
+/// Runs every step and writes the reports; the merged report is returned.
+pub async fn run(options: &VerifyOptions) -> anyhow::Result<Report> {
+    std::fs::create_dir_all(&options.out_dir)
+        .with_context(|| format!("cannot create {}", options.out_dir.display()))?;
+    // Kept alive until the steps are done; dropping it stops the sandbox.
+    let mut started = None;
+    let url = match &options.target {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let sandbox = match &options.sandbox_binary {
+                Some(binary) => Sandbox::start_with_binary(binary, &options.sandbox_args).await,
+                None => Sandbox::start(&options.sandbox_args).await,
+            }
+            .context("cannot start the sandbox")?;
+            eprintln!("sandbox running at {}", sandbox.url());
+            started.insert(sandbox).url().to_owned()
+        }
+    };
+
+    let mut merged = Report::new("postlaunch-verify", env!("CARGO_PKG_VERSION"), url.as_str());
+    let steps = [sandbox_step(&url, options).await];
+    for step in steps {
+        let path = options.out_dir.join(format!("{}.json", step.tool));
+        std::fs::write(&path, step.to_json_pretty()).with_context(|| format!("cannot write {}", path.display()))?;
+        for check in &step.checks {
+            let mut check = check.clone();
+            check.id = format!("{}/{}", step.tool, check.id);
+            merged.push_check(check);
+        }
+        for measurement in &step.measurements {
+            let name = format!("{}/{}", step.tool, measurement.name);
+            merged.push_measurement(Measurement::new(name, measurement.value, measurement.unit.clone()));
+        }
+    }
+    merged.finish();
+    drop(started);
+    let json = options.out_dir.join("report.json");
+    std::fs::write(&json, merged.to_json_pretty()).with_context(|| format!("cannot write {}", json.display()))?;
+    let markdown = options.out_dir.join("report.md");
+    std::fs::write(&markdown, merged.render(OutputFormat::Markdown, &RenderOptions::default()))
+        .with_context(|| format!("cannot write {}", markdown.display()))?;
+    Ok(merged)
+}
+
+/// The merged report for stdout: colours only on a terminal.
+pub fn render_summary(report: &Report, format: OutputFormat) -> String {
+    use std::io::IsTerminal;
+    report.render(format, &RenderOptions { color: std::io::stdout().is_terminal() })
+}
+
+/// The JSON Schema of the report, as committed in docs/report-schema.json.
+pub fn report_schema_text() -> String {
+    let mut text = serde_json::to_string_pretty(&shared_types::report_schema()).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The sandbox step: is the target alive, observable and within the launch
+/// plan's latency, error and cache criteria under a small load?
+async fn sandbox_step(base: &str, options: &VerifyOptions) -> Report {
+    let mut report = Report::new("sandbox", env!("CARGO_PKG_VERSION"), base);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
+
+    report.push_check(status_check(&client, base, "healthz", "GET /healthz answers 200").await);
+    report.push_check(status_check(&client, base, "readyz", "GET /readyz answers 200 (database reachable)").await);
+
+    let before = match scrape(&client, base).await {
+        Ok(samples) => samples,
+        Err(e) => {
+            report.push_check(Check::error("metrics", "runbook series exported on /metrics", format!("{e:#}")));
+            report.finish();
+            return report;
+        }
+    };
+    let missing: Vec<&str> = RUNBOOK_SERIES.iter().copied().filter(|name| !before.has(name)).collect();
+    let present = RUNBOOK_SERIES.len() - missing.len();
+    let mut series = Check::from_bool(
+        "metrics",
+        "runbook series exported on /metrics",
+        format!("{present}/{} series", RUNBOOK_SERIES.len()),
+        missing.is_empty(),
+    );
+    if !missing.is_empty() {
+        series = series.with_detail(format!("missing: {}", missing.join(", ")));
+    }
+    report.push_check(series);
+
+    // A warm-up pass over the whole hot set first: the criteria describe a
+    // service in steady state, not one whose cache was just emptied.
+    let warm_up = smoke_load(&client, base, WARM_UP_REQUESTS, options.concurrency).await;
+    let before = scrape(&client, base).await.unwrap_or(before);
+    let load = smoke_load(&client, base, options.requests, options.concurrency).await;
+    let after = scrape(&client, base).await.unwrap_or_default();
+    let total = load.latencies.len() as f64;
+    let errors = load.errors as f64;
+    let rate = if load.elapsed.is_zero() { 0.0 } else { total / load.elapsed.as_secs_f64() };
+    let p = |q: f64| Quantity::millis(percentile(&load.latencies, q).as_secs_f64() * 1000.0);
+    report.push_check(criterion("p95 < 500ms").check("p95", p(0.95)));
+    report.push_check(criterion("p99 < 1s").check("p99", p(0.99)));
+    report.push_check(criterion("error_rate < 0.1%").check("error-rate", Quantity::ratio(errors / total.max(1.0))));
+    let hits = after.sum("cache_hits_total", &[]) - before.sum("cache_hits_total", &[]);
+    let misses = after.sum("cache_misses_total", &[]) - before.sum("cache_misses_total", &[]);
+    let hit_rate = hits / (hits + misses).max(1.0);
+    report.push_check(criterion("cache_hit_rate > 80%").check("cache-hit-rate", Quantity::ratio(hit_rate)));
+    let open = after.sum("circuit_breaker_state", &[("state", "open")]);
+    report.push_check(Check::from_bool(
+        "breakers",
+        "no circuit breaker open after the load",
+        format!("{open} open"),
+        open == 0.0 && after.has("circuit_breaker_state"),
+    ));
+
+    for (name, value, unit) in [
+        ("requests", total, ""),
+        ("warm_up_requests", warm_up.latencies.len() as f64, ""),
+        ("throughput", rate, "req/s"),
+        ("p50", p(0.50).value * 1000.0, "ms"),
+        ("p95", p(0.95).value * 1000.0, "ms"),
+        ("p99", p(0.99).value * 1000.0, "ms"),
+        ("error_rate", errors / total.max(1.0) * 100.0, "%"),
+        ("cache_hit_rate", hit_rate * 100.0, "%"),
+        ("resident_memory", after.sum("process_resident_memory_bytes", &[]), "bytes"),
+    ] {
+        report.push_measurement(Measurement::new(name, value, unit));
+    }
+    report.finish();
+    report
+}
+
+/// A criterion written in the threshold language; the literals above are valid.
+fn criterion(text: &str) -> Threshold {
+    text.parse().unwrap_or_else(|e| panic!("built-in criterion {text:?} does not parse: {e}"))
+}
+
+async fn status_check(client: &reqwest::Client, base: &str, path: &str, criterion: &str) -> Check {
+    match client.get(format!("{base}/{path}")).send().await {
+        Ok(response) => {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            let check =
+                Check::from_bool(path, criterion, format!("HTTP {}", status.as_u16()), status.is_success());
+            if status.is_success() { check } else { check.with_detail(body) }
+        }
+        Err(e) => Check::error(path, criterion, format!("request failed: {e}")),
+    }
+}
+
+async fn scrape(client: &reqwest::Client, base: &str) -> anyhow::Result<Samples> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .context("GET /metrics failed")?
+        .error_for_status()
+        .context("GET /metrics failed")?
+        .text()
+        .await?;
+    Ok(parse_samples(&text))
+}
+
+struct Load {
+    latencies: Vec<Duration>,
+    errors: usize,
+    elapsed: Duration,
+}
+
+/// Requests of the unmeasured warm-up: enough to touch every key of the hot set.
+const WARM_UP_REQUESTS: usize = 300;
+
+/// Browsing traffic over a hot set of items, what a marketplace's front page
+/// sees: collections 1 to 10 and NFTs 1 to 50, so any catalog at least that
+/// large answers every request.
+fn smoke_request(client: &reqwest::Client, base: &str, n: usize) -> reqwest::RequestBuilder {
+    match n % 6 {
+        0 => client.get(format!("{base}/api/collections?page={}", n % 3 + 1)),
+        1 => client.get(format!("{base}/api/collections/{}", n % 10 + 1)),
+        2 => client.get(format!("{base}/api/collections/{}/nfts?page=1", n % 10 + 1)),
+        3 => client.get(format!("{base}/api/nfts/{}", n % 50 + 1)),
+        4 => client.get(format!("{base}/api/search?q={}", ["cosmic", "apes", "neon"][n % 3])),
+        _ => client.post(format!("{base}/graphql")).json(&serde_json::json!({
+            "query": "{ collections(first: 3) { id name nfts(first: 2) { tokenId owner { address } } } }"
+        })),
+    }
+}
+
+async fn smoke_load(client: &reqwest::Client, base: &str, requests: usize, concurrency: usize) -> Load {
+    let started = Instant::now();
+    let mut workers = JoinSet::new();
+    let concurrency = concurrency.max(1);
+    for worker in 0..concurrency {
+        let client = client.clone();
+        let base = base.to_owned();
+        workers.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            for n in (worker..requests).step_by(concurrency) {
+                let sent = Instant::now();
+                let ok = match smoke_request(&client, &base, n).send().await {
+                    Ok(response) => {
+                        let ok = response.status().is_success();
+                        let body = response.text().await.unwrap_or_default();
+                        ok && !body.contains("\"errors\"")
+                    }
+                    Err(_) => false,
+                };
+                latencies.push(sent.elapsed());
+                errors += usize::from(!ok);
+            }
+            (latencies, errors)
+        });
+    }
+    let mut load = Load { latencies: Vec::with_capacity(requests), errors: 0, elapsed: Duration::ZERO };
+    while let Some(joined) = workers.join_next().await {
+        if let Ok((latencies, errors)) = joined {
+            load.latencies.extend(latencies);
+            load.errors += errors;
+        }
+    }
+    load.elapsed = started.elapsed();
+    load.latencies.sort_unstable();
+    load
+}
+
+/// The nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&samples, 0.95), Duration::from_millis(95));
+        assert_eq!(percentile(&samples, 0.99), Duration::from_millis(99));
+        assert_eq!(percentile(&samples, 1.0), Duration::from_millis(100));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn built_in_criteria_parse() {
+        for text in ["p95 < 500ms", "p99 < 1s", "error_rate < 0.1%", "cache_hit_rate > 80%"] {
+            assert_eq!(criterion(text).to_string(), text);
+        }
+    }
+}
