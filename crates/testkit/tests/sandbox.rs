@@ -48,6 +48,7 @@ async fn sandbox_exiting_before_its_listening_line_reports_exit_code_and_stderr(
     assert!(message.contains("exit code 3"), "{message}");
     assert!(message.contains("cannot reach postgres at 127.0.0.1:1"), "{message}");
     assert!(message.contains("exited before printing"), "{message}");
+    println!("{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
