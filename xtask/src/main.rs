@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use clap::{Parser, Subcommand};
-use shared_types::{ExitCode, OutputFormat};
+use shared_types::{ExitCode, OutputFormat, Threshold};
 use xtask::verify::{self, VerifyOptions};
 use xtask::workspace::{self, cargo, run};
 
@@ -31,6 +31,12 @@ enum Task {
         /// starting one (e.g. one started with `cargo xtask sandbox`).
         #[arg(long, value_name = "URL")]
         target: Option<String>,
+        /// Override a criterion of the smoke load, e.g. 'p95 < 300ms' or
+        /// 'cache_hit_rate > 90%' (metrics: p50, p90, p95, p99, max, error_rate,
+        /// cache_hit_rate). Repeatable. Defaults: the launch plan's p95 < 500ms,
+        /// p99 < 1s, error_rate < 0.1%, cache_hit_rate > 80%.
+        #[arg(long = "threshold", value_name = "CRITERION")]
+        thresholds: Vec<Threshold>,
     },
     /// Run the sandbox marketplace service (arguments go to it; try `-- --help`).
     Sandbox {
@@ -72,12 +78,19 @@ fn main() {
 
 fn execute(task: Task) -> anyhow::Result<ExitCode> {
     match task {
-        Task::Verify { output, requests, target } => {
+        Task::Verify { output, requests, target, thresholds } => {
+            let criteria = match verify::with_overrides(verify::default_criteria(), thresholds) {
+                Ok(criteria) => criteria,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::Usage);
+                }
+            };
             let runtime = tokio::runtime::Runtime::new()?;
             if target.is_none() {
                 build_binaries()?;
             }
-            let options = VerifyOptions { requests, target, ..VerifyOptions::default() };
+            let options = VerifyOptions { requests, target, criteria, ..VerifyOptions::default() };
             let report = runtime.block_on(verify::run(&options))?;
             print!("{}", verify::render_summary(&report, output));
             eprintln!("wrote {}", options.out_dir.join("report.{json,md}").display());

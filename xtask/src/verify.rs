@@ -49,6 +49,37 @@ pub struct VerifyOptions {
     pub requests: usize,
     /// Concurrent clients of the smoke load.
     pub concurrency: usize,
+    /// Criteria of the smoke load, by metric (see [`SMOKE_METRICS`]).
+    pub criteria: Vec<Threshold>,
+}
+
+/// Metrics the smoke load's criteria may name.
+pub const SMOKE_METRICS: [&str; 7] =
+    ["p50", "p90", "p95", "p99", "max", "error_rate", "cache_hit_rate"];
+
+/// The launch plan's criteria for the smoke load.
+pub fn default_criteria() -> Vec<Threshold> {
+    ["p95 < 500ms", "p99 < 1s", "error_rate < 0.1%", "cache_hit_rate > 80%"].map(criterion).to_vec()
+}
+
+/// Replaces the default criterion of each overridden metric (or adds one for a
+/// metric without a default); refuses metrics the smoke load does not measure.
+pub fn with_overrides(
+    mut criteria: Vec<Threshold>,
+    overrides: Vec<Threshold>,
+) -> Result<Vec<Threshold>, String> {
+    for threshold in overrides {
+        if !SMOKE_METRICS.contains(&threshold.metric.as_str()) {
+            return Err(format!(
+                "unknown metric {:?} in --threshold \"{threshold}\": verify measures {}",
+                threshold.metric,
+                SMOKE_METRICS.join(", ")
+            ));
+        }
+        criteria.retain(|c| c.metric != threshold.metric);
+        criteria.push(threshold);
+    }
+    Ok(criteria)
 }
 
 impl Default for VerifyOptions {
@@ -60,6 +91,7 @@ impl Default for VerifyOptions {
             sandbox_args: Vec::new(),
             requests: 400,
             concurrency: 8,
+            criteria: default_criteria(),
         }
     }
 }
@@ -87,7 +119,8 @@ pub async fn run(options: &VerifyOptions) -> anyhow::Result<Report> {
     let steps = [sandbox_step(&url, options).await];
     for step in steps {
         let path = options.out_dir.join(format!("{}.json", step.tool));
-        std::fs::write(&path, step.to_json_pretty()).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, step.to_json_pretty())
+            .with_context(|| format!("cannot write {}", path.display()))?;
         for check in &step.checks {
             let mut check = check.clone();
             check.id = format!("{}/{}", step.tool, check.id);
@@ -95,13 +128,18 @@ pub async fn run(options: &VerifyOptions) -> anyhow::Result<Report> {
         }
         for measurement in &step.measurements {
             let name = format!("{}/{}", step.tool, measurement.name);
-            merged.push_measurement(Measurement::new(name, measurement.value, measurement.unit.clone()));
+            merged.push_measurement(Measurement::new(
+                name,
+                measurement.value,
+                measurement.unit.clone(),
+            ));
         }
     }
     merged.finish();
     drop(started);
     let json = options.out_dir.join("report.json");
-    std::fs::write(&json, merged.to_json_pretty()).with_context(|| format!("cannot write {}", json.display()))?;
+    std::fs::write(&json, merged.to_json_pretty())
+        .with_context(|| format!("cannot write {}", json.display()))?;
     let markdown = options.out_dir.join("report.md");
     std::fs::write(&markdown, merged.render(OutputFormat::Markdown, &RenderOptions::default()))
         .with_context(|| format!("cannot write {}", markdown.display()))?;
@@ -125,20 +163,28 @@ pub fn report_schema_text() -> String {
 /// plan's latency, error and cache criteria under a small load?
 async fn sandbox_step(base: &str, options: &VerifyOptions) -> Report {
     let mut report = Report::new("sandbox", env!("CARGO_PKG_VERSION"), base);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
+    let client =
+        reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
 
     report.push_check(status_check(&client, base, "healthz", "GET /healthz answers 200").await);
-    report.push_check(status_check(&client, base, "readyz", "GET /readyz answers 200 (database reachable)").await);
+    report.push_check(
+        status_check(&client, base, "readyz", "GET /readyz answers 200 (database reachable)").await,
+    );
 
     let before = match scrape(&client, base).await {
         Ok(samples) => samples,
         Err(e) => {
-            report.push_check(Check::error("metrics", "runbook series exported on /metrics", format!("{e:#}")));
+            report.push_check(Check::error(
+                "metrics",
+                "runbook series exported on /metrics",
+                format!("{e:#}"),
+            ));
             report.finish();
             return report;
         }
     };
-    let missing: Vec<&str> = RUNBOOK_SERIES.iter().copied().filter(|name| !before.has(name)).collect();
+    let missing: Vec<&str> =
+        RUNBOOK_SERIES.iter().copied().filter(|name| !before.has(name)).collect();
     let present = RUNBOOK_SERIES.len() - missing.len();
     let mut series = Check::from_bool(
         "metrics",
@@ -161,13 +207,29 @@ async fn sandbox_step(base: &str, options: &VerifyOptions) -> Report {
     let errors = load.errors as f64;
     let rate = if load.elapsed.is_zero() { 0.0 } else { total / load.elapsed.as_secs_f64() };
     let p = |q: f64| Quantity::millis(percentile(&load.latencies, q).as_secs_f64() * 1000.0);
-    report.push_check(criterion("p95 < 500ms").check("p95", p(0.95)));
-    report.push_check(criterion("p99 < 1s").check("p99", p(0.99)));
-    report.push_check(criterion("error_rate < 0.1%").check("error-rate", Quantity::ratio(errors / total.max(1.0))));
     let hits = after.sum("cache_hits_total", &[]) - before.sum("cache_hits_total", &[]);
     let misses = after.sum("cache_misses_total", &[]) - before.sum("cache_misses_total", &[]);
     let hit_rate = hits / (hits + misses).max(1.0);
-    report.push_check(criterion("cache_hit_rate > 80%").check("cache-hit-rate", Quantity::ratio(hit_rate)));
+    for threshold in &options.criteria {
+        let observed = match threshold.metric.as_str() {
+            "p50" => p(0.50),
+            "p90" => p(0.90),
+            "p95" => p(0.95),
+            "p99" => p(0.99),
+            "max" => p(1.0),
+            "error_rate" => Quantity::ratio(errors / total.max(1.0)),
+            "cache_hit_rate" => Quantity::ratio(hit_rate),
+            other => {
+                report.push_check(Check::error(
+                    other,
+                    threshold.to_string(),
+                    "verify does not measure this metric",
+                ));
+                continue;
+            }
+        };
+        report.push_check(threshold.check(threshold.metric.replace('_', "-"), observed));
+    }
     let open = after.sum("circuit_breaker_state", &[("state", "open")]);
     report.push_check(Check::from_bool(
         "breakers",
@@ -203,8 +265,12 @@ async fn status_check(client: &reqwest::Client, base: &str, path: &str, criterio
         Ok(response) => {
             let status = response.status();
             let body = response.text().await.unwrap_or_default();
-            let check =
-                Check::from_bool(path, criterion, format!("HTTP {}", status.as_u16()), status.is_success());
+            let check = Check::from_bool(
+                path,
+                criterion,
+                format!("HTTP {}", status.as_u16()),
+                status.is_success(),
+            );
             if status.is_success() { check } else { check.with_detail(body) }
         }
         Err(e) => Check::error(path, criterion, format!("request failed: {e}")),
@@ -249,7 +315,12 @@ fn smoke_request(client: &reqwest::Client, base: &str, n: usize) -> reqwest::Req
     }
 }
 
-async fn smoke_load(client: &reqwest::Client, base: &str, requests: usize, concurrency: usize) -> Load {
+async fn smoke_load(
+    client: &reqwest::Client,
+    base: &str,
+    requests: usize,
+    concurrency: usize,
+) -> Load {
     let started = Instant::now();
     let mut workers = JoinSet::new();
     let concurrency = concurrency.max(1);
@@ -275,7 +346,8 @@ async fn smoke_load(client: &reqwest::Client, base: &str, requests: usize, concu
             (latencies, errors)
         });
     }
-    let mut load = Load { latencies: Vec::with_capacity(requests), errors: 0, elapsed: Duration::ZERO };
+    let mut load =
+        Load { latencies: Vec::with_capacity(requests), errors: 0, elapsed: Duration::ZERO };
     while let Some(joined) = workers.join_next().await {
         if let Ok((latencies, errors)) = joined {
             load.latencies.extend(latencies);

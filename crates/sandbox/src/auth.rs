@@ -107,8 +107,14 @@ impl Authenticator {
     }
 
     /// Verifies a signed message; on success returns a new session token.
-    pub fn verify(&self, message: &str, signature: &str, device: &str) -> Result<(String, Session), SignInError> {
-        let message: Message = message.parse().map_err(|e| SignInError::Malformed(format!("message: {e}")))?;
+    pub fn verify(
+        &self,
+        message: &str,
+        signature: &str,
+        device: &str,
+    ) -> Result<(String, Session), SignInError> {
+        let message: Message =
+            message.parse().map_err(|e| SignInError::Malformed(format!("message: {e}")))?;
         let signature = parse_signature(signature)?;
         if message.domain.as_str() != self.domain {
             return Err(SignInError::WrongDomain {
@@ -117,14 +123,19 @@ impl Authenticator {
             });
         }
         if message.chain_id != self.chain_id {
-            return Err(SignInError::WrongChain { expected: self.chain_id, found: message.chain_id });
+            return Err(SignInError::WrongChain {
+                expected: self.chain_id,
+                found: message.chain_id,
+            });
         }
         if !message.valid_now() {
             return Err(SignInError::NotValidNow);
         }
         // The nonce is consumed before the signature is checked: a forged
         // signature burns it, so it cannot be retried.
-        let fresh = lock(&self.nonces).remove(&message.nonce).is_some_and(|expires| expires > Instant::now());
+        let fresh = lock(&self.nonces)
+            .remove(&message.nonce)
+            .is_some_and(|expires| expires > Instant::now());
         if !fresh {
             return Err(SignInError::BadNonce);
         }

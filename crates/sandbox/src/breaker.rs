@@ -25,7 +25,8 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
-    const ALL: [BreakerState; 3] = [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen];
+    const ALL: [BreakerState; 3] =
+        [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen];
 
     /// The label value: `closed`, `open` or `half_open`.
     pub fn as_str(self) -> &'static str {
@@ -188,8 +189,7 @@ mod tests {
     use prometheus::Opts;
 
     fn breaker(open_for: Duration) -> (CircuitBreaker, IntGaugeVec) {
-        let gauge =
-            IntGaugeVec::new(Opts::new("state", "s"), &["dependency", "state"]).unwrap();
+        let gauge = IntGaugeVec::new(Opts::new("state", "s"), &["dependency", "state"]).unwrap();
         let transitions =
             IntCounterVec::new(Opts::new("t", "t"), &["dependency", "from", "to"]).unwrap();
         (CircuitBreaker::new("database", 3, open_for, gauge.clone(), transitions), gauge)

@@ -92,16 +92,18 @@ impl Cache {
         faults: Faults,
         metrics: Metrics,
     ) -> Result<Self, CacheConnectError> {
-        let client = redis::Client::open(url).map_err(|e| CacheConnectError::InvalidUrl(e.to_string()))?;
+        let client =
+            redis::Client::open(url).map_err(|e| CacheConnectError::InvalidUrl(e.to_string()))?;
         let info = client.get_connection_info();
         let target = info.addr().to_string();
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(2);
-        let mut manager = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|e| CacheConnectError::Unreachable { target: target.clone(), reason: e.to_string() })?;
+        let mut manager =
+            ConnectionManager::new_with_config(client, config).await.map_err(|e| {
+                CacheConnectError::Unreachable { target: target.clone(), reason: e.to_string() }
+            })?;
         let _: String = redis::cmd("PING")
             .query_async(&mut manager)
             .await
@@ -142,11 +144,17 @@ impl Cache {
                 match &self.backend {
                     Backend::Memory(map) => {
                         let map = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        Ok(map.get(&key).filter(|(expires, _)| *expires > Instant::now()).map(|(_, v)| v.clone()))
+                        Ok(map
+                            .get(&key)
+                            .filter(|(expires, _)| *expires > Instant::now())
+                            .map(|(_, v)| v.clone()))
                     }
                     Backend::Redis(manager) => {
                         let mut conn = manager.clone();
-                        Ok(redis::cmd("GET").arg(&key).query_async::<Option<String>>(&mut conn).await?)
+                        Ok(redis::cmd("GET")
+                            .arg(&key)
+                            .query_async::<Option<String>>(&mut conn)
+                            .await?)
                     }
                 }
             })

@@ -109,7 +109,10 @@ impl Config {
             return fail("--collections", "must be at least 1");
         }
         if self.collections > 1_000_000 {
-            return fail("--collections", "at most 1000000 (the sandbox holds the catalog index in memory)");
+            return fail(
+                "--collections",
+                "at most 1000000 (the sandbox holds the catalog index in memory)",
+            );
         }
         if self.nfts > 10_000_000 {
             return fail("--nfts", "at most 10000000");
@@ -125,10 +128,16 @@ impl Config {
         }
         let schema_ok = !self.database_schema.is_empty()
             && self.database_schema.len() <= 63
-            && self.database_schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && self
+                .database_schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
             && !self.database_schema.starts_with(|c: char| c.is_ascii_digit());
         if !schema_ok {
-            return fail("--database-schema", "use lowercase letters, digits and _ (at most 63), not starting with a digit");
+            return fail(
+                "--database-schema",
+                "use lowercase letters, digits and _ (at most 63), not starting with a digit",
+            );
         }
         if self.cache_namespace.is_empty() || self.cache_namespace.contains(char::is_whitespace) {
             return fail("--cache-namespace", "must be non-empty and contain no whitespace");
@@ -150,7 +159,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" | "" => 1.0,
         "m" | "min" => 60.0,
         "h" => 3600.0,
-        other => return Err(format!("unknown unit \"{other}\" in \"{s}\" (expected ms, s, m or h)")),
+        other => {
+            return Err(format!("unknown unit \"{other}\" in \"{s}\" (expected ms, s, m or h)"));
+        }
     };
     Duration::try_from_secs_f64(value * scale).map_err(|e| format!("\"{s}\": {e}"))
 }

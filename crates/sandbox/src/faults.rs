@@ -68,10 +68,16 @@ impl FaultSpec {
             return Err(format!("error_rate must be between 0 and 1, got {}", self.error_rate));
         }
         if self.latency_ms > 600_000 {
-            return Err(format!("latency_ms must be at most 600000 (10 min), got {}", self.latency_ms));
+            return Err(format!(
+                "latency_ms must be at most 600000 (10 min), got {}",
+                self.latency_ms
+            ));
         }
         if self.db_latency_ms > 600_000 {
-            return Err(format!("db_latency_ms must be at most 600000, got {}", self.db_latency_ms));
+            return Err(format!(
+                "db_latency_ms must be at most 600000, got {}",
+                self.db_latency_ms
+            ));
         }
         if self.stall_every_ms > 0 && self.stall_for_ms >= self.stall_every_ms {
             return Err(format!(
@@ -111,7 +117,10 @@ pub struct Faults {
 impl Default for Faults {
     fn default() -> Self {
         Self {
-            active: Arc::new(RwLock::new(Active { spec: FaultSpec::default(), since: Instant::now() })),
+            active: Arc::new(RwLock::new(Active {
+                spec: FaultSpec::default(),
+                since: Instant::now(),
+            })),
             requests: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -185,7 +194,11 @@ mod tests {
     #[test]
     fn stalls_delay_requests_inside_the_stall_window() {
         let faults = Faults::default();
-        faults.set(FaultSpec { stall_every_ms: 60_000, stall_for_ms: 30_000, ..FaultSpec::default() });
+        faults.set(FaultSpec {
+            stall_every_ms: 60_000,
+            stall_for_ms: 30_000,
+            ..FaultSpec::default()
+        });
         let delay = faults.next_request().delay;
         assert!(delay > Duration::from_secs(29) && delay <= Duration::from_secs(30), "{delay:?}");
     }

@@ -68,7 +68,12 @@ impl Query {
         #[graphql(default = 20)] first: i32,
     ) -> Result<Vec<CollectionNode>> {
         let page = u32::try_from(page.max(1)).unwrap_or(1);
-        Ok(catalog(ctx).collections(page, page_size(first)?).await?.into_iter().map(CollectionNode).collect())
+        Ok(catalog(ctx)
+            .collections(page, page_size(first)?)
+            .await?
+            .into_iter()
+            .map(CollectionNode)
+            .collect())
     }
 
     /// One NFT by id.
@@ -88,7 +93,12 @@ impl Query {
         text: String,
         #[graphql(default = 20)] first: i32,
     ) -> Result<Vec<CollectionNode>> {
-        Ok(catalog(ctx).search(&text, page_size(first)?).await?.into_iter().map(CollectionNode).collect())
+        Ok(catalog(ctx)
+            .search(&text, page_size(first)?)
+            .await?
+            .into_iter()
+            .map(CollectionNode)
+            .collect())
     }
 }
 
@@ -120,8 +130,17 @@ impl CollectionNode {
         &self.0.floor_price_wei
     }
     /// The first NFTs of the collection: one query per collection.
-    async fn nfts(&self, ctx: &Context<'_>, #[graphql(default = 20)] first: i32) -> Result<Vec<NftNode>> {
-        Ok(catalog(ctx).collection_nfts(self.0.id, 1, page_size(first)?).await?.into_iter().map(NftNode).collect())
+    async fn nfts(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+    ) -> Result<Vec<NftNode>> {
+        Ok(catalog(ctx)
+            .collection_nfts(self.0.id, 1, page_size(first)?)
+            .await?
+            .into_iter()
+            .map(NftNode)
+            .collect())
     }
 }
 
@@ -148,11 +167,9 @@ impl NftNode {
     }
     /// The NFT's collection: one query per NFT.
     async fn collection(&self, ctx: &Context<'_>) -> Result<CollectionNode> {
-        catalog(ctx)
-            .collection(self.0.collection_id)
-            .await?
-            .map(CollectionNode)
-            .ok_or_else(|| format!("collection {} of nft {} is missing", self.0.collection_id, self.0.id).into())
+        catalog(ctx).collection(self.0.collection_id).await?.map(CollectionNode).ok_or_else(|| {
+            format!("collection {} of nft {} is missing", self.0.collection_id, self.0.id).into()
+        })
     }
 }
 
@@ -168,7 +185,16 @@ impl OwnerNode {
         &self.address
     }
     /// NFTs held by this owner: one query per owner.
-    async fn nfts(&self, ctx: &Context<'_>, #[graphql(default = 20)] first: i32) -> Result<Vec<NftNode>> {
-        Ok(catalog(ctx).owner_nfts(&self.address, page_size(first)?).await?.into_iter().map(NftNode).collect())
+    async fn nfts(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+    ) -> Result<Vec<NftNode>> {
+        Ok(catalog(ctx)
+            .owner_nfts(&self.address, page_size(first)?)
+            .await?
+            .into_iter()
+            .map(NftNode)
+            .collect())
     }
 }

@@ -64,7 +64,9 @@ pub enum StartError {
     #[error("{0}")]
     Unreachable(String),
     /// The listen address is taken or not ours.
-    #[error("cannot listen on {addr}: {source}; pick another --listen address (port 0 picks a free one)")]
+    #[error(
+        "cannot listen on {addr}: {source}; pick another --listen address (port 0 picks a free one)"
+    )]
     Bind {
         /// The requested address.
         addr: SocketAddr,
@@ -123,7 +125,8 @@ pub async fn build(config: &Config) -> Result<AppState, StartError> {
             metrics.breaker_transitions.clone(),
         )
     };
-    let shape = CatalogShape { collections: config.collections, nfts: config.nfts, seed: config.seed };
+    let shape =
+        CatalogShape { collections: config.collections, nfts: config.nfts, seed: config.seed };
     let catalog = match &config.database_url {
         Some(url) => {
             Catalog::postgres(
@@ -149,10 +152,23 @@ pub async fn build(config: &Config) -> Result<AppState, StartError> {
     };
     let cache = match &config.redis_url {
         Some(url) => {
-            Cache::redis(url, &config.cache_namespace, config.cache_ttl, breaker("cache"), faults.clone(), metrics.clone())
-                .await?
+            Cache::redis(
+                url,
+                &config.cache_namespace,
+                config.cache_ttl,
+                breaker("cache"),
+                faults.clone(),
+                metrics.clone(),
+            )
+            .await?
         }
-        None => Cache::in_memory(&config.cache_namespace, config.cache_ttl, breaker("cache"), faults.clone(), metrics.clone()),
+        None => Cache::in_memory(
+            &config.cache_namespace,
+            config.cache_ttl,
+            breaker("cache"),
+            faults.clone(),
+            metrics.clone(),
+        ),
     };
     metrics.catalog_info.with_label_values(&[catalog.backend(), cache.backend()]).set(1);
     let catalog = Arc::new(catalog);
@@ -177,7 +193,8 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let addr =
+        listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
     on_listening(addr);
     axum::serve(listener, routes::router(state))
         .with_graceful_shutdown(shutdown)

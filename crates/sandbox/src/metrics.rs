@@ -60,10 +60,15 @@ impl Metrics {
         let cache_hits = IntCounter::new("cache_hits_total", "Responses served from the cache.")?;
         let cache_misses =
             IntCounter::new("cache_misses_total", "Cache lookups that found nothing.")?;
-        let cache_errors =
-            IntCounter::new("cache_errors_total", "Cache calls that failed (served from the database).")?;
+        let cache_errors = IntCounter::new(
+            "cache_errors_total",
+            "Cache calls that failed (served from the database).",
+        )?;
         let breaker_state = IntGaugeVec::new(
-            Opts::new("circuit_breaker_state", "Circuit breaker state per dependency (1 = current)."),
+            Opts::new(
+                "circuit_breaker_state",
+                "Circuit breaker state per dependency (1 = current).",
+            ),
             &["dependency", "state"],
         )?;
         let breaker_transitions = IntCounterVec::new(

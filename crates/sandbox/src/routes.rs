@@ -174,7 +174,10 @@ fn json_body(body: String, cache: &'static str) -> Response {
     ([("content-type", "application/json"), ("x-cache", cache)], body).into_response()
 }
 
-async fn collections(State(state): State<AppState>, Query(paging): Query<Paging>) -> Result<Response, ApiError> {
+async fn collections(
+    State(state): State<AppState>,
+    Query(paging): Query<Paging>,
+) -> Result<Response, ApiError> {
     let (page, per_page) = paging.resolve()?;
     cached(&state, format!("collections:{page}:{per_page}"), async {
         Ok(Some(state.catalog.collections(page, per_page).await?))
@@ -182,8 +185,12 @@ async fn collections(State(state): State<AppState>, Query(paging): Query<Paging>
     .await
 }
 
-async fn collection(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Response, ApiError> {
-    cached(&state, format!("collection:{id}"), async { Ok(state.catalog.collection(id).await?) }).await
+async fn collection(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    cached(&state, format!("collection:{id}"), async { Ok(state.catalog.collection(id).await?) })
+        .await
 }
 
 async fn collection_nfts(
@@ -210,7 +217,10 @@ struct SearchQuery {
     q: Option<String>,
 }
 
-async fn search(State(state): State<AppState>, Query(query): Query<SearchQuery>) -> Result<Response, ApiError> {
+async fn search(
+    State(state): State<AppState>,
+    Query(query): Query<SearchQuery>,
+) -> Result<Response, ApiError> {
     let text = query.q.unwrap_or_default();
     let text = text.trim();
     if text.is_empty() || text.chars().count() > 100 {
@@ -222,7 +232,10 @@ async fn search(State(state): State<AppState>, Query(query): Query<SearchQuery>)
     .await
 }
 
-async fn graphql(State(state): State<AppState>, Json(request): Json<async_graphql::Request>) -> Response {
+async fn graphql(
+    State(state): State<AppState>,
+    Json(request): Json<async_graphql::Request>,
+) -> Response {
     Json(state.schema.execute(request).await).into_response()
 }
 
@@ -253,17 +266,21 @@ async fn verify(
             "address": session.address,
             "expires_in_seconds": crate::auth::SESSION_TTL.as_secs(),
         }))),
-        Err(e @ SignInError::Malformed(_)) => Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(e @ SignInError::Malformed(_)) => {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
+        }
         Err(e) => Err(ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())),
     }
 }
 
-async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+async fn me(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let token = header(&headers, "authorization").strip_prefix("Bearer ").unwrap_or_default();
-    let session = state
-        .auth
-        .session(token)
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing, unknown or expired session token"))?;
+    let session = state.auth.session(token).ok_or_else(|| {
+        ApiError::new(StatusCode::UNAUTHORIZED, "missing, unknown or expired session token")
+    })?;
     if session.device != header(&headers, "x-device-fingerprint") {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "session is bound to another device"));
     }
@@ -298,10 +315,14 @@ async fn get_faults(State(state): State<AppState>) -> Json<FaultSpec> {
     Json(state.faults.spec())
 }
 
-async fn set_faults(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<FaultSpec>, ApiError> {
+async fn set_faults(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<FaultSpec>, ApiError> {
     let spec: FaultSpec = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid fault spec: {e}")))?;
-    spec.validate().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid fault spec: {e}")))?;
+    spec.validate()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid fault spec: {e}")))?;
     tracing::warn!(?spec, "faults set");
     state.faults.set(spec.clone());
     Ok(Json(spec))

@@ -9,7 +9,8 @@ use testkit::{TempDatabase, local_redis_url, unique_name};
 #[tokio::test(flavor = "multi_thread")]
 async fn catalog_is_seeded_into_and_read_from_postgres() {
     let db = TempDatabase::create().await.expect("temp database on the local PostgreSQL");
-    let sandbox = start(&["--database-url", db.url(), "--collections", "40", "--nfts", "1000"]).await;
+    let sandbox =
+        start(&["--database-url", db.url(), "--collections", "40", "--nfts", "1000"]).await;
 
     let client = testkit::postgres::connect(db.url()).await.unwrap();
     let counts = client
@@ -19,7 +20,10 @@ async fn catalog_is_seeded_into_and_read_from_postgres() {
     assert_eq!((counts.get::<_, i64>(0), counts.get::<_, i64>(1)), (40, 1000));
 
     // A row changed behind the sandbox's back shows up: reads go to PostgreSQL.
-    client.execute("UPDATE sandbox.collections SET name = 'Changed In Postgres' WHERE id = 9", &[]).await.unwrap();
+    client
+        .execute("UPDATE sandbox.collections SET name = 'Changed In Postgres' WHERE id = 9", &[])
+        .await
+        .unwrap();
     let collection = get_json(&sandbox, "/api/collections/9").await;
     assert_eq!(collection["name"], "Changed In Postgres");
     let hits = get_json(&sandbox, "/api/search?q=changed%20in").await;
@@ -47,11 +51,18 @@ async fn a_second_start_reuses_the_seeded_catalog() {
     let first = start(&["--database-url", db.url(), "--collections", "10", "--nfts", "100"]).await;
     drop(first);
     let client = testkit::postgres::connect(db.url()).await.unwrap();
-    let seeded_at: String =
-        client.query_one("SELECT seeded_at::text FROM sandbox.catalog_meta", &[]).await.unwrap().get(0);
-    let _second = start(&["--database-url", db.url(), "--collections", "10", "--nfts", "100"]).await;
-    let again: String =
-        client.query_one("SELECT seeded_at::text FROM sandbox.catalog_meta", &[]).await.unwrap().get(0);
+    let seeded_at: String = client
+        .query_one("SELECT seeded_at::text FROM sandbox.catalog_meta", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let _second =
+        start(&["--database-url", db.url(), "--collections", "10", "--nfts", "100"]).await;
+    let again: String = client
+        .query_one("SELECT seeded_at::text FROM sandbox.catalog_meta", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(seeded_at, again, "same shape: not seeded twice");
 }
 
@@ -59,8 +70,17 @@ async fn a_second_start_reuses_the_seeded_catalog() {
 async fn cache_hits_come_from_redis_and_show_in_metrics() {
     let namespace = unique_name("sandbox_test");
     let redis_url = local_redis_url();
-    let sandbox =
-        start(&["--collections", "50", "--nfts", "500", "--redis-url", &redis_url, "--cache-namespace", &namespace]).await;
+    let sandbox = start(&[
+        "--collections",
+        "50",
+        "--nfts",
+        "500",
+        "--redis-url",
+        &redis_url,
+        "--cache-namespace",
+        &namespace,
+    ])
+    .await;
 
     let first = get(&sandbox, "/api/collections/4").await;
     assert_eq!(first.headers()["x-cache"], "miss");

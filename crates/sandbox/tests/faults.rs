@@ -30,7 +30,12 @@ async fn added_latency_is_seen_by_clients_and_cleared() {
         &[("route", "/api/collections/{id}"), ("le", "0.25")],
     )
     .await;
-    let all = metric(&sandbox, "http_request_duration_seconds_count", &[("route", "/api/collections/{id}")]).await;
+    let all = metric(
+        &sandbox,
+        "http_request_duration_seconds_count",
+        &[("route", "/api/collections/{id}")],
+    )
+    .await;
     assert_eq!(all - slow_bucket, 1.0, "exactly one request slower than 250 ms in the histogram");
 }
 
@@ -48,7 +53,11 @@ async fn error_rate_fails_exactly_that_share_of_requests() {
         }
     }
     assert_eq!(failures, 5);
-    assert_eq!(metric(&sandbox, "http_requests_total", &[("route", "/api/nfts/{id}"), ("status", "500")]).await, 5.0);
+    assert_eq!(
+        metric(&sandbox, "http_requests_total", &[("route", "/api/nfts/{id}"), ("status", "500")])
+            .await,
+        5.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -62,20 +71,42 @@ async fn periodic_stalls_pause_requests() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn database_down_opens_its_breaker_and_recovery_closes_it() {
-    let sandbox = start(&["--collections", "50", "--nfts", "500", "--breaker-failures", "3", "--breaker-open-for", "300ms"]).await;
+    let sandbox = start(&[
+        "--collections",
+        "50",
+        "--nfts",
+        "500",
+        "--breaker-failures",
+        "3",
+        "--breaker-open-for",
+        "300ms",
+    ])
+    .await;
     set_faults(&sandbox, json!({ "down": ["database"] })).await;
     for id in 1..=3 {
         assert_eq!(get(&sandbox, &format!("/api/nfts/{id}")).await.status(), 503);
     }
     let body: serde_json::Value = get(&sandbox, "/api/nfts/4").await.json().await.unwrap();
     assert_eq!(body["error"], "database circuit breaker is open");
-    assert_eq!(metric(&sandbox, "circuit_breaker_state", &[("dependency", "database"), ("state", "open")]).await, 1.0);
+    assert_eq!(
+        metric(&sandbox, "circuit_breaker_state", &[("dependency", "database"), ("state", "open")])
+            .await,
+        1.0
+    );
     assert_eq!(get(&sandbox, "/readyz").await.status(), 503);
 
     common::client().delete(format!("{}/admin/faults", sandbox.url())).send().await.unwrap();
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(get(&sandbox, "/api/nfts/5").await.status(), 200, "trial call succeeds");
-    assert_eq!(metric(&sandbox, "circuit_breaker_state", &[("dependency", "database"), ("state", "closed")]).await, 1.0);
+    assert_eq!(
+        metric(
+            &sandbox,
+            "circuit_breaker_state",
+            &[("dependency", "database"), ("state", "closed")]
+        )
+        .await,
+        1.0
+    );
     let reopened = metric(
         &sandbox,
         "circuit_breaker_transitions_total",
@@ -93,7 +124,11 @@ async fn cache_down_falls_back_to_the_database_at_once() {
         let response = get(&sandbox, "/api/collections/3").await;
         assert_eq!(response.status(), 200, "served from the database");
     }
-    assert_eq!(metric(&sandbox, "circuit_breaker_state", &[("dependency", "cache"), ("state", "open")]).await, 1.0);
+    assert_eq!(
+        metric(&sandbox, "circuit_breaker_state", &[("dependency", "cache"), ("state", "open")])
+            .await,
+        1.0
+    );
     let ready = get_json(&sandbox, "/readyz").await;
     assert_eq!(ready["cache"], "degraded");
 }

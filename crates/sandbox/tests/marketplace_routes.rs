@@ -11,7 +11,8 @@ async fn rest_routes_serve_the_generated_catalog() {
     let sandbox = start(&SMALL).await;
 
     let page = get_json(&sandbox, "/api/collections?page=2&per_page=10").await;
-    let ids: Vec<i64> = page.as_array().unwrap().iter().map(|c| c["id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> =
+        page.as_array().unwrap().iter().map(|c| c["id"].as_i64().unwrap()).collect();
     assert_eq!(ids, (11..=20).collect::<Vec<_>>());
 
     let collection = get_json(&sandbox, "/api/collections/7").await;
@@ -63,7 +64,8 @@ async fn graphql_resolves_nested_fields_one_lookup_per_parent() {
     let after = common::metric(&sandbox, "db_queries_total", &[("operation", "collection")]).await;
     assert_eq!(after - before, 12.0);
 
-    let bad = post_json(&sandbox, "/graphql", &json!({ "query": "{ collections { nope } }" })).await;
+    let bad =
+        post_json(&sandbox, "/graphql", &json!({ "query": "{ collections { nope } }" })).await;
     let body: serde_json::Value = bad.json().await.unwrap();
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("nope"), "{body}");
 }

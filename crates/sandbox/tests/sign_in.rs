@@ -47,7 +47,12 @@ async fn nonce(sandbox: &testkit::Sandbox) -> String {
     body["nonce"].as_str().unwrap().to_owned()
 }
 
-async fn verify(sandbox: &testkit::Sandbox, message: &str, signature: &str, device: &str) -> reqwest::Response {
+async fn verify(
+    sandbox: &testkit::Sandbox,
+    message: &str,
+    signature: &str,
+    device: &str,
+) -> reqwest::Response {
     common::client()
         .post(format!("{}/auth/verify", sandbox.url()))
         .header("x-device-fingerprint", device)

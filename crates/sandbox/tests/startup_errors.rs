@@ -4,7 +4,11 @@
 use std::process::{Command, Output};
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sandbox")).args(["--listen", "127.0.0.1:0"]).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn stderr(output: &Output) -> String {
@@ -15,7 +19,11 @@ fn stderr(output: &Output) -> String {
 fn out_of_range_parameters_exit_2_naming_the_flag() {
     let output = run(&["--collections", "0"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("invalid parameter --collections: must be at least 1"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("invalid parameter --collections: must be at least 1"),
+        "{}",
+        stderr(&output)
+    );
 
     let output = run(&["--cache-ttl", "5 parsecs"]);
     assert_eq!(output.status.code(), Some(2));
@@ -37,7 +45,10 @@ fn unreachable_database_exits_3_naming_the_address_without_the_password() {
     let output = run(&["--database-url", &url, "--collections", "5", "--nfts", "5"]);
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(3), "{message}");
-    assert!(message.contains(&format!("cannot use PostgreSQL at 127.0.0.1:{port}/marketplace")), "{message}");
+    assert!(
+        message.contains(&format!("cannot use PostgreSQL at 127.0.0.1:{port}/marketplace")),
+        "{message}"
+    );
     assert!(message.contains("is PostgreSQL running"), "{message}");
     assert!(!message.contains("hunter2"), "password leaked: {message}");
 }
@@ -45,7 +56,14 @@ fn unreachable_database_exits_3_naming_the_address_without_the_password() {
 #[test]
 fn unreachable_redis_exits_3() {
     let port = testkit::free_port();
-    let output = run(&["--redis-url", &format!("redis://127.0.0.1:{port}"), "--collections", "5", "--nfts", "5"]);
+    let output = run(&[
+        "--redis-url",
+        &format!("redis://127.0.0.1:{port}"),
+        "--collections",
+        "5",
+        "--nfts",
+        "5",
+    ]);
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(3), "{message}");
     assert!(message.contains(&format!("cannot connect to Redis at 127.0.0.1:{port}")), "{message}");

@@ -83,10 +83,13 @@ impl Node {
 /// A PostgreSQL primary with one streaming standby, both on 127.0.0.1.
 ///
 /// Dropping it stops both servers (`pg_ctl stop -m immediate`) and removes
-/// their data directories.
+/// their data directories. When [`start`](Self::start) fails, the server logs
+/// are kept (their paths are in the error) and only the data directories go.
 #[derive(Debug)]
 pub struct PgPair {
     dir: TempDir,
+    /// Set when start-up failed: keep the logs the error points at.
+    keep_logs: bool,
     pg_ctl: PathBuf,
     primary: Node,
     standby: Node,
@@ -137,17 +140,34 @@ impl PgPair {
             dir,
             pg_ctl,
             standby_conninfo,
+            keep_logs: false,
         };
-
-        pair.init_primary(&initdb, &sockets).await?;
-        pair.start_node(&pair.primary).await?;
-        pair.clone_standby(&pg_basebackup).await?;
-        pair.start_node(&pair.standby).await?;
-        pair.wait_for_standby(false).await?;
-        if options.synchronous {
-            pair.make_standby_synchronous().await?;
+        let mut pair = pair;
+        match pair.bring_up(&options, &initdb, &pg_basebackup, &sockets).await {
+            Ok(()) => Ok(pair),
+            Err(err) => {
+                pair.keep_logs = true;
+                Err(err)
+            }
         }
-        Ok(pair)
+    }
+
+    async fn bring_up(
+        &self,
+        options: &PgPairOptions,
+        initdb: &Path,
+        pg_basebackup: &Path,
+        sockets: &Path,
+    ) -> Result<()> {
+        self.init_primary(initdb, sockets).await?;
+        self.start_node(&self.primary).await?;
+        self.clone_standby(pg_basebackup).await?;
+        self.start_node(&self.standby).await?;
+        self.wait_for_standby(false).await?;
+        if options.synchronous {
+            self.make_standby_synchronous().await?;
+        }
+        Ok(())
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/postgres` of the primary.
@@ -524,7 +544,8 @@ impl PgPair {
 
 impl Drop for PgPair {
     /// Stops both servers (`pg_ctl stop -m immediate`, errors ignored: either
-    /// may already be down) before the directory is removed.
+    /// may already be down) before the directory is removed; after a failed
+    /// start, keeps the directory with the logs but removes the data.
     fn drop(&mut self) {
         for node in [&self.standby, &self.primary] {
             if !node.data_dir.join("postmaster.pid").exists() {
@@ -539,6 +560,12 @@ impl Drop for PgPair {
             if let Err(err) = cmd.status() {
                 tracing::warn!("cannot stop the {} of a PgPair: {err}", node.role);
             }
+        }
+        if self.keep_logs {
+            let _ = std::fs::remove_dir_all(&self.primary.data_dir);
+            let _ = std::fs::remove_dir_all(&self.standby.data_dir);
+            self.dir.disable_cleanup(true);
+            tracing::warn!("PgPair start failed; logs kept in {}", self.dir.path().display());
         }
     }
 }

@@ -65,6 +65,8 @@ pub struct Prometheus {
     config_path: PathBuf,
     log_path: PathBuf,
     http: reqwest::Client,
+    /// Set when start-up failed: keep the log the error points at.
+    keep_log: bool,
     // Last field: removed after the process is killed.
     dir: TempDir,
 }
@@ -117,9 +119,13 @@ impl Prometheus {
             config_path,
             log_path,
             http: http_client()?,
+            keep_log: false,
             dir,
         };
-        prometheus.wait_until_ready().await?;
+        if let Err(err) = prometheus.wait_until_ready().await {
+            prometheus.keep_log = true;
+            return Err(err);
+        }
         Ok(prometheus)
     }
 
@@ -266,16 +272,20 @@ impl Prometheus {
 
 impl Drop for Prometheus {
     /// Kills the process and waits briefly for it to exit, so the TSDB
-    /// directory is not removed under a live process.
+    /// directory is not removed under a live process. After a failed start,
+    /// keeps the config and log (the error names them), not the TSDB.
     fn drop(&mut self) {
-        if self.child.start_kill().is_err() {
-            return; // already exited and reaped
-        }
-        for _ in 0..200 {
-            match self.child.try_wait() {
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                _ => return,
+        if self.child.start_kill().is_ok() {
+            for _ in 0..200 {
+                match self.child.try_wait() {
+                    Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                    _ => break,
+                }
             }
+        }
+        if self.keep_log {
+            let _ = std::fs::remove_dir_all(self.dir.path().join("data"));
+            self.dir.disable_cleanup(true);
         }
     }
 }

@@ -91,92 +91,17 @@ impl Sandbox {
             .tempdir()
             .map_err(|err| Error::io("cannot create a temporary directory for the sandbox", err))?;
         let log_path = dir.path().join("sandbox.stderr.log");
-
-        let mut child = spawn(binary, extra_args, &log_path).await?;
-        let pid = child.id().unwrap_or_default();
-        let deadline = Instant::now() + START_TIMEOUT;
-        let failed = |what: String, exit_code: Option<i32>, hint: &str| Error::ProcessFailed {
-            what,
-            exit_code,
-            log_tail: tail_of_file(&log_path, LOG_TAIL_LINES),
-            log_path: Some(log_path.clone()),
-            hint: hint.to_owned(),
-        };
-
-        let Some(stdout) = child.stdout.take() else {
-            return Err(Error::Unexpected {
-                what: format!("starting {}", binary.display()),
-                detail: "its stdout was not captured (a testkit bug)".to_owned(),
-            });
-        };
-        let mut lines = BufReader::new(stdout).lines();
-        let first = match tokio::time::timeout(START_TIMEOUT, lines.next_line()).await {
-            Ok(Ok(Some(line))) => line,
-            Ok(Ok(None)) => {
-                // stdout closed: it exited (or closed stdout, which breaks the contract).
-                let status = wait_briefly(&mut child).await;
-                return Err(failed(
-                    format!(
-                        "sandbox {} exited before printing `{LISTENING_PREFIX}http://127.0.0.1:PORT`",
-                        binary.display()
-                    ),
-                    status.and_then(|s| s.code()),
-                    "read its stderr below; a wrong extra argument or an unreachable \
-                     dependency is the usual cause",
-                ));
+        match start_child(binary, extra_args, &log_path).await {
+            Ok((child, pid, addr)) => {
+                Ok(Sandbox { child, pid, url: format!("http://{addr}"), addr, log_path, _dir: dir })
             }
-            Ok(Err(err)) => {
-                return Err(Error::io(
-                    format!("cannot read the stdout of {}", binary.display()),
-                    err,
-                ));
-            }
-            Err(_) => {
-                return Err(failed(
-                    format!(
-                        "sandbox {} printed nothing on stdout within {START_TIMEOUT:?}",
-                        binary.display()
-                    ),
-                    None,
-                    "it must print its listening line first; is it stuck starting up?",
-                ));
-            }
-        };
-
-        let Some(addr) = parse_listening_line(&first) else {
-            return Err(failed(
-                format!("sandbox {} printed `{first}` as its first line", binary.display()),
-                None,
-                "expected `sandbox listening on http://127.0.0.1:PORT`; \
-                 is this binary the sandbox, built from this checkout?",
-            ));
-        };
-        tokio::spawn(drain(lines, pid));
-
-        let url = format!("http://{addr}");
-        let healthz = format!("{url}/healthz");
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        tokio::select! {
-            ready = wait_for_http_ok(&healthz, remaining) => {
-                if let Err(err) = ready {
-                    return Err(failed(
-                        format!("sandbox at {url} never answered GET /healthz with 200 ({err})"),
-                        None,
-                        "read its stderr below",
-                    ));
-                }
-            }
-            status = child.wait() => {
-                let code = status.ok().and_then(|s| s.code());
-                return Err(failed(
-                    format!("sandbox {} exited while waiting for {healthz}", binary.display()),
-                    code,
-                    "read its stderr below",
-                ));
+            Err(err) => {
+                // The error points at the stderr log: keep it.
+                let mut dir = dir;
+                dir.disable_cleanup(true);
+                Err(err)
             }
         }
-
-        Ok(Sandbox { child, pid, addr, url, log_path, _dir: dir })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -216,6 +141,98 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
+}
+
+/// Spawns the binary, reads its listening line and waits for `/healthz`;
+/// on failure the child is killed (kill-on-drop) and the error carries the
+/// exit code and the tail of its stderr.
+async fn start_child(
+    binary: &Path,
+    extra_args: &[String],
+    log_path: &Path,
+) -> Result<(Child, u32, SocketAddr)> {
+    let mut child = spawn(binary, extra_args, log_path).await?;
+    let pid = child.id().unwrap_or_default();
+    let deadline = Instant::now() + START_TIMEOUT;
+    let failed = |what: String, exit_code: Option<i32>, hint: &str| Error::ProcessFailed {
+        what,
+        exit_code,
+        log_tail: tail_of_file(log_path, LOG_TAIL_LINES),
+        log_path: Some(log_path.to_path_buf()),
+        hint: hint.to_owned(),
+    };
+
+    let Some(stdout) = child.stdout.take() else {
+        return Err(Error::Unexpected {
+            what: format!("starting {}", binary.display()),
+            detail: "its stdout was not captured (a testkit bug)".to_owned(),
+        });
+    };
+    let mut lines = BufReader::new(stdout).lines();
+    let first = match tokio::time::timeout(START_TIMEOUT, lines.next_line()).await {
+        Ok(Ok(Some(line))) => line,
+        Ok(Ok(None)) => {
+            // stdout closed: it exited (or closed stdout, which breaks the contract).
+            let status = wait_briefly(&mut child).await;
+            return Err(failed(
+                format!(
+                    "sandbox {} exited before printing `{LISTENING_PREFIX}http://127.0.0.1:PORT`",
+                    binary.display()
+                ),
+                status.and_then(|s| s.code()),
+                "read its stderr below; a wrong extra argument or an unreachable \
+                 dependency is the usual cause",
+            ));
+        }
+        Ok(Err(err)) => {
+            return Err(Error::io(format!("cannot read the stdout of {}", binary.display()), err));
+        }
+        Err(_) => {
+            return Err(failed(
+                format!(
+                    "sandbox {} printed nothing on stdout within {START_TIMEOUT:?}",
+                    binary.display()
+                ),
+                None,
+                "it must print its listening line first; is it stuck starting up?",
+            ));
+        }
+    };
+
+    let Some(addr) = parse_listening_line(&first) else {
+        return Err(failed(
+            format!("sandbox {} printed `{first}` as its first line", binary.display()),
+            None,
+            "expected `sandbox listening on http://127.0.0.1:PORT`; \
+             is this binary the sandbox, built from this checkout?",
+        ));
+    };
+    tokio::spawn(drain(lines, pid));
+
+    let url = format!("http://{addr}");
+    let healthz = format!("{url}/healthz");
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    tokio::select! {
+        ready = wait_for_http_ok(&healthz, remaining) => {
+            if let Err(err) = ready {
+                return Err(failed(
+                    format!("sandbox at {url} never answered GET /healthz with 200 ({err})"),
+                    None,
+                    "read its stderr below",
+                ));
+            }
+        }
+        status = child.wait() => {
+            let code = status.ok().and_then(|s| s.code());
+            return Err(failed(
+                format!("sandbox {} exited while waiting for {healthz}", binary.display()),
+                code,
+                "read its stderr below",
+            ));
+        }
+    }
+
+    Ok((child, pid, addr))
 }
 
 async fn spawn(binary: &Path, extra_args: &[String], log_path: &Path) -> Result<Child> {

@@ -19,6 +19,18 @@ fn fake_sandbox(body: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// Starts `bin`, which must fail; checks that the stderr log the error names
+/// was kept for reading, then removes it so test runs leave nothing behind.
+async fn start_failure(bin: &std::path::Path) -> Error {
+    let err = Sandbox::start_with_binary(bin, &[]).await.expect_err("the start must fail");
+    if let Error::ProcessFailed { log_path: Some(log), .. } = &err {
+        assert!(log.exists(), "the error names {} but it is gone", log.display());
+        let dir = log.parent().expect("the log is in a directory");
+        std::fs::remove_dir_all(dir).expect("remove the kept log directory");
+    }
+    err
+}
+
 /// A stand-in HTTP server answering 200 to everything, for the happy path.
 async fn serve_ok() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
@@ -42,20 +54,19 @@ async fn serve_ok() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_exiting_before_its_listening_line_reports_exit_code_and_stderr() {
     let (_dir, bin) = fake_sandbox("echo 'cannot reach postgres at 127.0.0.1:1' >&2\nexit 3");
-    let err = Sandbox::start_with_binary(&bin, &[]).await.unwrap_err();
+    let err = start_failure(&bin).await;
     assert_eq!(err.exit_code(), Some(3), "{err}");
     let message = err.to_string();
     assert!(message.contains("exit code 3"), "{message}");
     assert!(message.contains("cannot reach postgres at 127.0.0.1:1"), "{message}");
     assert!(message.contains("exited before printing"), "{message}");
-    println!("{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_exiting_after_its_listening_line_reports_exit_code() {
     let (_dir, bin) =
         fake_sandbox("echo 'sandbox listening on http://127.0.0.1:9'\necho 'bad flag' >&2\nexit 2");
-    let err = Sandbox::start_with_binary(&bin, &[]).await.unwrap_err();
+    let err = start_failure(&bin).await;
     assert!(matches!(err, Error::ProcessFailed { exit_code: Some(2), .. }), "{err}");
     assert!(err.to_string().contains("bad flag"), "{err}");
 }
@@ -63,7 +74,7 @@ async fn sandbox_exiting_after_its_listening_line_reports_exit_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_with_a_wrong_first_line_is_rejected() {
     let (_dir, bin) = fake_sandbox("echo 'hello'\nexec sleep 30");
-    let err = Sandbox::start_with_binary(&bin, &[]).await.unwrap_err();
+    let err = start_failure(&bin).await;
     assert!(err.to_string().contains("printed `hello`"), "{err}");
 }
 

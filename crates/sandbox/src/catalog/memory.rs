@@ -54,7 +54,9 @@ impl MemoryCatalog {
     }
 
     /// Takes a simulated connection for the duration of one query.
-    async fn checkout(&self) -> Result<(tokio::sync::OwnedSemaphorePermit, InUseGuard), CatalogError> {
+    async fn checkout(
+        &self,
+    ) -> Result<(tokio::sync::OwnedSemaphorePermit, InUseGuard), CatalogError> {
         let permit = tokio::time::timeout(self.pool_timeout, self.pool.clone().acquire_owned())
             .await
             .map_err(|_| CatalogError::PoolTimeout(self.pool_timeout))?
@@ -64,7 +66,11 @@ impl MemoryCatalog {
         Ok((permit, guard))
     }
 
-    pub(super) async fn collections(&self, offset: i64, limit: i64) -> Result<Vec<Collection>, CatalogError> {
+    pub(super) async fn collections(
+        &self,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<Collection>, CatalogError> {
         let _conn = self.checkout().await?;
         Ok(self.collections.iter().skip(offset as usize).take(limit as usize).cloned().collect())
     }
@@ -93,7 +99,11 @@ impl MemoryCatalog {
         Ok(usize::try_from(id - 1).ok().and_then(|i| self.nfts.get(i)).cloned())
     }
 
-    pub(super) async fn search(&self, text: &str, limit: i64) -> Result<Vec<Collection>, CatalogError> {
+    pub(super) async fn search(
+        &self,
+        text: &str,
+        limit: i64,
+    ) -> Result<Vec<Collection>, CatalogError> {
         let _conn = self.checkout().await?;
         let needle = text.to_lowercase();
         Ok(self
@@ -105,13 +115,19 @@ impl MemoryCatalog {
             .collect())
     }
 
-    pub(super) async fn owner_nfts(&self, owner: &str, limit: i64) -> Result<Vec<Nft>, CatalogError> {
+    pub(super) async fn owner_nfts(
+        &self,
+        owner: &str,
+        limit: i64,
+    ) -> Result<Vec<Nft>, CatalogError> {
         let _conn = self.checkout().await?;
         let owner = owner.to_lowercase();
         Ok(self
             .by_owner
             .get(&owner)
-            .map(|indices| indices.iter().take(limit as usize).map(|&i| self.nfts[i].clone()).collect())
+            .map(|indices| {
+                indices.iter().take(limit as usize).map(|&i| self.nfts[i].clone()).collect()
+            })
             .unwrap_or_default())
     }
 

@@ -115,7 +115,13 @@ impl Catalog {
         faults: Faults,
         metrics: Metrics,
     ) -> Self {
-        let store = MemoryCatalog::new(shape, pool_size, pool_timeout, faults.clone(), metrics.db_in_use.clone());
+        let store = MemoryCatalog::new(
+            shape,
+            pool_size,
+            pool_timeout,
+            faults.clone(),
+            metrics.db_in_use.clone(),
+        );
         metrics.db_max.set(i64::from(pool_size));
         Self { store: Store::Memory(store), breaker, faults, metrics }
     }
@@ -131,9 +137,16 @@ impl Catalog {
         faults: Faults,
         metrics: Metrics,
     ) -> Result<Self, ConnectError> {
-        let store =
-            PgCatalog::connect(url, schema, shape, pool_size, pool_timeout, faults.clone(), metrics.db_in_use.clone())
-                .await?;
+        let store = PgCatalog::connect(
+            url,
+            schema,
+            shape,
+            pool_size,
+            pool_timeout,
+            faults.clone(),
+            metrics.db_in_use.clone(),
+        )
+        .await?;
         metrics.db_max.set(i64::from(pool_size));
         Ok(Self { store: Store::Postgres(store), breaker, faults, metrics })
     }
@@ -152,7 +165,11 @@ impl Catalog {
     }
 
     /// One page of collections ordered by id.
-    pub async fn collections(&self, page: u32, per_page: u32) -> Result<Vec<Collection>, CatalogError> {
+    pub async fn collections(
+        &self,
+        page: u32,
+        per_page: u32,
+    ) -> Result<Vec<Collection>, CatalogError> {
         let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
         query!(self, "collections", collections(offset, i64::from(per_page)))
     }

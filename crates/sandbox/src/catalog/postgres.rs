@@ -52,8 +52,9 @@ impl PgCatalog {
         faults: Faults,
         in_use: IntGauge,
     ) -> Result<Self, ConnectError> {
-        let mut config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| ConnectError::InvalidUrl(format!("{e} (expected postgres://user@host:port/dbname)")))?;
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
+            ConnectError::InvalidUrl(format!("{e} (expected postgres://user@host:port/dbname)"))
+        })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
@@ -77,7 +78,9 @@ impl PgCatalog {
         let catalog = Self { pool, schema: schema.to_owned(), faults, in_use };
         catalog.seed(shape).await.map_err(|e| ConnectError::Unreachable {
             target,
-            reason: format!("{e}; is PostgreSQL running and does the database exist? check --database-url"),
+            reason: format!(
+                "{e}; is PostgreSQL running and does the database exist? check --database-url"
+            ),
         })?;
         Ok(catalog)
     }
@@ -108,7 +111,12 @@ impl PgCatalog {
             tracing::info!(schema = s, "catalog already seeded");
             return Ok(());
         }
-        tracing::info!(schema = s, collections = shape.collections, nfts = shape.nfts, "seeding catalog");
+        tracing::info!(
+            schema = s,
+            collections = shape.collections,
+            nfts = shape.nfts,
+            "seeding catalog"
+        );
         tx.batch_execute(&format!(
             "DROP TABLE IF EXISTS {s}.nfts; DROP TABLE IF EXISTS {s}.collections;
              CREATE TABLE {s}.collections (
@@ -191,7 +199,11 @@ impl PgCatalog {
         Ok((client, guard))
     }
 
-    async fn rows(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Vec<Row>, CatalogError> {
+    async fn rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, CatalogError> {
         let (client, _guard) = self.checkout().await?;
         let statement = client.prepare_cached(sql).await.map_err(db_error)?;
         client.query(&statement, params).await.map_err(db_error)
@@ -205,11 +217,20 @@ impl PgCatalog {
     }
 
     fn nft_sql(&self, tail: &str) -> String {
-        format!("SELECT id, collection_id, token_id, name, owner, image_url FROM {}.nfts {tail}", self.schema)
+        format!(
+            "SELECT id, collection_id, token_id, name, owner, image_url FROM {}.nfts {tail}",
+            self.schema
+        )
     }
 
-    pub(super) async fn collections(&self, offset: i64, limit: i64) -> Result<Vec<Collection>, CatalogError> {
-        let rows = self.rows(&self.collection_sql("ORDER BY id OFFSET $1 LIMIT $2"), &[&offset, &limit]).await?;
+    pub(super) async fn collections(
+        &self,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<Collection>, CatalogError> {
+        let rows = self
+            .rows(&self.collection_sql("ORDER BY id OFFSET $1 LIMIT $2"), &[&offset, &limit])
+            .await?;
         Ok(rows.iter().map(collection).collect())
     }
 
@@ -234,16 +255,27 @@ impl PgCatalog {
         Ok(rows.first().map(nft))
     }
 
-    pub(super) async fn search(&self, text: &str, limit: i64) -> Result<Vec<Collection>, CatalogError> {
-        let pattern = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    pub(super) async fn search(
+        &self,
+        text: &str,
+        limit: i64,
+    ) -> Result<Vec<Collection>, CatalogError> {
+        let pattern =
+            format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
         let sql = self.collection_sql("WHERE name ILIKE $1 ORDER BY id LIMIT $2");
         let rows = self.rows(&sql, &[&pattern, &limit]).await?;
         Ok(rows.iter().map(collection).collect())
     }
 
-    pub(super) async fn owner_nfts(&self, owner: &str, limit: i64) -> Result<Vec<Nft>, CatalogError> {
+    pub(super) async fn owner_nfts(
+        &self,
+        owner: &str,
+        limit: i64,
+    ) -> Result<Vec<Nft>, CatalogError> {
         let owner = owner.to_lowercase();
-        let rows = self.rows(&self.nft_sql("WHERE owner = $1 ORDER BY id LIMIT $2"), &[&owner, &limit]).await?;
+        let rows = self
+            .rows(&self.nft_sql("WHERE owner = $1 ORDER BY id LIMIT $2"), &[&owner, &limit])
+            .await?;
         Ok(rows.iter().map(nft).collect())
     }
 

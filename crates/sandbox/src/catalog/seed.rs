@@ -8,8 +8,8 @@ const ADJECTIVES: [&str; 16] = [
     "Lunar", "Crypto", "Frozen", "Electric", "Hidden", "Royal",
 ];
 const NOUNS: [&str; 16] = [
-    "Apes", "Cats", "Punks", "Dragons", "Robots", "Kittens", "Wizards", "Foxes", "Turtles",
-    "Owls", "Knights", "Whales", "Ghosts", "Tigers", "Pandas", "Frogs",
+    "Apes", "Cats", "Punks", "Dragons", "Robots", "Kittens", "Wizards", "Foxes", "Turtles", "Owls",
+    "Knights", "Whales", "Ghosts", "Tigers", "Pandas", "Frogs",
 ];
 
 /// Size and seed of a generated catalog.

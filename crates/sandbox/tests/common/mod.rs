@@ -39,7 +39,12 @@ pub async fn post_json(sandbox: &Sandbox, path: &str, body: &Value) -> reqwest::
 
 pub async fn set_faults(sandbox: &Sandbox, spec: Value) {
     let response = post_json(sandbox, "/admin/faults", &spec).await;
-    assert_eq!(response.status(), 200, "faults accepted: {}", response.text().await.unwrap_or_default());
+    assert_eq!(
+        response.status(),
+        200,
+        "faults accepted: {}",
+        response.text().await.unwrap_or_default()
+    );
 }
 
 /// The sum of every sample of `name` whose labels include all of `labels`,
