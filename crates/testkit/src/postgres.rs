@@ -122,9 +122,9 @@ impl PgPair {
         let standby_conninfo = format!(
             "host=127.0.0.1 port={primary_port} user=postgres application_name={STANDBY_NAME}"
         );
-        // From here on, dropping `pair` on an early return cleans up whatever
-        // was started.
-        let pair = PgPair {
+        // From here on, dropping `pair` stops whatever was started; after a
+        // failure it keeps the logs the error points at.
+        let mut pair = PgPair {
             primary: Node {
                 role: "primary",
                 port: primary_port,
@@ -142,7 +142,6 @@ impl PgPair {
             standby_conninfo,
             keep_logs: false,
         };
-        let mut pair = pair;
         match pair.bring_up(&options, &initdb, &pg_basebackup, &sockets).await {
             Ok(()) => Ok(pair),
             Err(err) => {
