@@ -1,6 +1,8 @@
 //! `cargo xtask verify` refuses bad criteria before starting anything: a clear
 //! message and exit code 2.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
 use std::process::Command;
 
 fn verify(args: &[&str]) -> std::process::Output {

@@ -2,6 +2,8 @@
 //! `report.json` validates against docs/report-schema.json, and the committed
 //! schema is the one the report types generate.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
 use std::path::PathBuf;
 
 use serde_json::Value;

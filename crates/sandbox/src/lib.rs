@@ -45,7 +45,7 @@ use crate::auth::Authenticator;
 use crate::breaker::CircuitBreaker;
 use crate::cache::{Cache, CacheConnectError};
 use crate::catalog::ConnectError;
-use crate::catalog::{Catalog, CatalogShape};
+use crate::catalog::{Catalog, CatalogShape, PoolSettings};
 use crate::config::{Config, ConfigError};
 use crate::faults::Faults;
 use crate::metrics::Metrics;
@@ -127,28 +127,23 @@ pub async fn build(config: &Config) -> Result<AppState, StartError> {
     };
     let shape =
         CatalogShape { collections: config.collections, nfts: config.nfts, seed: config.seed };
+    let pool = PoolSettings { size: config.db_pool_size, timeout: config.db_pool_timeout };
     let catalog = match &config.database_url {
         Some(url) => {
             Catalog::postgres(
                 url,
                 &config.database_schema,
                 shape,
-                config.db_pool_size,
-                config.db_pool_timeout,
+                pool,
                 breaker("database"),
                 faults.clone(),
                 metrics.clone(),
             )
             .await?
         }
-        None => Catalog::in_memory(
-            shape,
-            config.db_pool_size,
-            config.db_pool_timeout,
-            breaker("database"),
-            faults.clone(),
-            metrics.clone(),
-        ),
+        None => {
+            Catalog::in_memory(shape, pool, breaker("database"), faults.clone(), metrics.clone())
+        }
     };
     let cache = match &config.redis_url {
         Some(url) => {

@@ -1,6 +1,8 @@
 //! The sandbox against the machine's real PostgreSQL and Redis: the catalog is
 //! read from PostgreSQL and cache hits land in Redis and in `/metrics`.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
 mod common;
 
 use common::{get, get_json, metric, start};

@@ -1,5 +1,7 @@
 //! Fault knobs provoke SLO breaches that a client observes from outside.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! The marketplace surface served from the embedded catalog: REST, GraphQL,
 //! operations endpoints and the metrics the runbooks read.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
 mod common;
 
 use common::{SMALL, get, get_json, post_json, start};

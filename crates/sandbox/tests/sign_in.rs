@@ -1,6 +1,8 @@
 //! Sign-in with Ethereum end to end: a wallet key signs a real EIP-4361 message,
 //! the sandbox recovers the signer from the secp256k1 signature.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
 mod common;
 
 use common::{SMALL, post_json, start};

@@ -1,6 +1,8 @@
 //! Bad parameters and unreachable dependencies: a clear message on stderr and
 //! the documented exit code (2 usage, 3 could not run), never a panic.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
 use std::process::{Command, Output};
 
 fn run(args: &[&str]) -> Output {

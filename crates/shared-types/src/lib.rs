@@ -62,6 +62,6 @@ pub use render::{OutputFormat, RenderOptions, UnknownOutputFormat};
 #[cfg(feature = "schema")]
 pub use report::report_schema;
 pub use report::{Check, Measurement, Report, SCHEMA_VERSION};
-pub use threshold::{Dimension, Op, Quantity, Threshold, ThresholdError};
+pub use threshold::{Dimension, Op, Quantity, Threshold, ThresholdError, parse_duration};
 pub use time::Timestamp;
 pub use verdict::{ExitCode, Verdict, VerdictCounts};

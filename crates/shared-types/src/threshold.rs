@@ -243,3 +243,39 @@ impl fmt::Display for ThresholdError {
 }
 
 impl std::error::Error for ThresholdError {}
+
+/// Parses a duration flag value such as `250ms`, `5s`, `10m`, `1.5h` or `0`,
+/// with the threshold language's units, for tools' command lines.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let invalid = || {
+        format!(
+            "\"{text}\" is not a duration (expected a number and a unit: ms, s, m, h, d; e.g. 500ms, 30s, 10m)"
+        )
+    };
+    let limit = format!("duration < {text}").parse::<Threshold>().map_err(|_| invalid())?.limit;
+    match limit.dimension {
+        Dimension::Duration if limit.value >= 0.0 => {
+            std::time::Duration::try_from_secs_f64(limit.value).map_err(|_| invalid())
+        }
+        Dimension::Count if limit.value == 0.0 => Ok(std::time::Duration::ZERO),
+        _ => Err(invalid()),
+    }
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn flag_durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "5", "5 parsecs", "80%", "-1s", "1GiB", "s"] {
+            assert!(parse_duration(bad).unwrap_err().contains("is not a duration"), "{bad}");
+        }
+    }
+}

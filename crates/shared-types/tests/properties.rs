@@ -1,6 +1,8 @@
 //! Property tests: parsers never panic, text forms round-trip, verdicts
 //! aggregate as the exit-code contract says, renderers contain their input.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
 use proptest::prelude::*;
 use shared_types::{
     Check, Dimension, Measurement, Op, OutputFormat, Quantity, RenderOptions, Report, Threshold,

@@ -1,5 +1,7 @@
 //! Snapshots of every output format for one report with all four verdicts.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
 mod common;
 
 use common::sample_report;

@@ -1,5 +1,7 @@
 //! The report as data: JSON round trips, timestamps, verdict aggregation.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
 mod common;
 
 use common::sample_report;

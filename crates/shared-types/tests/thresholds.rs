@@ -1,5 +1,7 @@
 //! Parsing, displaying and evaluating thresholds.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
 use shared_types::{Dimension, Op, Quantity, Threshold, Verdict};
 
 fn parse(text: &str) -> Threshold {

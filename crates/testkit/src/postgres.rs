@@ -520,6 +520,28 @@ impl PgPair {
 
     /// `program` run as the postgres user when we are root, in the pair's
     /// directory (the cwd must be readable by that user).
+    /// A shell command running `pg_ctl <args>` on the primary's data directory
+    /// as the right user: a drill step for tools that trigger failovers
+    /// themselves, e.g. `pair.primary_pg_ctl("stop -m immediate")`.
+    pub fn primary_pg_ctl(&self, args: &str) -> String {
+        self.pg_ctl_shell(&self.primary, args)
+    }
+
+    /// A shell command running `pg_ctl <args>` on the standby's data directory,
+    /// e.g. `pair.standby_pg_ctl("promote -w")`.
+    pub fn standby_pg_ctl(&self, args: &str) -> String {
+        self.pg_ctl_shell(&self.standby, args)
+    }
+
+    fn pg_ctl_shell(&self, node: &Node, args: &str) -> String {
+        let prefix = if unix_user::is_root() {
+            format!("{} -u {POSTGRES_USER} -- ", runuser().display())
+        } else {
+            String::new()
+        };
+        format!("{prefix}{} -D '{}' {args}", self.pg_ctl.display(), node.data_dir.display())
+    }
+
     fn pg_command(&self, program: &Path) -> Command {
         Command::from(self.pg_std_command(program))
     }

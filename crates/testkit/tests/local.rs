@@ -1,5 +1,7 @@
 //! The machine's pre-started PostgreSQL, through TempDatabase.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
 use testkit::postgres::connect;
 use testkit::{TempDatabase, local_postgres_url};
 

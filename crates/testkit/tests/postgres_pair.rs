@@ -1,5 +1,7 @@
 //! PgPair against the machine's real PostgreSQL binaries.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
 use std::time::Duration;
 
 use testkit::postgres::connect;

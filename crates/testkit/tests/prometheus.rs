@@ -1,5 +1,7 @@
 //! Prometheus from the machine's `prometheus` binary.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
 use std::time::Duration;
 
 use testkit::{Error, Prometheus, PrometheusOptions};

@@ -1,6 +1,8 @@
 //! Sandbox start-up, against fake sandbox binaries (shell scripts) that keep
 //! or break the contract.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;

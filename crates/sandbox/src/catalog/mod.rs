@@ -91,6 +91,15 @@ impl std::fmt::Debug for Catalog {
     }
 }
 
+/// Size of the (real or simulated) connection pool and how long a query waits for a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Connections in the pool.
+    pub size: u32,
+    /// Longest wait for a free connection.
+    pub timeout: Duration,
+}
+
 /// Calls the same method on whichever store backs the catalog, inside [`Catalog::run`].
 macro_rules! query {
     ($self:ident, $op:literal, $method:ident($($arg:expr),*)) => {
@@ -109,20 +118,19 @@ impl Catalog {
     /// An in-memory catalog of the given shape.
     pub fn in_memory(
         shape: CatalogShape,
-        pool_size: u32,
-        pool_timeout: Duration,
+        pool: PoolSettings,
         breaker: CircuitBreaker,
         faults: Faults,
         metrics: Metrics,
     ) -> Self {
         let store = MemoryCatalog::new(
             shape,
-            pool_size,
-            pool_timeout,
+            pool.size,
+            pool.timeout,
             faults.clone(),
             metrics.db_in_use.clone(),
         );
-        metrics.db_max.set(i64::from(pool_size));
+        metrics.db_max.set(i64::from(pool.size));
         Self { store: Store::Memory(store), breaker, faults, metrics }
     }
 
@@ -131,8 +139,7 @@ impl Catalog {
         url: &str,
         schema: &str,
         shape: CatalogShape,
-        pool_size: u32,
-        pool_timeout: Duration,
+        pool: PoolSettings,
         breaker: CircuitBreaker,
         faults: Faults,
         metrics: Metrics,
@@ -141,13 +148,13 @@ impl Catalog {
             url,
             schema,
             shape,
-            pool_size,
-            pool_timeout,
+            pool.size,
+            pool.timeout,
             faults.clone(),
             metrics.db_in_use.clone(),
         )
         .await?;
-        metrics.db_max.set(i64::from(pool_size));
+        metrics.db_max.set(i64::from(pool.size));
         Ok(Self { store: Store::Postgres(store), breaker, faults, metrics })
     }
 
@@ -222,7 +229,8 @@ impl Catalog {
             }
             query.await
         };
-        self.breaker.call(guarded).await.map_err(|e| match e {
+        // Boxed: the store futures are large and every handler awaits one.
+        self.breaker.call(Box::pin(guarded)).await.map_err(|e| match e {
             BreakerError::Open { .. } => CatalogError::BreakerOpen,
             BreakerError::Inner(e) => e,
         })

@@ -1,6 +1,7 @@
 //! Helpers shared by the sandbox's integration tests: start the real binary
 //! through testkit, read its metrics, set its faults.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
 #![allow(dead_code)]
 
 use std::path::Path;

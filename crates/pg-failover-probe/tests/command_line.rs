@@ -1,0 +1,156 @@
+//! The binary: a killed probe loses no ledger entry and resumes; bad URLs and
+//! unreachable servers get the contract's exit codes; drills refuse targets
+//! outside the allow-list and `--dry-run` changes nothing.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
+use std::collections::BTreeSet;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use pg_failover_probe::ledger::{LedgerContents, WriteKey};
+use testkit::TempDatabase;
+
+fn probe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pg-failover-probe")).args(args).output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+async fn rows(db: &TempDatabase, run_id: &str) -> BTreeSet<WriteKey> {
+    let client = testkit::postgres::connect(db.url()).await.unwrap();
+    client
+        .query(
+            "SELECT incarnation, writer, seq FROM postlaunch_probe.probe_writes WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, i32>(0) as u32, r.get::<_, i32>(1) as u32, r.get::<_, i64>(2) as u64))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_probe_loses_no_ledger_entry_and_resumes_the_run() {
+    let db = TempDatabase::create().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.jsonl");
+    let ledger_arg = ledger.to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pg-failover-probe"))
+        .args([
+            "watch",
+            "--url",
+            db.url(),
+            "--ledger",
+            ledger_arg,
+            "--duration",
+            "60s",
+            "--write-interval",
+            "0ms",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while LedgerContents::load(&ledger).map_or(0, |c| c.acked.len()) < 300 {
+        assert!(Instant::now() < deadline, "the probe journals acknowledgements");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap(); // SIGKILL: no chance to flush or clean up
+    child.wait().unwrap();
+
+    let first = LedgerContents::load(&ledger).unwrap();
+    let in_db = rows(&db, &first.run_id).await;
+    assert!(first.acked.is_subset(&in_db), "every journaled ack is committed");
+    let unjournaled = in_db.difference(&first.acked).count();
+    assert!(
+        unjournaled <= 4,
+        "at most one in-flight write per writer escaped the journal, got {unjournaled}"
+    );
+
+    let resumed = probe(&[
+        "watch",
+        "--url",
+        db.url(),
+        "--ledger",
+        ledger_arg,
+        "--duration",
+        "1s",
+        "--accept-async",
+    ]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    let after = LedgerContents::load(&ledger).unwrap();
+    assert_eq!(after.run_id, first.run_id);
+    assert_eq!(after.incarnation, 2);
+    assert!(first.acked.is_subset(&after.acked), "no entry of the killed run was lost");
+    assert!(after.acked.iter().any(|(incarnation, _, _)| *incarnation == 2));
+
+    let checked =
+        probe(&["check-ledger", "--url", db.url(), "--ledger", ledger_arg, "--output", "json"]);
+    assert_eq!(checked.status.code(), Some(0), "{}", text(&checked));
+    let report =
+        shared_types::Report::from_json(&String::from_utf8_lossy(&checked.stdout)).unwrap();
+    assert_eq!(report.data["acknowledged"], after.acked.len());
+}
+
+#[test]
+fn a_malformed_url_exits_2() {
+    let output = probe(&["watch", "--url", "postgres://[::1", "--duration", "1s"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains("invalid --url"), "{}", text(&output));
+}
+
+#[test]
+fn an_unreachable_server_exits_3_naming_it_without_the_password() {
+    let port = testkit::free_port();
+    let url = format!("postgres://postgres:hunter2@127.0.0.1:{port}/postgres");
+    let output = probe(&["watch", "--url", &url, "--duration", "1s", "--connect-timeout", "1s"]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{message}");
+    assert!(
+        message.contains(&format!("cannot reach a primary at 127.0.0.1:{port}/postgres")),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[test]
+fn drills_refuse_hosts_outside_the_allow_list() {
+    let output =
+        probe(&["drill", "--url", "postgres://app@db.prod.example:5432/app", "--step", "true"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        text(&output).contains("refusing to drill against db.prod.example:5432"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn a_dry_run_prints_the_plan_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("step-ran");
+    let step = format!("touch {}", marker.display());
+    let port = testkit::free_port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let output = probe(&["drill", "--url", &url, "--step", &step, "--dry-run"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains(&format!("sh -c \"{step}\"")), "{}", text(&output));
+    assert!(!marker.exists(), "the step did not run");
+}
+
+#[test]
+fn a_threshold_on_an_unknown_metric_exits_2() {
+    let output =
+        probe(&["watch", "--url", "postgres://postgres@127.0.0.1/x", "--threshold", "p95 < 1s"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains("unknown metric \"p95\""), "{}", text(&output));
+}
