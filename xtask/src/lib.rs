@@ -4,5 +4,7 @@
 //! Only xtask knows that the tools exist together: `verify` starts the sandbox,
 //! runs each tool against it and merges their reports into one.
 
+pub mod bench;
+pub mod tools;
 pub mod verify;
 pub mod workspace;

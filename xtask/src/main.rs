@@ -37,6 +37,9 @@ enum Task {
         /// p99 < 1s, error_rate < 0.1%, cache_hit_rate > 80%.
         #[arg(long = "threshold", value_name = "CRITERION")]
         thresholds: Vec<Threshold>,
+        /// Run only these steps (repeatable): sandbox, pg-failover-probe.
+        #[arg(long = "step", value_name = "STEP")]
+        steps: Vec<String>,
     },
     /// Run the sandbox marketplace service (arguments go to it; try `-- --help`).
     Sandbox {
@@ -56,6 +59,15 @@ enum Task {
     /// What CI runs: rustfmt check, clippy with warnings denied, the tests,
     /// rustdoc with warnings denied, and the report schema check.
     Ci,
+    /// Benchmark a tool side by side with the tool its users would otherwise
+    /// pick, on the same input in the same run (release builds).
+    Bench {
+        /// The tool: pg-failover-probe.
+        tool: String,
+        /// Repetitions where the benchmark repeats (drills).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Write docs/report-schema.json from the report types (`--check` only compares).
     Schema {
         /// Fail if the committed schema differs from the generated one.
@@ -78,7 +90,11 @@ fn main() {
 
 fn execute(task: Task) -> anyhow::Result<ExitCode> {
     match task {
-        Task::Verify { output, requests, target, thresholds } => {
+        Task::Verify { output, requests, target, thresholds, steps } => {
+            if let Some(unknown) = steps.iter().find(|s| !verify::STEPS.contains(&s.as_str())) {
+                eprintln!("error: unknown --step {unknown:?}; steps: {}", verify::STEPS.join(", "));
+                return Ok(ExitCode::Usage);
+            }
             let criteria = match verify::with_overrides(verify::default_criteria(), thresholds) {
                 Ok(criteria) => criteria,
                 Err(e) => {
@@ -90,7 +106,11 @@ fn execute(task: Task) -> anyhow::Result<ExitCode> {
             if target.is_none() {
                 build_binaries()?;
             }
-            let options = VerifyOptions { requests, target, criteria, ..VerifyOptions::default() };
+            let mut options =
+                VerifyOptions { requests, target, criteria, ..VerifyOptions::default() };
+            if !steps.is_empty() {
+                options.steps = steps;
+            }
             let report = runtime.block_on(verify::run(&options))?;
             print!("{}", verify::render_summary(&report, output));
             eprintln!("wrote {}", options.out_dir.join("report.{json,md}").display());
@@ -118,6 +138,11 @@ fn execute(task: Task) -> anyhow::Result<ExitCode> {
             doc.args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings");
             run(doc)?;
             schema(true)?;
+            Ok(ExitCode::Success)
+        }
+        Task::Bench { tool, runs } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(xtask::bench::bench(&tool, runs))?;
             Ok(ExitCode::Success)
         }
         Task::Schema { check } => {

@@ -7,7 +7,9 @@
 //! `target/verify/report.md`.
 //!
 //! Steps today: `sandbox` (health, readiness, the runbook series, and a smoke
-//! load judged by the launch plan's criteria). Each tool issue adds its step.
+//! load judged by the launch plan's criteria) and `pg-failover-probe` (a crash
+//! drill on a local primary + synchronous standby, skipped with a reason when
+//! the PostgreSQL server binaries are absent). Each tool issue adds its step.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -51,7 +53,12 @@ pub struct VerifyOptions {
     pub concurrency: usize,
     /// Criteria of the smoke load, by metric (see [`SMOKE_METRICS`]).
     pub criteria: Vec<Threshold>,
+    /// Steps to run (see [`STEPS`]).
+    pub steps: Vec<String>,
 }
+
+/// Every step `verify` knows, in the order it runs them.
+pub const STEPS: [&str; 2] = ["sandbox", "pg-failover-probe"];
 
 /// Metrics the smoke load's criteria may name.
 pub const SMOKE_METRICS: [&str; 7] =
@@ -92,6 +99,7 @@ impl Default for VerifyOptions {
             requests: 400,
             concurrency: 8,
             criteria: default_criteria(),
+            steps: STEPS.map(String::from).to_vec(),
         }
     }
 }
@@ -116,7 +124,16 @@ pub async fn run(options: &VerifyOptions) -> anyhow::Result<Report> {
     };
 
     let mut merged = Report::new("postlaunch-verify", env!("CARGO_PKG_VERSION"), url.as_str());
-    let steps = [sandbox_step(&url, options).await];
+    let mut steps = Vec::new();
+    for name in &options.steps {
+        eprintln!("verify: {name}");
+        let report = match name.as_str() {
+            "sandbox" => sandbox_step(&url, options).await,
+            "pg-failover-probe" => failover_step(options).await,
+            other => anyhow::bail!("unknown verify step {other:?}; steps: {}", STEPS.join(", ")),
+        };
+        steps.push(report);
+    }
     for step in steps {
         let path = options.out_dir.join(format!("{}.json", step.tool));
         std::fs::write(&path, step.to_json_pretty())
@@ -253,6 +270,65 @@ async fn sandbox_step(base: &str, options: &VerifyOptions) -> Report {
     }
     report.finish();
     report
+}
+
+/// The failover step: a crash of the primary and promotion of a synchronous
+/// standby on a local pair, judged by pg-failover-probe.
+async fn failover_step(options: &VerifyOptions) -> Report {
+    let criterion = "PostgreSQL fails over in < 30 s with zero loss of acknowledged commits";
+    let mut report =
+        Report::new("pg-failover-probe", env!("CARGO_PKG_VERSION"), "local primary + standby");
+    if let Err(e) = testkit::binaries::postgres_tool("initdb") {
+        report.push_check(Check::skipped(
+            "drill",
+            criterion,
+            format!("skipped: no PostgreSQL server binaries to build a local pair ({e})"),
+        ));
+        report.finish();
+        return report;
+    }
+    let pair = match testkit::PgPair::start(testkit::PgPairOptions { synchronous: true }).await {
+        Ok(pair) => pair,
+        Err(e) => {
+            report.push_check(Check::error(
+                "drill",
+                criterion,
+                format!("cannot start a local pair: {e}"),
+            ));
+            report.finish();
+            return report;
+        }
+    };
+    let ledger = options.out_dir.join("pg-failover-probe.ledger.jsonl");
+    let _ = std::fs::remove_file(&ledger);
+    let args: Vec<String> = [
+        "drill".to_owned(),
+        "--url".to_owned(),
+        format!(
+            "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres",
+            pair.primary_port(),
+            pair.standby_port()
+        ),
+        "--ledger".to_owned(),
+        ledger.display().to_string(),
+        "--warmup".to_owned(),
+        "2s".to_owned(),
+        "--settle".to_owned(),
+        "1s".to_owned(),
+        "--step".to_owned(),
+        pair.primary_pg_ctl("stop -m immediate -w"),
+        "--step".to_owned(),
+        pair.standby_pg_ctl("promote -w"),
+    ]
+    .to_vec();
+    match crate::tools::run_json(&crate::tools::binary("debug", "pg-failover-probe"), &args).await {
+        Ok(run) => run.report,
+        Err(e) => {
+            report.push_check(Check::error("drill", criterion, format!("{e:#}")));
+            report.finish();
+            report
+        }
+    }
 }
 
 /// A criterion written in the threshold language; the literals above are valid.

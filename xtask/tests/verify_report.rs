@@ -83,6 +83,7 @@ async fn verify_fails_when_the_target_breaches_the_error_budget() {
         out_dir: PathBuf::from(out.path()),
         target: Some(sandbox.url().to_owned()),
         requests: 100,
+        steps: vec!["sandbox".to_owned()],
         ..VerifyOptions::default()
     };
     let report = verify::run(&options).await.unwrap();
@@ -104,6 +105,7 @@ async fn an_overridden_criterion_replaces_the_launch_plan_default() {
         sandbox_args: ["--collections", "20", "--nfts", "100"].map(String::from).to_vec(),
         requests: 50,
         criteria: strict,
+        steps: vec!["sandbox".to_owned()],
         ..VerifyOptions::default()
     };
     let report = verify::run(&options).await.unwrap();

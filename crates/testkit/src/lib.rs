@@ -60,4 +60,4 @@ pub use local::{TempDatabase, local_postgres_url, local_redis_url, unique_name};
 pub use ports::{free_port, wait_for_http_ok, wait_for_tcp};
 pub use postgres::{PgPair, PgPairOptions};
 pub use prometheus::{Prometheus, PrometheusOptions};
-pub use sandbox::Sandbox;
+pub use sandbox::{Sandbox, target_dir, workspace_binary};

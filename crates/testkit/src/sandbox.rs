@@ -52,12 +52,22 @@ pub fn default_binary() -> PathBuf {
     if let Some(bin) = std::env::var_os(SANDBOX_BIN_ENV) {
         return PathBuf::from(bin);
     }
+    workspace_binary("debug", "sandbox")
+}
+
+/// The cargo target dir: env `CARGO_TARGET_DIR` (relative paths taken from the
+/// workspace root) or `<workspace root>/target`.
+pub fn target_dir() -> PathBuf {
     let root = workspace_root();
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+    match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => root.join(dir), // join keeps absolute paths as they are
         None => root.join("target"),
-    };
-    target.join("debug").join("sandbox")
+    }
+}
+
+/// A binary of the workspace built with `profile` (`debug` or `release`).
+pub fn workspace_binary(profile: &str, name: &str) -> PathBuf {
+    target_dir().join(profile).join(name)
 }
 
 /// The workspace root: two levels above this crate's manifest.

@@ -1,0 +1,157 @@
+//! `cargo xtask bench <tool>`: each tool side by side with the tool its users
+//! would otherwise pick, on the same input in the same run, printed as a ratio.
+//! Figures, not assertions: benchmarks report, tests judge.
+
+use anyhow::{Context, bail};
+use shared_types::Report;
+
+use crate::tools;
+use crate::workspace::{cargo, run};
+
+/// Tools with a benchmark.
+pub const BENCHES: [&str; 1] = ["pg-failover-probe"];
+
+/// Runs the benchmark of `tool` and prints its table.
+pub async fn bench(tool: &str, runs: usize) -> anyhow::Result<()> {
+    match tool {
+        "pg-failover-probe" => pg_failover_probe(runs).await,
+        other => bail!("no benchmark for {other:?}; benchmarks: {}", BENCHES.join(", ")),
+    }
+}
+
+fn build_release(package: &str) -> anyhow::Result<()> {
+    let mut build = cargo();
+    build.args(["build", "--release", "--quiet", "--package", package]);
+    run(build)
+}
+
+fn measurement(report: &Report, name: &str) -> Option<f64> {
+    report.measurements.iter().find(|m| m.name == name).map(|m| m.value)
+}
+
+/// Downtime accuracy over repeated crash drills, and write throughput next to
+/// pgbench running the same insert on the same pair.
+async fn pg_failover_probe(runs: usize) -> anyhow::Result<()> {
+    build_release("pg-failover-probe")?;
+    let probe = tools::binary("release", "pg-failover-probe");
+    let pgbench = testkit::binaries::postgres_tool("pgbench")
+        .context("pgbench is part of the PostgreSQL server package")?;
+    let dir = tempfile::tempdir()?;
+
+    println!("pg-failover-probe: measured write downtime vs ground truth over {runs} crash drills");
+    println!(
+        "{:>4} {:>12} {:>14} {:>12} {:>12}",
+        "run", "measured ms", "server gap ms", "error ms", "drill ms"
+    );
+    let mut errors = Vec::new();
+    for run_index in 1..=runs {
+        let pair = testkit::PgPair::start(testkit::PgPairOptions { synchronous: true }).await?;
+        let url = format!(
+            "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres",
+            pair.primary_port(),
+            pair.standby_port()
+        );
+        let ledger = dir.path().join(format!("drill-{run_index}.jsonl"));
+        let args = [
+            "drill",
+            "--url",
+            &url,
+            "--ledger",
+            ledger.to_str().unwrap_or_default(),
+            "--warmup",
+            "1s",
+            "--settle",
+            "1s",
+            "--write-interval",
+            "1ms",
+            "--step",
+            &pair.primary_pg_ctl("stop -m immediate -w"),
+            "--step",
+            &pair.standby_pg_ctl("promote -w"),
+        ]
+        .map(String::from);
+        let result = tools::run_json(&probe, &args).await?;
+        let measured = measurement(&result.report, "write_downtime").unwrap_or(f64::NAN);
+        let drill = measurement(&result.report, "drill_window").unwrap_or(f64::NAN);
+        // Ground truth from the servers' own clocks: the largest gap between
+        // consecutive commits of the run on the new primary (the old primary's
+        // rows arrived there by synchronous replication).
+        let run_id = result
+            .report
+            .data
+            .get("run_id")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let client = testkit::postgres::connect(&pair.standby_url()).await?;
+        let gap: f64 = client
+            .query_one(
+                "SELECT coalesce(max(extract(epoch FROM gap) * 1000), 0)::float8 FROM (
+                   SELECT server_time - lag(server_time) OVER (ORDER BY server_time) AS gap
+                     FROM postlaunch_probe.probe_writes WHERE run_id = $1) g",
+                &[&run_id],
+            )
+            .await?
+            .get(0);
+        let error = measured - gap;
+        errors.push(error);
+        println!("{run_index:>4} {measured:>12.1} {gap:>14.1} {error:>12.1} {drill:>12.1}");
+    }
+    let mean = errors.iter().sum::<f64>() / errors.len().max(1) as f64;
+    let worst = errors.iter().fold(0.0_f64, |w, e| w.max(e.abs()));
+    println!(
+        "downtime error (probe minus server-side gap): mean {mean:.1} ms, worst {worst:.1} ms"
+    );
+
+    // Throughput: the same single-row insert, 4 clients, 5 s, on one pair.
+    let pair = testkit::PgPair::start(testkit::PgPairOptions { synchronous: true }).await?;
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pair.primary_port());
+    let ledger = dir.path().join("throughput.jsonl");
+    let args = [
+        "watch",
+        "--url",
+        &url,
+        "--ledger",
+        ledger.to_str().unwrap_or_default(),
+        "--duration",
+        "5s",
+        "--writers",
+        "4",
+        "--readers",
+        "0",
+        "--write-interval",
+        "0ms",
+    ]
+    .map(String::from);
+    let result = tools::run_json(&probe, &args).await?;
+    let probe_rate = measurement(&result.report, "write_rate").unwrap_or(f64::NAN);
+    let script = dir.path().join("insert.sql");
+    std::fs::write(
+        &script,
+        "INSERT INTO postlaunch_probe.probe_writes (run_id, incarnation, writer, seq, payload, client_time_ms) \
+         VALUES ('pgbench', 0, :client_id, :client_id, repeat('x', 64), 0);\n",
+    )?;
+    let output = tokio::process::Command::new(&pgbench)
+        .args(["-n", "-c", "4", "-j", "2", "-T", "5", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+        .arg(pair.primary_port().to_string())
+        .arg("-f")
+        .arg(&script)
+        .arg("postgres")
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let pgbench_rate: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| {
+            format!("pgbench printed no tps: {text}{}", String::from_utf8_lossy(&output.stderr))
+        })?;
+    println!();
+    println!("write throughput, 4 clients, synchronous pair, 5 s:");
+    println!("  pg-failover-probe {probe_rate:>10.0} acknowledged+journaled writes/s");
+    println!("  pgbench           {pgbench_rate:>10.0} tps");
+    println!("  ratio probe/pgbench {:.2}", probe_rate / pgbench_rate);
+    Ok(())
+}
