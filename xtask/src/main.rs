@@ -37,6 +37,9 @@ enum Task {
         /// p99 < 1s, error_rate < 0.1%, cache_hit_rate > 80%.
         #[arg(long = "threshold", value_name = "CRITERION")]
         thresholds: Vec<Threshold>,
+        /// Where the reports go.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
         /// Run only these steps (repeatable): sandbox, pg-failover-probe.
         #[arg(long = "step", value_name = "STEP")]
         steps: Vec<String>,
@@ -90,7 +93,7 @@ fn main() {
 
 fn execute(task: Task) -> anyhow::Result<ExitCode> {
     match task {
-        Task::Verify { output, requests, target, thresholds, steps } => {
+        Task::Verify { output, requests, target, thresholds, out_dir, steps } => {
             if let Some(unknown) = steps.iter().find(|s| !verify::STEPS.contains(&s.as_str())) {
                 eprintln!("error: unknown --step {unknown:?}; steps: {}", verify::STEPS.join(", "));
                 return Ok(ExitCode::Usage);
@@ -110,6 +113,9 @@ fn execute(task: Task) -> anyhow::Result<ExitCode> {
                 VerifyOptions { requests, target, criteria, ..VerifyOptions::default() };
             if !steps.is_empty() {
                 options.steps = steps;
+            }
+            if let Some(dir) = out_dir {
+                options.out_dir = dir;
             }
             let report = runtime.block_on(verify::run(&options))?;
             print!("{}", verify::render_summary(&report, output));

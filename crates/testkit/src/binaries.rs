@@ -50,9 +50,27 @@ pub fn postgres_bin_dir() -> Result<PathBuf> {
         .ok_or_else(not_found)
 }
 
+/// Env var naming the only directory to take PostgreSQL tools from (no
+/// fallback): points tests and xtask at another PostgreSQL version, or at an
+/// empty directory to exercise the "binaries absent" paths.
+pub const POSTGRES_BIN_DIR_ENV: &str = "POSTLAUNCH_PG_BIN_DIR";
+
 /// A PostgreSQL tool (`initdb`, `pg_ctl`, `pg_basebackup`, `postgres`, ...)
-/// from [`postgres_bin_dir`], falling back to `PATH`.
+/// from `$POSTLAUNCH_PG_BIN_DIR` if set, else from [`postgres_bin_dir`],
+/// falling back to `PATH`.
 pub fn postgres_tool(name: &str) -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(POSTGRES_BIN_DIR_ENV) {
+        let candidate = PathBuf::from(&dir).join(name);
+        return if is_executable(&candidate) {
+            Ok(candidate)
+        } else {
+            Err(Error::BinaryNotFound {
+                name: name.to_owned(),
+                searched: format!("in ${POSTGRES_BIN_DIR_ENV} = {}", candidate.parent().unwrap_or(Path::new("")).display()),
+                hint: format!("unset {POSTGRES_BIN_DIR_ENV} or point it at a PostgreSQL bin directory"),
+            })
+        };
+    }
     if let Ok(dir) = postgres_bin_dir() {
         let candidate = dir.join(name);
         if is_executable(&candidate) {
