@@ -1,0 +1,335 @@
+//! What the linter holds rules to. The defaults are the marketplace's
+//! launch policy; `--config FILE` (YAML) overrides any part of it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::model::parse_duration;
+
+/// The whole configuration. Every field has a marketplace default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// How often targets are scraped (read from the server when online).
+    #[serde(deserialize_with = "duration")]
+    pub scrape_interval: Duration,
+    /// How often rule groups are evaluated when a group sets no `interval`.
+    #[serde(deserialize_with = "duration")]
+    pub evaluation_interval: Duration,
+    /// Time from firing to a notification (Alertmanager `group_wait`).
+    #[serde(deserialize_with = "duration")]
+    pub notification_delay: Duration,
+    /// Labels, annotations and severities every alert must have.
+    pub policy: Policy,
+    /// Worst-case detection time allowed per severity (`critical: 1m`).
+    #[serde(deserialize_with = "duration_map")]
+    pub detection_targets: BTreeMap<String, Duration>,
+    /// The critical paths alerts must cover.
+    pub coverage: Coverage,
+    /// Online checks (`--prometheus`).
+    pub online: Online,
+    /// Backtest thresholds.
+    pub backtest: Backtest,
+    /// Check ids to skip entirely, e.g. `policy/owner-missing`.
+    pub disabled_checks: Vec<String>,
+}
+
+/// Policy for labels and annotations.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    /// Allowed values of `labels.severity`.
+    pub severities: Vec<String>,
+    /// Severities that page a person: they need a `for` of at least `min_for`.
+    pub paging_severities: Vec<String>,
+    /// Minimum `for` of a paging alert.
+    #[serde(deserialize_with = "duration")]
+    pub min_for: Duration,
+    /// At least one of these labels names the owner.
+    pub owner_labels: Vec<String>,
+    /// Annotation holding the runbook link.
+    pub runbook_annotation: String,
+    /// Links starting with this prefix point into the local checkout: the
+    /// rest of the link must be an existing file (looked up from the rules
+    /// file's folder upwards). Relative links are always local.
+    pub runbook_url_prefix: Option<String>,
+}
+
+/// Critical paths and the services they apply to.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Coverage {
+    /// Whether `lint` reports coverage at all.
+    pub enabled: bool,
+    /// Services that per-service paths must be covered for.
+    pub services: Vec<String>,
+    /// The label that names a service in selectors.
+    pub service_label: String,
+    /// The paths.
+    pub paths: Vec<CriticalPath>,
+}
+
+/// One thing that must be watched, recognised by the metrics an alert reads.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CriticalPath {
+    /// Stable id, e.g. `http-error-rate`.
+    pub id: String,
+    /// What it is, for people.
+    pub description: String,
+    /// Regexes (anchored) of metric names that watch this path.
+    pub metrics: Vec<String>,
+    /// The selector must also match on this label (e.g. `status` for errors).
+    #[serde(default)]
+    pub requires_label: Option<String>,
+    /// Must be covered for every service in `coverage.services`.
+    #[serde(default)]
+    pub per_service: bool,
+}
+
+/// Online-check settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Online {
+    /// Regexes of metric names that are intentionally absent on the server.
+    pub absent_ok: Vec<String>,
+    /// Query cost limit: samples one evaluation may touch.
+    pub max_samples: u64,
+}
+
+/// Backtest settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Backtest {
+    /// More firing episodes than this in the range is flapping.
+    pub max_episodes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            scrape_interval: Duration::from_secs(10),
+            evaluation_interval: Duration::from_secs(10),
+            notification_delay: Duration::from_secs(10),
+            policy: Policy::default(),
+            detection_targets: [("critical", 60), ("warning", 900), ("info", 3600)]
+                .into_iter()
+                .map(|(s, secs)| (s.to_owned(), Duration::from_secs(secs)))
+                .collect(),
+            coverage: Coverage::default(),
+            online: Online::default(),
+            backtest: Backtest::default(),
+            disabled_checks: Vec::new(),
+        }
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            severities: vec!["critical".into(), "warning".into(), "info".into()],
+            paging_severities: vec!["critical".into()],
+            min_for: Duration::from_secs(10),
+            owner_labels: vec!["team".into(), "owner".into()],
+            runbook_annotation: "runbook_url".into(),
+            runbook_url_prefix: Some("https://github.com/postlaunch/postlaunch/blob/main/".into()),
+        }
+    }
+}
+
+impl Default for Coverage {
+    fn default() -> Self {
+        let path =
+            |id: &str, description: &str, metrics: &[&str], label: Option<&str>, per_service| {
+                CriticalPath {
+                    id: id.into(),
+                    description: description.into(),
+                    metrics: metrics.iter().map(|m| (*m).to_owned()).collect(),
+                    requires_label: label.map(str::to_owned),
+                    per_service,
+                }
+            };
+        Coverage {
+            enabled: true,
+            services: ["auth", "user", "media", "gateway", "indexer"].map(String::from).to_vec(),
+            service_label: "job".into(),
+            paths: vec![
+                path(
+                    "http-error-rate",
+                    "each service's HTTP 5xx error rate",
+                    &["http_requests_total"],
+                    Some("status"),
+                    true,
+                ),
+                path(
+                    "http-latency",
+                    "each service's request latency",
+                    &["http_request_duration_seconds(_bucket|_sum|_count)?"],
+                    None,
+                    true,
+                ),
+                path(
+                    "availability",
+                    "each service is up and answering",
+                    &["up", "probe_success"],
+                    None,
+                    true,
+                ),
+                path(
+                    "db-pool-saturation",
+                    "database connection pool saturation",
+                    &["db_connections_in_use", "pg_stat_activity_count"],
+                    None,
+                    false,
+                ),
+                path(
+                    "circuit-breakers",
+                    "circuit breakers open",
+                    &["circuit_breaker_state"],
+                    None,
+                    false,
+                ),
+                path(
+                    "rabbitmq-consumer-lag",
+                    "RabbitMQ consumer lag (messages waiting)",
+                    &[
+                        "rabbitmq_queue_messages(_ready|_unacknowledged)?",
+                        "rabbitmq_detailed_queue_messages_ready",
+                    ],
+                    None,
+                    false,
+                ),
+                path(
+                    "indexer-lag",
+                    "chain indexer lag behind the chain head",
+                    &[
+                        "indexer_(head_)?lag_blocks",
+                        "indexer_last_indexed_block",
+                        "chain_head_block",
+                    ],
+                    None,
+                    false,
+                ),
+                path(
+                    "indexer-reorgs",
+                    "chain reorganisations seen by the indexer",
+                    &["indexer_reorgs?_.*"],
+                    None,
+                    false,
+                ),
+                path(
+                    "backup-freshness",
+                    "age of the last good backup",
+                    &["backup_last_success_timestamp_seconds", ".*backup.*_timestamp_seconds"],
+                    None,
+                    false,
+                ),
+                path(
+                    "certificate-expiry",
+                    "TLS certificate expiry",
+                    &[
+                        "probe_ssl_earliest_cert_expiry",
+                        "x509_cert_not_after",
+                        "certmanager_certificate_expiration_timestamp_seconds",
+                    ],
+                    None,
+                    false,
+                ),
+            ],
+        }
+    }
+}
+
+impl Default for Online {
+    fn default() -> Self {
+        Online { absent_ok: Vec::new(), max_samples: 5_000_000 }
+    }
+}
+
+impl Default for Backtest {
+    fn default() -> Self {
+        Backtest { max_episodes: 3 }
+    }
+}
+
+/// A configuration file that cannot be used: where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not readable.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid.
+    #[error("{path}:{line}:{col}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// 1-based line (0 when unknown).
+        line: u32,
+        /// 1-based column.
+        col: u32,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads a YAML config; missing keys keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Config::from_yaml(&text).map_err(|(line, col, message)| ConfigError::Invalid {
+            path: path.display().to_string(),
+            line,
+            col,
+            message,
+        })
+    }
+
+    /// Parses config YAML text; errors carry line, column and message.
+    pub fn from_yaml(text: &str) -> Result<Config, (u32, u32, String)> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let config: Config = serde_saphyr::from_str(text).map_err(|err| {
+            let (line, col) = err.location().map_or((0, 0), |l| {
+                (u32::try_from(l.line()).unwrap_or(0), u32::try_from(l.column()).unwrap_or(0))
+            });
+            let message = err.without_snippet().to_string();
+            let message = message.lines().next().unwrap_or_default().to_owned();
+            (line, col, message)
+        })?;
+        for path in &config.coverage.paths {
+            for m in &path.metrics {
+                if let Err(e) = regex::Regex::new(m) {
+                    return Err((0, 0, format!("coverage path {}: bad regex {m:?}: {e}", path.id)));
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// Whether a check id runs.
+    pub fn enabled(&self, check: &str) -> bool {
+        !self.disabled_checks.iter().any(|c| c == check)
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn duration_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Duration>, D::Error> {
+    let raw = BTreeMap::<String, String>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| parse_duration(&v).map(|d| (k, d)).map_err(serde::de::Error::custom))
+        .collect()
+}
