@@ -9,12 +9,13 @@ use crate::tools;
 use crate::workspace::{cargo, run};
 
 /// Tools with a benchmark.
-pub const BENCHES: [&str; 1] = ["pg-failover-probe"];
+pub const BENCHES: [&str; 2] = ["pg-failover-probe", "alert-linter"];
 
 /// Runs the benchmark of `tool` and prints its table.
 pub async fn bench(tool: &str, runs: usize) -> anyhow::Result<()> {
     match tool {
         "pg-failover-probe" => pg_failover_probe(runs).await,
+        "alert-linter" => alert_linter(runs).await,
         other => bail!("no benchmark for {other:?}; benchmarks: {}", BENCHES.join(", ")),
     }
 }
@@ -153,5 +154,56 @@ async fn pg_failover_probe(runs: usize) -> anyhow::Result<()> {
     println!("  pg-failover-probe {probe_rate:>10.0} acknowledged+journaled writes/s");
     println!("  pgbench           {pgbench_rate:>10.0} tps");
     println!("  ratio probe/pgbench {:.2}", probe_rate / pgbench_rate);
+    Ok(())
+}
+
+/// Wall time of one command, best of `runs`, with its exit code.
+async fn best_of(
+    runs: usize,
+    program: &std::path::Path,
+    args: &[&str],
+) -> anyhow::Result<(std::time::Duration, Option<i32>)> {
+    let mut best = std::time::Duration::MAX;
+    let mut code = None;
+    for _ in 0..runs.max(1) {
+        let started = std::time::Instant::now();
+        let output = tokio::process::Command::new(program)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .with_context(|| format!("cannot run {}", program.display()))?;
+        best = best.min(started.elapsed());
+        code = output.code();
+    }
+    Ok((best, code))
+}
+
+/// A generated file of 10,000 alert rules, linted by alert-linter and checked
+/// by `promtool check rules`, on the same file in the same run.
+async fn alert_linter(runs: usize) -> anyhow::Result<()> {
+    build_release("alert-linter")?;
+    let linter = tools::binary("release", "alert-linter");
+    let promtool = testkit::binaries::find("promtool")?;
+    let dir = tempfile::tempdir()?;
+    let rules = dir.path().join("rules-10000.yml");
+    std::fs::write(&rules, alert_linter::synthetic_rules(10_000))?;
+    let file = rules.to_str().unwrap_or_default();
+    let (ours, our_code) = best_of(runs, &linter, &["lint", "--no-coverage", file]).await?;
+    let (theirs, their_code) = best_of(runs, &promtool, &["check", "rules", file]).await?;
+    println!("10,000 alert rules, best of {runs} runs:");
+    println!(
+        "  alert-linter lint   {:>9.1} ms (exit {our_code:?}; schema + PromQL semantics + policy + detection time)",
+        ours.as_secs_f64() * 1000.0
+    );
+    println!(
+        "  promtool check rules {:>8.1} ms (exit {their_code:?}; schema + PromQL parse)",
+        theirs.as_secs_f64() * 1000.0
+    );
+    println!(
+        "  ratio promtool/alert-linter {:.2} (above 1: alert-linter is faster)",
+        theirs.as_secs_f64() / ours.as_secs_f64()
+    );
     Ok(())
 }

@@ -9,7 +9,9 @@
 //! Steps today: `sandbox` (health, readiness, the runbook series, and a smoke
 //! load judged by the launch plan's criteria) and `pg-failover-probe` (a crash
 //! drill on a local primary + synchronous standby, skipped with a reason when
-//! the PostgreSQL server binaries are absent). Each tool issue adds its step.
+//! the PostgreSQL server binaries are absent) and `alert-linter` (the shipped
+//! marketplace rules: valid, quiet, covering every critical path). Each tool
+//! issue adds its step.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -58,7 +60,7 @@ pub struct VerifyOptions {
 }
 
 /// Every step `verify` knows, in the order it runs them.
-pub const STEPS: [&str; 2] = ["sandbox", "pg-failover-probe"];
+pub const STEPS: [&str; 3] = ["sandbox", "pg-failover-probe", "alert-linter"];
 
 /// Metrics the smoke load's criteria may name.
 pub const SMOKE_METRICS: [&str; 7] =
@@ -130,6 +132,7 @@ pub async fn run(options: &VerifyOptions) -> anyhow::Result<Report> {
         let report = match name.as_str() {
             "sandbox" => sandbox_step(&url, options).await,
             "pg-failover-probe" => failover_step(options).await,
+            "alert-linter" => alert_rules_step().await,
             other => anyhow::bail!("unknown verify step {other:?}; steps: {}", STEPS.join(", ")),
         };
         steps.push(report);
@@ -325,6 +328,32 @@ async fn failover_step(options: &VerifyOptions) -> Report {
         Ok(run) => run.report,
         Err(e) => {
             report.push_check(Check::error("drill", criterion, format!("{e:#}")));
+            report.finish();
+            report
+        }
+    }
+}
+
+/// The alerting step: the shipped marketplace rules lint clean (warnings
+/// count) and cover every critical path of the launch plan.
+async fn alert_rules_step() -> Report {
+    let rules = workspace::root().join("docs/alert-linter/marketplace-rules.yml");
+    let args = [
+        "lint".to_owned(),
+        rules.display().to_string(),
+        "--fail-on".to_owned(),
+        "warning".to_owned(),
+    ];
+    match crate::tools::run_json(&crate::tools::binary("debug", "alert-linter"), &args).await {
+        Ok(run) => run.report,
+        Err(e) => {
+            let mut report =
+                Report::new("alert-linter", env!("CARGO_PKG_VERSION"), rules.display().to_string());
+            report.push_check(Check::error(
+                "lint",
+                "the marketplace alert rules lint clean",
+                format!("{e:#}"),
+            ));
             report.finish();
             report
         }

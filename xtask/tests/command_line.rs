@@ -30,7 +30,10 @@ fn a_threshold_on_an_unmeasured_metric_exits_2_listing_the_known_ones() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_says_it_skipped_the_failover_drill_without_postgresql_binaries() {
-    let sandbox = testkit::Sandbox::start(&["--collections", "10", "--nfts", "100"].map(String::from)).await.unwrap();
+    let sandbox =
+        testkit::Sandbox::start(&["--collections", "10", "--nfts", "100"].map(String::from))
+            .await
+            .unwrap();
     let empty = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["verify", "--target", sandbox.url(), "--step", "pg-failover-probe", "--out-dir"])
@@ -39,7 +42,12 @@ async fn verify_says_it_skipped_the_failover_drill_without_postgresql_binaries()
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("pg-failover-probe/drill"), "{stdout}");
     assert!(stdout.contains("SKIP"), "{stdout}");
     assert!(stdout.contains("skipped: no PostgreSQL server binaries"), "{stdout}");
