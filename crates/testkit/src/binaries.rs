@@ -66,8 +66,13 @@ pub fn postgres_tool(name: &str) -> Result<PathBuf> {
         } else {
             Err(Error::BinaryNotFound {
                 name: name.to_owned(),
-                searched: format!("in ${POSTGRES_BIN_DIR_ENV} = {}", candidate.parent().unwrap_or(Path::new("")).display()),
-                hint: format!("unset {POSTGRES_BIN_DIR_ENV} or point it at a PostgreSQL bin directory"),
+                searched: format!(
+                    "in ${POSTGRES_BIN_DIR_ENV} = {}",
+                    candidate.parent().unwrap_or(Path::new("")).display()
+                ),
+                hint: format!(
+                    "unset {POSTGRES_BIN_DIR_ENV} or point it at a PostgreSQL bin directory"
+                ),
             })
         };
     }
