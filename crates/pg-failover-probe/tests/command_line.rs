@@ -4,11 +4,12 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
 
-use std::collections::BTreeSet;
+mod common;
+
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use pg_failover_probe::ledger::{LedgerContents, WriteKey};
+use pg_failover_probe::ledger::LedgerContents;
 use testkit::TempDatabase;
 
 fn probe(args: &[&str]) -> Output {
@@ -21,20 +22,6 @@ fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
-}
-
-async fn rows(db: &TempDatabase, run_id: &str) -> BTreeSet<WriteKey> {
-    let client = testkit::postgres::connect(db.url()).await.unwrap();
-    client
-        .query(
-            "SELECT incarnation, writer, seq FROM postlaunch_probe.probe_writes WHERE run_id = $1",
-            &[&run_id],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get::<_, i32>(0) as u32, r.get::<_, i32>(1) as u32, r.get::<_, i64>(2) as u64))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -68,7 +55,7 @@ async fn a_killed_probe_loses_no_ledger_entry_and_resumes_the_run() {
     child.wait().unwrap();
 
     let first = LedgerContents::load(&ledger).unwrap();
-    let in_db = rows(&db, &first.run_id).await;
+    let in_db = common::probe_rows(db.url(), &first.run_id).await;
     assert!(first.acked.is_subset(&in_db), "every journaled ack is committed");
     let unjournaled = in_db.difference(&first.acked).count();
     assert!(

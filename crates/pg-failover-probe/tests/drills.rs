@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -135,21 +137,8 @@ async fn crash_after_cutting_off_an_async_standby_reports_exactly_the_lost_commi
     // Ground truth, independent of the probe: restart the old primary (now a
     // split brain on the old timeline) and diff its rows with the new primary's.
     pair.start_primary().await.unwrap();
-    let rows = |url: String| {
-        let run_id = ledger.run_id.clone();
-        async move {
-            let client = testkit::postgres::connect(&url).await.unwrap();
-            client
-                .query("SELECT incarnation, writer, seq FROM postlaunch_probe.probe_writes WHERE run_id = $1", &[&run_id])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| (r.get::<_, i32>(0) as u32, r.get::<_, i32>(1) as u32, r.get::<_, i64>(2) as u64))
-                .collect::<BTreeSet<WriteKey>>()
-        }
-    };
-    let on_old = rows(pair.primary_url()).await;
-    let on_new = rows(pair.standby_url()).await;
+    let on_old = common::probe_rows(&pair.primary_url(), &ledger.run_id).await;
+    let on_new = common::probe_rows(&pair.standby_url(), &ledger.run_id).await;
     let expected: BTreeSet<WriteKey> =
         ledger.acked.iter().filter(|k| !on_new.contains(k)).copied().collect();
     assert_eq!(
