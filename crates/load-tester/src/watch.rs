@@ -1,0 +1,421 @@
+//! Watching the system under test during the run: its Prometheus text
+//! endpoints are scraped (parsed with `prometheus-parse`) at an interval,
+//! with a [`MetricMapping`] whose defaults are the sandbox's (and the
+//! runbooks') series. What comes out: cache hit rate over the run, pool
+//! utilisation, every circuit-breaker state change and the states at the
+//! end, restarts (the process start time changing), CPU and memory, each as
+//! a time series.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Series names to read; defaults match the sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricMapping {
+    /// Counter of cache hits.
+    pub cache_hits: String,
+    /// Counter of cache misses.
+    pub cache_misses: String,
+    /// Counter of failed cache lookups (count as not served from the cache).
+    pub cache_errors: String,
+    /// Gauge of pooled database connections in use.
+    pub pool_in_use: String,
+    /// Gauge of the pool size.
+    pub pool_max: String,
+    /// Gauge `{dependency, state}` = 1 for the current breaker state.
+    pub breaker_state: String,
+    /// Counter `{dependency, from, to}` of breaker transitions.
+    pub breaker_transitions: String,
+    /// Gauge of the process start time (a change is a restart).
+    pub start_time: String,
+    /// Counter of CPU seconds.
+    pub cpu_seconds: String,
+    /// Gauge of resident memory in bytes.
+    pub rss_bytes: String,
+}
+
+impl Default for MetricMapping {
+    fn default() -> Self {
+        MetricMapping {
+            cache_hits: "cache_hits_total".into(),
+            cache_misses: "cache_misses_total".into(),
+            cache_errors: "cache_errors_total".into(),
+            pool_in_use: "db_connections_in_use".into(),
+            pool_max: "db_connections_max".into(),
+            breaker_state: "circuit_breaker_state".into(),
+            breaker_transitions: "circuit_breaker_transitions_total".into(),
+            start_time: "process_start_time_seconds".into(),
+            cpu_seconds: "process_cpu_seconds_total".into(),
+            rss_bytes: "process_resident_memory_bytes".into(),
+        }
+    }
+}
+
+/// What to watch.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// Prometheus text endpoints, e.g. `http://127.0.0.1:8080/metrics`.
+    pub urls: Vec<String>,
+    /// Time between scrapes.
+    pub interval: Duration,
+    /// Which series mean what.
+    pub mapping: MetricMapping,
+}
+
+/// One scrape, reduced to what the criteria need.
+#[derive(Debug, Clone, Default)]
+struct Snapshot {
+    t: f64,
+    cache_hits: Option<f64>,
+    cache_misses: Option<f64>,
+    cache_errors: Option<f64>,
+    pool_in_use: Option<f64>,
+    pool_max: Option<f64>,
+    breakers: BTreeMap<String, String>,
+    transitions: BTreeMap<(String, String, String), f64>,
+    start_time: Option<f64>,
+    cpu_seconds: Option<f64>,
+    rss_bytes: Option<f64>,
+}
+
+/// A point of a service's time series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServicePoint {
+    /// Seconds since the run started.
+    pub t: f64,
+    /// Connections in use / pool size.
+    pub pool_utilisation: Option<f64>,
+    /// Cache hits / lookups since the previous point.
+    pub cache_hit_rate: Option<f64>,
+    /// CPU cores busy since the previous point.
+    pub cpu_cores: Option<f64>,
+    /// Resident memory.
+    pub rss_bytes: Option<f64>,
+    /// Breakers not closed.
+    pub breakers_open: usize,
+}
+
+/// A circuit breaker changing state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BreakerChange {
+    /// Seconds since the run started (the scrape that saw it).
+    pub t: f64,
+    /// The dependency behind the breaker.
+    pub dependency: String,
+    /// Previous state.
+    pub from: String,
+    /// New state.
+    pub to: String,
+}
+
+/// Everything seen on one endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceWatch {
+    /// The endpoint.
+    pub url: String,
+    /// Successful scrapes.
+    pub scrapes: u64,
+    /// Failed scrapes.
+    pub failed_scrapes: u64,
+    /// The first scrape error, if any.
+    pub first_error: Option<String>,
+    /// Cache hits / lookups between the first and last scrape.
+    pub cache_hit_rate: Option<f64>,
+    /// Cache lookups between the first and last scrape.
+    pub cache_lookups: f64,
+    /// Highest pool utilisation seen.
+    pub pool_utilisation_max: Option<f64>,
+    /// Breaker states at the last scrape, by dependency.
+    pub breakers_at_end: BTreeMap<String, String>,
+    /// Every breaker state change seen, in order.
+    pub breaker_changes: Vec<BreakerChange>,
+    /// Restarts seen (process start time changed).
+    pub restarts: u64,
+    /// Highest CPU use in cores.
+    pub cpu_cores_max: Option<f64>,
+    /// Highest resident memory.
+    pub rss_bytes_max: Option<f64>,
+    /// The time series.
+    pub series: Vec<ServicePoint>,
+}
+
+/// A running watcher; [`stop`](Self::stop) takes a last scrape and returns the results.
+#[derive(Debug)]
+pub struct Watcher {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<ServiceWatch>>,
+}
+
+impl Watcher {
+    /// Scrapes each endpoint now and then every `interval` until stopped.
+    pub fn start(options: &WatchOptions, client: reqwest::Client, started: Instant) -> Watcher {
+        let (stop, rx) = watch::channel(false);
+        let tasks = options
+            .urls
+            .iter()
+            .map(|url| {
+                let (url, client, mut rx) = (url.clone(), client.clone(), rx.clone());
+                let (mapping, interval) = (options.mapping.clone(), options.interval);
+                tokio::spawn(async move {
+                    let mut snapshots = Vec::new();
+                    let mut result = ServiceWatch { url: url.clone(), ..ServiceWatch::default() };
+                    loop {
+                        match scrape(&client, &url, &mapping, started).await {
+                            Ok(s) => {
+                                result.scrapes += 1;
+                                snapshots.push(s);
+                            }
+                            Err(e) => {
+                                result.failed_scrapes += 1;
+                                result.first_error.get_or_insert(e);
+                            }
+                        }
+                        if *rx.borrow() {
+                            break;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(interval) => {}
+                            _ = rx.changed() => {}
+                        }
+                    }
+                    summarise(result, &snapshots)
+                })
+            })
+            .collect();
+        Watcher { stop, tasks }
+    }
+
+    /// Takes the last scrape and returns what each endpoint showed.
+    pub async fn stop(self) -> Vec<ServiceWatch> {
+        let _ = self.stop.send(true);
+        let mut out = Vec::new();
+        for task in self.tasks {
+            if let Ok(w) = task.await {
+                out.push(w);
+            }
+        }
+        out
+    }
+}
+
+async fn scrape(
+    client: &reqwest::Client,
+    url: &str,
+    m: &MetricMapping,
+    started: Instant,
+) -> Result<Snapshot, String> {
+    let answer = client
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| format!("cannot scrape {url}: {e}"))?;
+    if !answer.status().is_success() {
+        return Err(format!("scraping {url} answered HTTP {}", answer.status()));
+    }
+    let text = answer.text().await.map_err(|e| format!("cannot read {url}: {e}"))?;
+    Ok(parse_snapshot(&text, m, started.elapsed().as_secs_f64()))
+}
+
+fn parse_snapshot(text: &str, m: &MetricMapping, t: f64) -> Snapshot {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let samples = prometheus_parse::Scrape::parse(lines).map(|s| s.samples).unwrap_or_default();
+    let mut snap = Snapshot { t, ..Snapshot::default() };
+    let sum = |name: &str| -> Option<f64> {
+        let values: Vec<f64> =
+            samples.iter().filter(|s| s.metric == name).filter_map(|s| scalar(&s.value)).collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    };
+    snap.cache_hits = sum(&m.cache_hits);
+    snap.cache_misses = sum(&m.cache_misses);
+    snap.cache_errors = sum(&m.cache_errors);
+    snap.pool_in_use = sum(&m.pool_in_use);
+    snap.pool_max = sum(&m.pool_max);
+    snap.start_time = sum(&m.start_time);
+    snap.cpu_seconds = sum(&m.cpu_seconds);
+    snap.rss_bytes = sum(&m.rss_bytes);
+    for s in &samples {
+        if s.metric == m.breaker_state && scalar(&s.value) == Some(1.0) {
+            let dependency = s.labels.get("dependency").unwrap_or("default").to_owned();
+            snap.breakers.insert(dependency, s.labels.get("state").unwrap_or("unknown").to_owned());
+        }
+        if s.metric == m.breaker_transitions {
+            let key = |l: &str| s.labels.get(l).unwrap_or_default().to_owned();
+            let value = scalar(&s.value).unwrap_or(0.0);
+            *snap.transitions.entry((key("dependency"), key("from"), key("to"))).or_default() +=
+                value;
+        }
+    }
+    snap
+}
+
+fn scalar(v: &prometheus_parse::Value) -> Option<f64> {
+    match v {
+        prometheus_parse::Value::Counter(x)
+        | prometheus_parse::Value::Gauge(x)
+        | prometheus_parse::Value::Untyped(x) => Some(*x),
+        _ => None,
+    }
+}
+
+fn not_closed(state: &str) -> bool {
+    state != "closed"
+}
+
+fn summarise(mut w: ServiceWatch, snaps: &[Snapshot]) -> ServiceWatch {
+    let (Some(first), Some(last)) = (snaps.first(), snaps.last()) else { return w };
+    let lookups = |s: &Snapshot| -> Option<f64> {
+        Some(s.cache_hits? + s.cache_misses.unwrap_or(0.0) + s.cache_errors.unwrap_or(0.0))
+    };
+    if let (Some(l0), Some(l1), Some(h0), Some(h1)) =
+        (lookups(first), lookups(last), first.cache_hits, last.cache_hits)
+    {
+        w.cache_lookups = (l1 - l0).max(0.0);
+        if w.cache_lookups > 0.0 {
+            w.cache_hit_rate = Some(((h1 - h0) / w.cache_lookups).clamp(0.0, 1.0));
+        }
+    }
+    w.breakers_at_end = last.breakers.clone();
+    let mut prev: Option<&Snapshot> = None;
+    for s in snaps {
+        let utilisation = match (s.pool_in_use, s.pool_max) {
+            (Some(used), Some(max)) if max > 0.0 => Some(used / max),
+            _ => None,
+        };
+        let mut point = ServicePoint {
+            t: s.t,
+            pool_utilisation: utilisation,
+            cache_hit_rate: None,
+            cpu_cores: None,
+            rss_bytes: s.rss_bytes,
+            breakers_open: s.breakers.values().filter(|v| not_closed(v)).count(),
+        };
+        if let Some(p) = prev {
+            if let (Some(l0), Some(l1), Some(h0), Some(h1)) =
+                (lookups(p), lookups(s), p.cache_hits, s.cache_hits)
+                && l1 > l0
+            {
+                point.cache_hit_rate = Some(((h1 - h0) / (l1 - l0)).clamp(0.0, 1.0));
+            }
+            if let (Some(c0), Some(c1)) = (p.cpu_seconds, s.cpu_seconds)
+                && s.t > p.t
+            {
+                point.cpu_cores = Some(((c1 - c0) / (s.t - p.t)).max(0.0));
+            }
+            if let (Some(a), Some(b)) = (p.start_time, s.start_time)
+                && (a - b).abs() > 0.5
+            {
+                w.restarts += 1;
+            }
+            w.breaker_changes.extend(breaker_changes(p, s));
+        }
+        w.pool_utilisation_max = max_opt(w.pool_utilisation_max, point.pool_utilisation);
+        w.cpu_cores_max = max_opt(w.cpu_cores_max, point.cpu_cores);
+        w.rss_bytes_max = max_opt(w.rss_bytes_max, point.rss_bytes);
+        w.series.push(point);
+        prev = Some(s);
+    }
+    w
+}
+
+/// Transitions between two scrapes: from the transitions counter when the
+/// target has one (it catches flips between scrapes), else from the states.
+fn breaker_changes(p: &Snapshot, s: &Snapshot) -> Vec<BreakerChange> {
+    let mut out = Vec::new();
+    if !s.transitions.is_empty() {
+        for ((dependency, from, to), count) in &s.transitions {
+            let before = p
+                .transitions
+                .get(&(dependency.clone(), from.clone(), to.clone()))
+                .copied()
+                .unwrap_or(0.0);
+            for _ in 0..(count - before).max(0.0).round() as u64 {
+                out.push(BreakerChange {
+                    t: s.t,
+                    dependency: dependency.clone(),
+                    from: from.clone(),
+                    to: to.clone(),
+                });
+            }
+        }
+        return out;
+    }
+    for (dependency, state) in &s.breakers {
+        let before = p.breakers.get(dependency).cloned().unwrap_or_else(|| "closed".to_owned());
+        if &before != state {
+            out.push(BreakerChange {
+                t: s.t,
+                dependency: dependency.clone(),
+                from: before,
+                to: state.clone(),
+            });
+        }
+    }
+    out
+}
+
+fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCRAPE: &str = "# TYPE cache_hits_total counter\ncache_hits_total 90\ncache_misses_total 10\n\
+        db_connections_in_use 5\ndb_connections_max 20\n\
+        circuit_breaker_state{dependency=\"cache\",state=\"closed\"} 0\n\
+        circuit_breaker_state{dependency=\"cache\",state=\"open\"} 1\n\
+        process_start_time_seconds 1700000000\nprocess_cpu_seconds_total 2\n";
+
+    #[test]
+    fn snapshots_read_the_mapped_series() {
+        let s = parse_snapshot(SCRAPE, &MetricMapping::default(), 1.0);
+        assert_eq!((s.cache_hits, s.pool_in_use, s.pool_max), (Some(90.0), Some(5.0), Some(20.0)));
+        assert_eq!(s.breakers.get("cache").map(String::as_str), Some("open"));
+    }
+
+    #[test]
+    fn summaries_compute_rates_changes_and_restarts() {
+        let m = MetricMapping::default();
+        let a = parse_snapshot(SCRAPE, &m, 0.0);
+        let b = parse_snapshot(
+            &SCRAPE
+                .replace("hits_total 90", "hits_total 170")
+                .replace("misses_total 10", "misses_total 30")
+                .replace("state=\"closed\"} 0", "state=\"closed\"} 1")
+                .replace("state=\"open\"} 1", "state=\"open\"} 0")
+                .replace("1700000000", "1700000100")
+                .replace("total 2\n", "total 3\n"),
+            &m,
+            2.0,
+        );
+        let w = summarise(ServiceWatch::default(), &[a, b]);
+        assert_eq!(w.cache_hit_rate, Some(0.8));
+        assert_eq!(w.restarts, 1);
+        assert_eq!(w.breaker_changes.len(), 1);
+        assert_eq!(
+            (w.breaker_changes[0].from.as_str(), w.breaker_changes[0].to.as_str()),
+            ("open", "closed")
+        );
+        assert_eq!(w.series[1].cpu_cores, Some(0.5));
+        assert_eq!(w.pool_utilisation_max, Some(0.25));
+    }
+
+    #[test]
+    fn garbage_is_not_a_panic() {
+        for text in
+            ["", "{{{", "x{a=\"b\"} notanumber", "# TYPE x histogram\nx_bucket{le=\"+Inf\"} 3\n"]
+        {
+            let _ = parse_snapshot(text, &MetricMapping::default(), 0.0);
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The binary against the real sandbox: a healthy run passes every default
+//! criterion; the sandbox's fault knobs make the latency, cache and breaker
+//! criteria fail with exit 1; stalls show in the open model's corrected
+//! percentiles.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
+
+mod common;
+
+use std::time::Instant;
+
+use common::{check, faults, load_tester, measurement, report, sandbox, text};
+use shared_types::Verdict;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_healthy_sandbox_passes_every_default_criterion() {
+    let sb = sandbox(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (html, md) = (dir.path().join("r.html"), dir.path().join("r.md"));
+    let out = load_tester(&[
+        "run",
+        "--target",
+        sb.url(),
+        "--users",
+        "10",
+        "--duration",
+        "3s",
+        "--think-time",
+        "0ms..20ms",
+        "--output",
+        "json",
+        "--html",
+        html.to_str().unwrap(),
+        "--markdown",
+        md.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let r = report(&out);
+    let ids: Vec<&str> = r.checks.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "p95-latency",
+            "p99-latency",
+            "error-rate",
+            "cache-hit-rate",
+            "circuit-breakers",
+            "pool-utilisation",
+            "restarts"
+        ]
+    );
+    for c in &r.checks {
+        assert_eq!(c.verdict, Verdict::Pass, "{c:?}");
+    }
+    assert!(measurement(&r, "requests_total") > 100.0);
+    let tx = r.data["transactions"].as_object().unwrap();
+    for name in ["view nft", "graphql collection", "search", "sign in", "my profile"] {
+        assert!(tx.contains_key(name), "transaction {name} ran: {tx:?}");
+    }
+    assert_eq!(tx["my profile"]["errors"], 0, "the signed-in token was reused");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("<svg") && page.contains("graphql collection") && !page.contains("<script")
+    );
+    assert!(std::fs::read_to_string(&md).unwrap().contains("| view nft |"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_800ms_latency_knob_fails_the_p95_gate_with_exit_1() {
+    let sb = sandbox(&[]).await;
+    faults(&sb, r#"{"latency_ms": 800}"#).await;
+    let out = load_tester(&[
+        "run",
+        "--target",
+        sb.url(),
+        "--users",
+        "10",
+        "--duration",
+        "2s",
+        "--think-time",
+        "0",
+        "--output",
+        "json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r = report(&out);
+    let p95 = check(&r, "p95-latency");
+    assert_eq!(p95.verdict, Verdict::Fail, "{p95:?}");
+    assert!(measurement(&r, "latency_p95") >= 800.0, "{p95:?}");
+    assert_eq!(check(&r, "error-rate").verdict, Verdict::Pass);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn abort_on_fail_stops_a_breaking_run_early() {
+    let sb = sandbox(&[]).await;
+    faults(&sb, r#"{"latency_ms": 800}"#).await;
+    let started = Instant::now();
+    let out = load_tester(&[
+        "run",
+        "--target",
+        sb.url(),
+        "--users",
+        "40",
+        "--duration",
+        "30s",
+        "--think-time",
+        "0",
+        "--abort-on-fail",
+        "--output",
+        "json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(started.elapsed().as_secs() < 15, "stopped long before 30 s: {:?}", started.elapsed());
+    let r = report(&out);
+    let early = check(&r, "full-duration");
+    assert!(early.detail.as_deref().unwrap().contains("p95 < 500ms"), "{early:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn periodic_stalls_show_in_the_corrected_percentiles_of_the_open_model() {
+    let sb = sandbox(&[]).await;
+    faults(&sb, r#"{"stall_every_ms": 1000, "stall_for_ms": 300}"#).await;
+    // Few users in flight: a closed-loop tool would send only a handful of
+    // requests into each stall; the schedule still wants 60 per stall.
+    let out = load_tester(&[
+        "run",
+        "--target",
+        sb.url(),
+        "--rate",
+        "200/s",
+        "--users",
+        "4",
+        "--duration",
+        "4s",
+        "--output",
+        "json",
+    ])
+    .await;
+    let r = report(&out);
+    let (p90, p99) = (measurement(&r, "latency_p90"), measurement(&r, "latency_p99"));
+    let (raw_p50, raw_p90) =
+        (measurement(&r, "service_time_p50"), measurement(&r, "service_time_p90"));
+    assert!(p99 >= 200.0, "corrected p99 {p99} ms reflects the 300 ms stalls");
+    assert!(p90 >= 100.0 && raw_p90 < 50.0, "corrected p90 {p90} ms vs uncorrected {raw_p90} ms");
+    assert!(raw_p50 < 50.0, "uncorrected p50 {raw_p50} ms stays fast");
+    let model = r.data["run"]["load_model_description"].as_str().unwrap();
+    assert!(model.contains("open model") && model.contains("coordinated omission"), "{model}");
+    assert!((700.0..=850.0).contains(&measurement(&r, "requests_total")), "about 200/s for 4 s");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cache_outage_fails_the_hit_rate_and_breaker_criteria() {
+    let sb = sandbox(&[]).await;
+    faults(&sb, r#"{"down": ["cache"]}"#).await;
+    let out = load_tester(&[
+        "run",
+        "--target",
+        sb.url(),
+        "--users",
+        "5",
+        "--duration",
+        "2s",
+        "--think-time",
+        "0ms..20ms",
+        "--output",
+        "json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r = report(&out);
+    let cache = check(&r, "cache-hit-rate");
+    assert_eq!(
+        (cache.verdict, cache.observed.as_deref()),
+        (Verdict::Fail, Some("0 %")),
+        "{cache:?}"
+    );
+    let breakers = check(&r, "circuit-breakers");
+    assert_eq!(breakers.verdict, Verdict::Fail, "{breakers:?}");
+    let detail = breakers.detail.as_deref().unwrap();
+    assert!(
+        detail.contains("open at the end: cache open") && detail.contains("cache closed→open"),
+        "{detail}"
+    );
+    assert_eq!(check(&r, "error-rate").verdict, Verdict::Pass, "the database still serves");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cold_keys_fail_the_cache_hit_rate_while_breakers_stay_closed() {
+    let sb = sandbox(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("cold.yaml");
+    std::fs::write(
+        &scenario,
+        "feeds:\n  nft: { range: [1, 100000] }\nscenarios:\n  - name: long tail\n    transactions:\n      - name: view any nft\n        request: { path: \"/api/nfts/{{nft}}\" }\n",
+    )
+    .unwrap();
+    let out = load_tester(&[
+        "run",
+        "--target",
+        sb.url(),
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--users",
+        "5",
+        "--duration",
+        "2s",
+        "--output",
+        "json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r = report(&out);
+    assert_eq!(check(&r, "cache-hit-rate").verdict, Verdict::Fail);
+    assert_eq!(check(&r, "circuit-breakers").verdict, Verdict::Pass);
+    assert_eq!(check(&r, "p95-latency").verdict, Verdict::Pass);
+}
