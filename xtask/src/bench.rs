@@ -9,18 +9,19 @@ use crate::tools;
 use crate::workspace::{cargo, run};
 
 /// Tools with a benchmark.
-pub const BENCHES: [&str; 2] = ["pg-failover-probe", "alert-linter"];
+pub const BENCHES: [&str; 3] = ["load-tester", "pg-failover-probe", "alert-linter"];
 
 /// Runs the benchmark of `tool` and prints its table.
 pub async fn bench(tool: &str, runs: usize) -> anyhow::Result<()> {
     match tool {
         "pg-failover-probe" => pg_failover_probe(runs).await,
         "alert-linter" => alert_linter(runs).await,
+        "load-tester" => crate::bench_load::load_tester().await,
         other => bail!("no benchmark for {other:?}; benchmarks: {}", BENCHES.join(", ")),
     }
 }
 
-fn build_release(package: &str) -> anyhow::Result<()> {
+pub(crate) fn build_release(package: &str) -> anyhow::Result<()> {
     let mut build = cargo();
     build.args(["build", "--release", "--quiet", "--package", package]);
     run(build)

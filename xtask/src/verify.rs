@@ -9,7 +9,9 @@
 //! Steps today: `sandbox` (health, readiness, the runbook series, and a smoke
 //! load judged by the launch plan's criteria) and `pg-failover-probe` (a crash
 //! drill on a local primary + synchronous standby, skipped with a reason when
-//! the PostgreSQL server binaries are absent) and `alert-linter` (the shipped
+//! the PostgreSQL server binaries are absent), `load-tester` (a short run of the
+//! built-in marketplace scenario against the sandbox, judged by the launch
+//! plan's latency, error, cache and breaker criteria) and `alert-linter` (the shipped
 //! marketplace rules: valid, quiet, covering every critical path). Each tool
 //! issue adds its step.
 
@@ -60,7 +62,7 @@ pub struct VerifyOptions {
 }
 
 /// Every step `verify` knows, in the order it runs them.
-pub const STEPS: [&str; 3] = ["sandbox", "pg-failover-probe", "alert-linter"];
+pub const STEPS: [&str; 4] = ["sandbox", "load-tester", "pg-failover-probe", "alert-linter"];
 
 /// Metrics the smoke load's criteria may name.
 pub const SMOKE_METRICS: [&str; 7] =
@@ -133,6 +135,7 @@ pub async fn run(options: &VerifyOptions) -> anyhow::Result<Report> {
             "sandbox" => sandbox_step(&url, options).await,
             "pg-failover-probe" => failover_step(options).await,
             "alert-linter" => alert_rules_step().await,
+            "load-tester" => load_step(&url).await,
             other => anyhow::bail!("unknown verify step {other:?}; steps: {}", STEPS.join(", ")),
         };
         steps.push(report);
@@ -328,6 +331,39 @@ async fn failover_step(options: &VerifyOptions) -> Report {
         Ok(run) => run.report,
         Err(e) => {
             report.push_check(Check::error("drill", criterion, format!("{e:#}")));
+            report.finish();
+            report
+        }
+    }
+}
+
+/// The load step: 20 users of the built-in marketplace scenario for 5 s. Think
+/// times are shortened so a run this short warms the cache like real traffic.
+async fn load_step(url: &str) -> Report {
+    let args: Vec<String> = [
+        "run",
+        "--target",
+        url,
+        "--users",
+        "20",
+        "--hatch-rate",
+        "20",
+        "--duration",
+        "5s",
+        "--think-time",
+        "0ms..50ms",
+    ]
+    .map(String::from)
+    .to_vec();
+    match crate::tools::run_json(&crate::tools::binary("debug", "load-tester"), &args).await {
+        Ok(run) => run.report,
+        Err(e) => {
+            let mut report = Report::new("load-tester", env!("CARGO_PKG_VERSION"), url);
+            report.push_check(Check::error(
+                "run",
+                "the marketplace holds a short load within the launch plan's criteria",
+                format!("{e:#}"),
+            ));
             report.finish();
             report
         }
