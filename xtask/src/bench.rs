@@ -9,7 +9,7 @@ use crate::tools;
 use crate::workspace::{cargo, run};
 
 /// Tools with a benchmark.
-pub const BENCHES: [&str; 3] = ["load-tester", "pg-failover-probe", "alert-linter"];
+pub const BENCHES: [&str; 4] = ["load-tester", "pg-failover-probe", "reorg-sim", "alert-linter"];
 
 /// Runs the benchmark of `tool` and prints its table.
 pub async fn bench(tool: &str, runs: usize) -> anyhow::Result<()> {
@@ -17,6 +17,7 @@ pub async fn bench(tool: &str, runs: usize) -> anyhow::Result<()> {
         "pg-failover-probe" => pg_failover_probe(runs).await,
         "alert-linter" => alert_linter(runs).await,
         "load-tester" => crate::bench_load::load_tester().await,
+        "reorg-sim" => reorg_sim().await,
         other => bail!("no benchmark for {other:?}; benchmarks: {}", BENCHES.join(", ")),
     }
 }
@@ -206,5 +207,36 @@ async fn alert_linter(runs: usize) -> anyhow::Result<()> {
         "  ratio promtool/alert-linter {:.2} (above 1: alert-linter is faster)",
         theirs.as_secs_f64() / ours.as_secs_f64()
     );
+    Ok(())
+}
+
+/// The simulator's JSON-RPC throughput next to anvil's on the same calls, the
+/// reference indexer's catch-up rate and a 64-block rollback, printed by
+/// `reorg-sim bench` itself.
+async fn reorg_sim() -> anyhow::Result<()> {
+    build_release("reorg-sim")?;
+    let anvil = crate::workspace::root()
+        .join("crates/reorg-sim/tests/node/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+    anyhow::ensure!(
+        anvil.exists(),
+        "anvil not found at {}: run scripts/install-deps.sh",
+        anvil.display()
+    );
+    let database = testkit::TempDatabase::create().await?;
+    let mut bench = tokio::process::Command::new(tools::binary("release", "reorg-sim"));
+    bench
+        .args([
+            "bench",
+            "--database-url",
+            database.url(),
+            "--blocks",
+            "2000",
+            "--requests",
+            "4000",
+            "--anvil",
+        ])
+        .arg(&anvil);
+    let status = bench.status().await.context("cannot run reorg-sim bench")?;
+    anyhow::ensure!(status.success(), "reorg-sim bench failed ({status})");
     Ok(())
 }

@@ -40,7 +40,7 @@ enum Task {
         /// Where the reports go.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
-        /// Run only these steps (repeatable): sandbox, load-tester, pg-failover-probe, alert-linter.
+        /// Run only these steps (repeatable): sandbox, load-tester, pg-failover-probe, reorg-sim, alert-linter.
         #[arg(long = "step", value_name = "STEP")]
         steps: Vec<String>,
     },
@@ -65,7 +65,7 @@ enum Task {
     /// Benchmark a tool side by side with the tool its users would otherwise
     /// pick, on the same input in the same run (release builds).
     Bench {
-        /// The tool: load-tester, pg-failover-probe, alert-linter.
+        /// The tool: load-tester, pg-failover-probe, reorg-sim, alert-linter.
         tool: String,
         /// Repetitions where the benchmark repeats (drills).
         #[arg(long, default_value_t = 5)]

@@ -11,7 +11,9 @@
 //! drill on a local primary + synchronous standby, skipped with a reason when
 //! the PostgreSQL server binaries are absent), `load-tester` (a short run of the
 //! built-in marketplace scenario against the sandbox, judged by the launch
-//! plan's latency, error, cache and breaker criteria) and `alert-linter` (the shipped
+//! plan's latency, error, cache and breaker criteria), `reorg-sim` (the launch
+//! plan's reorg scenario against the reference indexer on the machine's
+//! PostgreSQL) and `alert-linter` (the shipped
 //! marketplace rules: valid, quiet, covering every critical path). Each tool
 //! issue adds its step.
 
@@ -62,7 +64,8 @@ pub struct VerifyOptions {
 }
 
 /// Every step `verify` knows, in the order it runs them.
-pub const STEPS: [&str; 4] = ["sandbox", "load-tester", "pg-failover-probe", "alert-linter"];
+pub const STEPS: [&str; 5] =
+    ["sandbox", "load-tester", "pg-failover-probe", "reorg-sim", "alert-linter"];
 
 /// Metrics the smoke load's criteria may name.
 pub const SMOKE_METRICS: [&str; 7] =
@@ -136,6 +139,7 @@ pub async fn run(options: &VerifyOptions) -> anyhow::Result<Report> {
             "pg-failover-probe" => failover_step(options).await,
             "alert-linter" => alert_rules_step().await,
             "load-tester" => load_step(&url).await,
+            "reorg-sim" => reorg_step().await,
             other => anyhow::bail!("unknown verify step {other:?}; steps: {}", STEPS.join(", ")),
         };
         steps.push(report);
@@ -367,6 +371,33 @@ async fn load_step(url: &str) -> Report {
             report.finish();
             report
         }
+    }
+}
+
+/// The reorg step: index blocks 1000-1100 with 10 mints, reorg at 1050 (50
+/// deep), new branch to 1150; the reference indexer must converge on the oracle.
+async fn reorg_step() -> Report {
+    let criterion =
+        "the indexer detects, rolls back and re-indexes the launch plan's 50-block reorg";
+    let failed = |detail: String| {
+        let mut report =
+            Report::new("reorg-sim", env!("CARGO_PKG_VERSION"), "launch-plan scenario");
+        report.push_check(Check::error("run", criterion, detail));
+        report.finish();
+        report
+    };
+    let database = match testkit::TempDatabase::create().await {
+        Ok(database) => database,
+        Err(e) => {
+            return failed(format!("cannot create a scratch database on the local PostgreSQL: {e}"));
+        }
+    };
+    let args: Vec<String> = ["run", "--scenario", "launch-plan", "--database-url", database.url()]
+        .map(String::from)
+        .to_vec();
+    match crate::tools::run_json(&crate::tools::binary("debug", "reorg-sim"), &args).await {
+        Ok(run) => run.report,
+        Err(e) => failed(format!("{e:#}")),
     }
 }
 
