@@ -1,0 +1,86 @@
+//! Why an operation could not be carried out, mapped to the contract's exit codes.
+
+use shared_types::ExitCode;
+
+/// Every failure of the agent. Messages say what failed, where, and what to
+/// try; none of them carries a secret (S3 keys, passwords in URLs).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Bad flags, repository URL or configuration (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The repository could not be reached or used (exit 3).
+    #[error("repository {location}: {message}")]
+    Repository {
+        /// The repository, shown without credentials.
+        location: String,
+        /// What failed and what to try.
+        message: String,
+    },
+    /// A database, program or file the run needs was not usable (exit 3).
+    #[error("{0}")]
+    CouldNotRun(String),
+    /// A stored object does not match its manifest (exit 1 when reported as a check).
+    #[error("{0}")]
+    Integrity(String),
+    /// An object that should exist does not.
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+impl AgentError {
+    /// The exit code of the contract.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            AgentError::Usage(_) => ExitCode::Usage,
+            AgentError::Integrity(_) => ExitCode::CriterionNotMet,
+            AgentError::Repository { .. }
+            | AgentError::CouldNotRun(_)
+            | AgentError::NotFound(_) => ExitCode::CouldNotRun,
+        }
+    }
+
+    /// A local I/O failure on `what`.
+    pub fn io(what: impl std::fmt::Display, err: std::io::Error) -> AgentError {
+        AgentError::CouldNotRun(format!("{what}: {err}"))
+    }
+}
+
+/// Result of the agent's operations.
+pub type Result<T, E = AgentError> = std::result::Result<T, E>;
+
+/// `url` with any password replaced by `***`: `postgres://u:***@h:5432/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked =
+                if userinfo.contains(':') { format!("{user}:***") } else { user.to_owned() };
+            format!("{}{masked}{}", &url[..scheme_end], &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_in_urls_are_masked() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/app"),
+            "postgres://app:***@db:5432/app"
+        );
+        assert_eq!(redact_url("mongodb://u:p@h1,h2/db?x=1"), "mongodb://u:***@h1,h2/db?x=1");
+        assert_eq!(redact_url("postgres://app@db/app"), "postgres://app@db/app");
+        assert_eq!(redact_url("host=db user=x"), "host=db user=x");
+    }
+}

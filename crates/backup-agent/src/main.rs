@@ -1,0 +1,635 @@
+//! `backup-agent`: parse flags, call the library, render the report, exit
+//! with the contract's code (0 met, 1 not met, 2 usage, 3 could not run).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use backup_agent::drill::{DrillOptions, DrillScenario};
+use backup_agent::error::{AgentError, Result};
+use backup_agent::manifest::{BackupCatalog, BackupKind, BackupState};
+use backup_agent::object::{Compression, UploadSettings};
+use backup_agent::postgres::{base, display_target, logical, scratch::ScratchCluster, wal};
+use backup_agent::repository::{Repository, RepositoryLocation, S3Options};
+use backup_agent::retention::RetentionPolicy;
+use clap::{Args, Parser, Subcommand};
+use shared_types::{
+    ExitCode, OutputFormat, RenderOptions, Report, Threshold, Timestamp, parse_duration,
+};
+
+/// Back up PostgreSQL and MongoDB, keep 7/4/12 GFS retention, verify, and measure RTO/RPO with drills.
+///
+/// Examples:
+///   backup-agent backup postgres --repo s3://backups/prod --pg-url postgres://postgres@db:5432/app
+///   archive_command = 'backup-agent wal-push %p --repo s3://backups/prod'
+///   backup-agent verify --repo /srv/backups --restore
+///   backup-agent prune --repo /srv/backups --dry-run
+///   backup-agent drill --scenario full-loss --repo /tmp/drill --self-contained --output json
+#[derive(Debug, Parser)]
+#[command(name = "backup-agent", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Take a backup.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// Archive one WAL file: archive_command = 'backup-agent wal-push %p --repo ...'.
+    WalPush {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Path of the WAL file (%p).
+        path: PathBuf,
+    },
+    /// Restore one WAL file: restore_command = 'backup-agent wal-fetch %f %p --repo ...'.
+    WalFetch {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// WAL file name (%f).
+        name: String,
+        /// Where to write it (%p).
+        dest: PathBuf,
+    },
+    /// List backups (complete, incomplete, being deleted).
+    List {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Restore a backup.
+    #[command(subcommand)]
+    Restore(RestoreCommand),
+    /// Re-read every object against its manifest; --restore also restores into a scratch cluster.
+    Verify {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Backup ids (repeatable); default every complete backup.
+        #[arg(long = "backup")]
+        backups: Vec<String>,
+        /// Restore into a scratch cluster and compare row counts with those at backup time.
+        #[arg(long)]
+        restore: bool,
+        /// Longest wait for a scratch restore.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Apply GFS retention (7 daily, 4 weekly, 12 monthly); --dry-run prints what stays and why.
+    Prune {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[arg(long, default_value_t = 7)]
+        daily: usize,
+        #[arg(long, default_value_t = 4)]
+        weekly: usize,
+        #[arg(long, default_value_t = 12)]
+        monthly: usize,
+        /// Keep every point of this window restorable (e.g. 7d).
+        #[arg(long, value_parser = parse_duration)]
+        pitr_window: Option<Duration>,
+        /// Print the plan and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Repositories prune may delete from (repeatable); must include --repo.
+        #[arg(long = "allow-repo", env = "BACKUP_AGENT_ALLOW_REPO", value_delimiter = ',')]
+        allow: Vec<String>,
+    },
+    /// Restore into a scratch target and measure RTO and RPO against the launch plan.
+    Drill {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+        /// full-loss, pitr or table.
+        #[arg(long)]
+        scenario: String,
+        /// RTO criterion; default rto < 4h (full-loss), 1h (pitr), 30m (table).
+        #[arg(long)]
+        rto: Option<Threshold>,
+        /// RPO criterion.
+        #[arg(long, default_value = "rpo < 1h")]
+        rpo: Threshold,
+        /// PITR target time (RFC 3339).
+        #[arg(long)]
+        target_time: Option<String>,
+        /// The simulated failure time (RFC 3339); default now.
+        #[arg(long)]
+        failure_point: Option<String>,
+        /// Table to restore (scenario table).
+        #[arg(long)]
+        table: Option<String>,
+        /// Build a source cluster, back it up into --repo, crash it, then drill: needs only PostgreSQL's binaries.
+        #[arg(long)]
+        self_contained: bool,
+        /// Ledger rows before and after the backup (with --self-contained).
+        #[arg(long, default_value_t = 200)]
+        rows: usize,
+        /// Leave the restored scratch cluster running.
+        #[arg(long)]
+        keep: bool,
+        /// Longest wait for the restored server.
+        #[arg(long, default_value = "30m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Clean up after killed runs: finish interrupted prunes, drop stale incomplete backups and uploads.
+    Recover {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Incomplete backups younger than this may still be running and are left alone.
+        #[arg(long, default_value = "6h", value_parser = parse_duration)]
+        grace: Duration,
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupCommand {
+    /// Physical base backup streamed from pg_basebackup.
+    Postgres {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[arg(long, env = "BACKUP_AGENT_PG_URL")]
+        pg_url: String,
+        /// Tables whose row counts are recorded (repeatable); default the first 20 user tables.
+        #[arg(long = "key-table")]
+        key_tables: Vec<String>,
+    },
+    /// Per-table logical backups (pg_dump -Fc), one snapshot.
+    Tables {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[arg(long, env = "BACKUP_AGENT_PG_URL")]
+        pg_url: String,
+        /// Tables (repeatable); default every user table.
+        #[arg(long = "table")]
+        tables: Vec<String>,
+    },
+    /// MongoDB logical dump in mongodump's layout.
+    Mongo {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[arg(long, env = "BACKUP_AGENT_MONGO_URL")]
+        mongo_url: String,
+        /// Database to dump.
+        #[arg(long)]
+        db: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RestoreCommand {
+    /// Restore a base backup (and WAL) into a scratch cluster left running.
+    Postgres {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Backup id or `latest`.
+        #[arg(long, default_value = "latest")]
+        backup: String,
+        /// Point in time (RFC 3339); default: replay every archived WAL file.
+        #[arg(long)]
+        target_time: Option<String>,
+        #[arg(long, default_value = "30m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Restore one table from a per-table backup into a database.
+    Table {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[arg(long, default_value = "latest")]
+        backup: String,
+        #[arg(long)]
+        table: String,
+        /// Database to restore into (an existing table of that name is replaced).
+        #[arg(long)]
+        pg_url: String,
+    },
+    /// Restore a MongoDB dump.
+    Mongo {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[arg(long, default_value = "latest")]
+        backup: String,
+        #[arg(long, env = "BACKUP_AGENT_MONGO_URL")]
+        mongo_url: String,
+        /// Restore into this database instead of the original one.
+        #[arg(long)]
+        to_db: Option<String>,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+struct RepoArgs {
+    /// Repository: a directory or s3://bucket/prefix.
+    #[arg(long, env = "BACKUP_AGENT_REPO")]
+    repo: String,
+    /// S3-compatible endpoint (path-style), e.g. http://127.0.0.1:9000.
+    #[arg(long, env = "BACKUP_AGENT_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    #[arg(long, env = "BACKUP_AGENT_S3_REGION")]
+    s3_region: Option<String>,
+    /// Storage class of new objects (STANDARD_IA, GLACIER_IR, ...).
+    #[arg(long)]
+    storage_class: Option<String>,
+    /// Server-side encryption: AES256 or aws:kms.
+    #[arg(long)]
+    sse: Option<String>,
+    /// zstd or none.
+    #[arg(long, default_value = "zstd")]
+    compression: String,
+    /// Upload part size in MiB (5..=512).
+    #[arg(long, default_value_t = 8)]
+    part_size_mib: usize,
+}
+
+#[derive(Debug, Args, Clone)]
+struct OutputArgs {
+    /// Report format on stdout: human, json, junit or markdown.
+    #[arg(long, default_value = "human")]
+    output: OutputFormat,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logs();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => fail(&AgentError::CouldNotRun(format!("cannot start the async runtime: {e}"))),
+    };
+    match runtime.block_on(execute(cli.command)) {
+        Ok(code) => std::process::exit(code.code()),
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &AgentError) -> ! {
+    eprintln!("error: {e}");
+    std::process::exit(e.exit_code().code())
+}
+
+impl RepoArgs {
+    fn settings(&self) -> Result<UploadSettings> {
+        if !(5..=512).contains(&self.part_size_mib) {
+            return Err(AgentError::Usage("--part-size-mib must be between 5 and 512".into()));
+        }
+        Ok(UploadSettings {
+            compression: self.compression.parse::<Compression>()?,
+            part_size: self.part_size_mib * 1024 * 1024,
+            ..UploadSettings::default()
+        })
+    }
+
+    async fn open(&self) -> Result<Repository> {
+        let location: RepositoryLocation = self.repo.parse()?;
+        let options = S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            path_style: self.s3_endpoint.is_some(),
+            storage_class: self.storage_class.clone(),
+            server_side_encryption: self.sse.clone(),
+            credentials: None,
+        };
+        Repository::open(&location, &options).await
+    }
+
+    /// `'<this exe>' <command> --repo '...' ...`: the command PostgreSQL runs.
+    fn self_command(&self, command: &str) -> Result<String> {
+        let exe = std::env::current_exe()
+            .map_err(|e| AgentError::io("cannot find the backup-agent executable", e))?;
+        let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let mut out = format!("{} {command} --repo {}", q(&exe.to_string_lossy()), q(&self.repo));
+        for (flag, value) in
+            [("--s3-endpoint", &self.s3_endpoint), ("--s3-region", &self.s3_region)]
+        {
+            if let Some(v) = value {
+                out.push_str(&format!(" {flag} {}", q(v)));
+            }
+        }
+        out.push_str(&format!(" --compression {}", q(&self.compression)));
+        Ok(out)
+    }
+}
+
+fn progress(enabled: bool) -> indicatif::ProgressBar {
+    if !enabled {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} {msg} {bytes} read, {bytes_per_sec}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+async fn execute(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Backup(backup) => run_backup(backup).await,
+        Command::WalPush { repo, path } => {
+            let settings = repo.settings()?;
+            wal::push(&repo.open().await?, &path, &settings).await?;
+            Ok(ExitCode::Success)
+        }
+        Command::WalFetch { repo, name, dest } => {
+            let settings = repo.settings()?;
+            wal::fetch(&repo.open().await?, &name, &dest, &settings).await?;
+            Ok(ExitCode::Success)
+        }
+        Command::List { repo } => {
+            let repository = repo.open().await?;
+            repository.check_reachable().await?;
+            let catalog = BackupCatalog::load(&repository).await?;
+            for b in &catalog.backups {
+                let state = match &b.state {
+                    BackupState::Complete(m) => {
+                        format!("complete   {} B, {}", m.stored_bytes(), m.source)
+                    }
+                    BackupState::Incomplete { .. } => {
+                        "INCOMPLETE (no manifest: running or interrupted)".to_owned()
+                    }
+                    BackupState::Deleting => "DELETING (interrupted prune: run recover)".to_owned(),
+                };
+                let verified = b
+                    .verification
+                    .as_ref()
+                    .map_or("", |v| if v.passed() { "  verified" } else { "  VERIFY FAILED" });
+                println!("{}  {state}{verified}", b.id);
+            }
+            Ok(ExitCode::Success)
+        }
+        Command::Restore(restore) => run_restore(restore).await,
+        Command::Verify { repo, output, backups, restore, timeout } => {
+            let repository = repo.open().await?;
+            let options = backup_agent::verify::VerifyOptions {
+                backups,
+                restore,
+                wal_fetch: repo.self_command("wal-fetch")?,
+                restore_timeout: timeout,
+            };
+            emit(&backup_agent::verify::verify(&repository, &options).await?, &output)
+        }
+        Command::Prune { repo, output, daily, weekly, monthly, pitr_window, dry_run, allow } => {
+            if !dry_run
+                && !allow.iter().any(|a| a.trim_end_matches('/') == repo.repo.trim_end_matches('/'))
+            {
+                return Err(AgentError::Usage(format!(
+                    "refusing to delete from {}: it is not in --allow-repo (or BACKUP_AGENT_ALLOW_REPO); run with --dry-run to see the plan",
+                    repo.repo
+                )));
+            }
+            let policy = RetentionPolicy {
+                daily,
+                weekly,
+                monthly,
+                pitr_window_ms: pitr_window
+                    .map_or(0, |w| i64::try_from(w.as_millis()).unwrap_or(i64::MAX)),
+            };
+            let repository = repo.open().await?;
+            let (report, outcome) =
+                backup_agent::prune::prune(&repository, &policy, dry_run).await?;
+            if output.output == OutputFormat::Human {
+                println!(
+                    "{}:",
+                    if dry_run { "plan (dry run, nothing deleted)" } else { "applied" }
+                );
+                print!("{}", backup_agent::prune::describe_plan(&outcome.plan));
+            }
+            emit(&report, &output)
+        }
+        Command::Drill {
+            repo,
+            output,
+            scenario,
+            rto,
+            rpo,
+            target_time,
+            failure_point,
+            table,
+            self_contained,
+            rows,
+            keep,
+            timeout,
+        } => {
+            let scenario: DrillScenario = scenario.parse()?;
+            let options = DrillOptions {
+                scenario,
+                rto: rto.unwrap_or_else(|| scenario.default_rto()),
+                rpo,
+                failure_point: parse_time(failure_point.as_deref(), "--failure-point")?,
+                target_time: parse_time(target_time.as_deref(), "--target-time")?,
+                table,
+                wal_fetch: repo.self_command("wal-fetch")?,
+                timeout,
+                keep,
+            };
+            let repository = repo.open().await?;
+            let report = if self_contained {
+                repository.check_reachable().await?;
+                let wal_push = repo.self_command("wal-push")?;
+                backup_agent::rehearsal::self_contained(&repository, &wal_push, &options, rows)
+                    .await?
+            } else {
+                backup_agent::drill::drill(&repository, &options).await?
+            };
+            emit(&report, &output)
+        }
+        Command::Recover { repo, output, grace, dry_run } => {
+            let repository = repo.open().await?;
+            emit(&backup_agent::prune::recover(&repository, grace, dry_run).await?, &output)
+        }
+    }
+}
+
+async fn run_backup(command: BackupCommand) -> Result<ExitCode> {
+    let started = Instant::now();
+    let (report, output) = match command {
+        BackupCommand::Postgres { repo, output, pg_url, key_tables } => {
+            let repository = repo.open().await?;
+            repository.check_reachable().await?;
+            let options = base::BaseBackupOptions { key_tables, upload: repo.settings()? };
+            let bar =
+                progress(std::io::stderr().is_terminal() && output.output == OutputFormat::Human);
+            bar.set_message(format!("pg_basebackup {}", display_target(&pg_url)));
+            let manifest =
+                base::backup(&repository, &pg_url, &options, |n| bar.set_position(n)).await?;
+            bar.finish_and_clear();
+            (
+                backup_agent::backup_report(
+                    &display_target(&pg_url),
+                    &manifest,
+                    started.elapsed().as_secs_f64(),
+                ),
+                output,
+            )
+        }
+        BackupCommand::Tables { repo, output, pg_url, tables } => {
+            let repository = repo.open().await?;
+            repository.check_reachable().await?;
+            let manifest =
+                logical::backup(&repository, &pg_url, &tables, &repo.settings()?).await?;
+            (
+                backup_agent::backup_report(
+                    &display_target(&pg_url),
+                    &manifest,
+                    started.elapsed().as_secs_f64(),
+                ),
+                output,
+            )
+        }
+        BackupCommand::Mongo { repo, output, mongo_url, db } => {
+            let repository = repo.open().await?;
+            repository.check_reachable().await?;
+            let manifest =
+                backup_agent::mongo::backup(&repository, &mongo_url, &db, &repo.settings()?)
+                    .await?;
+            let target = backup_agent::error::redact_url(&mongo_url);
+            (
+                backup_agent::backup_report(&target, &manifest, started.elapsed().as_secs_f64()),
+                output,
+            )
+        }
+    };
+    emit(&report, &output)
+}
+
+async fn run_restore(command: RestoreCommand) -> Result<ExitCode> {
+    let started = Instant::now();
+    match command {
+        RestoreCommand::Postgres { repo, output, backup, target_time, timeout } => {
+            let repository = repo.open().await?;
+            let catalog = BackupCatalog::load(&repository).await?;
+            let manifest = catalog.resolve(&backup, Some(BackupKind::PgBase))?;
+            let target = match parse_time(target_time.as_deref(), "--target-time")? {
+                Some(t) => base::RecoveryTarget::Time(t),
+                None => base::RecoveryTarget::Latest,
+            };
+            let mut cluster = ScratchCluster::prepare()?;
+            base::restore(
+                &repository,
+                manifest,
+                &cluster,
+                &target,
+                &repo.self_command("wal-fetch")?,
+                timeout,
+            )
+            .await?;
+            let url = cluster.url("postgres");
+            let dir = cluster.keep();
+            let mut report =
+                Report::new("backup-agent", env!("CARGO_PKG_VERSION"), repository.describe());
+            report.push_check(shared_types::Check::pass(
+                "restore",
+                "restored and promoted",
+                format!(
+                    "{url} (data in {}; stop with pg_ctl -D {}/data stop)",
+                    dir.display(),
+                    dir.display()
+                ),
+            ));
+            report.push_measurement(shared_types::Measurement::new(
+                "duration",
+                started.elapsed().as_secs_f64(),
+                "s",
+            ));
+            report.data.insert("url".into(), url.into());
+            report.finish();
+            emit(&report, &output)
+        }
+        RestoreCommand::Table { repo, output, backup, table, pg_url } => {
+            let repository = repo.open().await?;
+            let catalog = BackupCatalog::load(&repository).await?;
+            let manifest = catalog.resolve(&backup, Some(BackupKind::PgTable))?;
+            let rows = logical::restore_table(&repository, manifest, &table, &pg_url).await?;
+            let expected = manifest
+                .tables
+                .iter()
+                .find(|t| t.name == backup_agent::postgres::normalize_table(&table));
+            let mut report =
+                Report::new("backup-agent", env!("CARGO_PKG_VERSION"), display_target(&pg_url));
+            report.push_check(shared_types::Check::from_bool(
+                "rows",
+                "rows restored == rows at backup time",
+                format!("{rows} restored, {} at backup time", expected.map_or(-1, |t| t.rows)),
+                expected.is_some_and(|t| t.rows == rows),
+            ));
+            report.push_measurement(shared_types::Measurement::new(
+                "duration",
+                started.elapsed().as_secs_f64(),
+                "s",
+            ));
+            report.finish();
+            emit(&report, &output)
+        }
+        RestoreCommand::Mongo { repo, output, backup, mongo_url, to_db } => {
+            let repository = repo.open().await?;
+            let catalog = BackupCatalog::load(&repository).await?;
+            let manifest = catalog.resolve(&backup, Some(BackupKind::Mongo))?;
+            let report =
+                backup_agent::mongo::restore(&repository, manifest, &mongo_url, to_db.as_deref())
+                    .await?;
+            emit(&report, &output)
+        }
+    }
+}
+
+fn parse_time(text: Option<&str>, flag: &str) -> Result<Option<Timestamp>> {
+    text.map(|t| {
+        Timestamp::parse(t).ok_or_else(|| {
+            AgentError::Usage(format!(
+                "{flag} {t:?} is not an RFC 3339 time (e.g. 2026-11-30T13:08:25Z)"
+            ))
+        })
+    })
+    .transpose()
+}
+
+fn emit(report: &Report, output: &OutputArgs) -> Result<ExitCode> {
+    if let Some(path) = &output.report {
+        std::fs::write(path, report.to_json_pretty())
+            .map_err(|e| AgentError::io(format!("cannot write {}", path.display()), e))?;
+    }
+    print!(
+        "{}",
+        report.render(output.output, &RenderOptions { color: std::io::stdout().is_terminal() })
+    );
+    Ok(report.exit_code())
+}
+
+fn init_logs() {
+    let json =
+        std::env::args().any(|a| a == "json") && std::env::args().any(|a| a == "--log-format");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

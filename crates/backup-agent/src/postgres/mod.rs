@@ -1,0 +1,151 @@
+//! PostgreSQL: physical base backups streamed from `pg_basebackup`, WAL
+//! archiving (`wal-push` / `wal-fetch`), restores and point-in-time restores
+//! into scratch clusters, per-table logical backups, and the row counts used
+//! as sanity checks.
+
+pub mod base;
+pub mod logical;
+pub mod scratch;
+pub mod tools;
+pub mod wal;
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::error::{AgentError, Result, redact_url};
+use crate::manifest::TableSnapshot;
+
+/// Rows in the sample whose checksum is recorded.
+pub const SAMPLE_ROWS: i64 = 1000;
+
+/// Connects without TLS (loopback and private networks; put a TLS proxy or
+/// `sslmode` support in front for anything else).
+pub async fn connect(url: &str) -> Result<Client> {
+    let connecting = tokio_postgres::connect(url, NoTls);
+    let (client, connection) = tokio::time::timeout(Duration::from_secs(10), connecting)
+        .await
+        .map_err(|_| {
+            AgentError::CouldNotRun(format!(
+                "connecting to PostgreSQL at {} timed out after 10s",
+                redact_url(url)
+            ))
+        })?
+        .map_err(|e| {
+            AgentError::CouldNotRun(format!(
+                "cannot connect to PostgreSQL at {} ({e}): is the server running? check --pg-url",
+                redact_url(url)
+            ))
+        })?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!("postgres connection closed: {err}");
+        }
+    });
+    Ok(client)
+}
+
+/// `"name"` with quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `schema.table` -> `"schema"."table"`; a bare name is in `public`.
+pub fn qualified(table: &str) -> String {
+    let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+    format!("{}.{}", quote_ident(schema), quote_ident(name))
+}
+
+/// `schema.table` with the schema made explicit.
+pub fn normalize_table(table: &str) -> String {
+    if table.contains('.') { table.to_owned() } else { format!("public.{table}") }
+}
+
+/// Every ordinary user table as `schema.table`, sorted.
+pub async fn user_tables(client: &Client) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT schemaname || '.' || tablename FROM pg_tables \
+             WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(|e| AgentError::CouldNotRun(format!("listing tables: {e}")))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Row count and the SHA-256 of the first [`SAMPLE_ROWS`] rows in
+/// primary-key order (no checksum for a table without a primary key).
+pub async fn snapshot_table(client: &Client, table: &str) -> Result<TableSnapshot> {
+    let name = normalize_table(table);
+    let q = qualified(&name);
+    let err = |what: &str, e: tokio_postgres::Error| {
+        AgentError::CouldNotRun(format!(
+            "{what} of {name}: {e} (does the table exist? check --key-table)"
+        ))
+    };
+    let rows: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {q}"), &[])
+        .await
+        .map_err(|e| err("counting rows", e))?
+        .get(0);
+    let pk: Vec<String> = client
+        .query(
+            "SELECT a.attname::text FROM pg_index i \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = $1::text::regclass AND i.indisprimary \
+             ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            &[&q],
+        )
+        .await
+        .map_err(|e| err("reading the primary key", e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let sample_sha256 = if pk.is_empty() {
+        None
+    } else {
+        let order: Vec<String> = pk.iter().map(|c| quote_ident(c)).collect();
+        let sql = format!(
+            "SELECT encode(sha256(convert_to(coalesce(string_agg(r, E'\\n' ORDER BY n), ''), 'UTF8')), 'hex') \
+             FROM (SELECT t::text AS r, row_number() OVER (ORDER BY {o}) AS n FROM {q} t ORDER BY {o} LIMIT {SAMPLE_ROWS}) s",
+            o = order.join(", ")
+        );
+        let row = client.query_one(&sql, &[]).await.map_err(|e| err("checksumming rows", e))?;
+        Some(row.get(0))
+    };
+    Ok(TableSnapshot { name, rows, sample_sha256 })
+}
+
+/// Compares snapshots taken at backup time with a restored database: one
+/// line per problem, empty when everything matches.
+pub async fn compare_tables(client: &Client, expected: &[TableSnapshot]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for want in expected {
+        match snapshot_table(client, &want.name).await {
+            Ok(got) => {
+                if got.rows != want.rows {
+                    problems.push(format!(
+                        "{}: {} rows restored, {} at backup time",
+                        want.name, got.rows, want.rows
+                    ));
+                } else if want.sample_sha256.is_some() && got.sample_sha256 != want.sample_sha256 {
+                    problems.push(format!(
+                        "{}: the sampled rows differ from those at backup time",
+                        want.name
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!("{}: {e}", want.name)),
+        }
+    }
+    problems
+}
+
+/// `host:port/db` of a URL, for reports.
+pub fn display_target(url: &str) -> String {
+    let redacted = redact_url(url);
+    let rest = redacted.split_once("://").map_or(redacted.as_str(), |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('?').next().unwrap_or(rest).to_owned()
+}

@@ -1,0 +1,144 @@
+//! The binary: corrupted objects and mismatching manifests fail `verify`,
+//! bad repositories get the contract's exit codes with clear errors, prune
+//! refuses repositories outside the allow-list, and a drill reports RTO and RPO.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use shared_types::{Report, Verdict};
+use support::{S3Server, agent, text};
+
+async fn table_backup(repo: &str) -> (testkit::TempDatabase, String) {
+    let db = testkit::TempDatabase::create().await.unwrap();
+    let client = testkit::postgres::connect(db.url()).await.unwrap();
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 2000) g")
+        .await
+        .unwrap();
+    let out =
+        agent(&["backup", "tables", "--repo", repo, "--pg-url", db.url(), "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = Report::from_json(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let id = report.data["backup_id"].as_str().unwrap().to_owned();
+    (db, id)
+}
+
+fn verify_json(repo: &str) -> (Option<i32>, Report) {
+    let out = agent(&["verify", "--repo", repo, "--output", "json"]);
+    let report = Report::from_json(&String::from_utf8_lossy(&out.stdout))
+        .unwrap_or_else(|_| panic!("{}", text(&out)));
+    (out.status.code(), report)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_detects_a_corrupted_object_and_a_manifest_that_does_not_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().to_str().unwrap();
+    let (_db, id) = table_backup(repo).await;
+    let (code, _) = verify_json(repo);
+    assert_eq!(code, Some(0));
+
+    let object = dir.path().join(format!("backups/{id}/public.t.dump.zst"));
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&object, &bytes).unwrap();
+    let (code, report) = verify_json(repo);
+    assert_eq!(code, Some(1));
+    let check = report.checks.iter().find(|c| c.id == format!("objects/{id}")).unwrap();
+    assert_eq!(check.verdict, Verdict::Fail);
+    assert!(check.detail.as_deref().unwrap().contains("public.t.dump.zst"), "{check:?}");
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&object, &bytes).unwrap();
+
+    // A manifest whose checksum does not match the object.
+    let manifest_path = dir.path().join(format!("backups/{id}/manifest.json"));
+    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    value["objects"][0]["sha256"] = "0".repeat(64).into();
+    std::fs::write(&manifest_path, value.to_string()).unwrap();
+    let (code, report) = verify_json(repo);
+    assert_eq!(code, Some(1));
+    assert!(report.checks.iter().any(
+        |c| c.verdict == Verdict::Fail && c.detail.as_deref().unwrap_or("").contains("sha256")
+    ));
+
+    // A manifest that is not JSON at all: could not run, with the key named.
+    std::fs::write(&manifest_path, "{ not json").unwrap();
+    let out = agent(&["verify", "--repo", repo]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("manifest.json is not a valid manifest"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_repositories_get_clear_errors_and_the_contract_exit_codes() {
+    // Not a repository URL: usage error.
+    let out = agent(&["list", "--repo", "ftp://x/y"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("use a directory"));
+
+    // Unreachable endpoint: could not run.
+    let port = testkit::free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let out = agent(&["list", "--repo", "s3://backups", "--s3-endpoint", &endpoint]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("cannot reach the S3 endpoint"), "{}", text(&out));
+
+    // Missing bucket: could not run, says how to fix it.
+    let s3 = S3Server::start().await;
+    let out = agent(&["list", "--repo", "s3://no-such-bucket", "--s3-endpoint", &s3.endpoint()]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("does not exist"), "{}", text(&out));
+    assert!(!text(&out).contains(support::SECRET_KEY));
+
+    // Prune outside the allow-list: refused, nothing deleted.
+    let dir = tempfile::tempdir().unwrap();
+    let out = agent(&["prune", "--repo", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--allow-repo"));
+}
+
+#[test]
+fn a_pitr_drill_reports_rto_and_rpo_against_the_launch_plan() {
+    let dir = support::local_repo_dir();
+    let out = agent(&[
+        "drill",
+        "--scenario",
+        "pitr",
+        "--self-contained",
+        "--rows",
+        "50",
+        "--repo",
+        dir.path().to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = Report::from_json(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let check = |id: &str| report.checks.iter().find(|c| c.id == id).unwrap().clone();
+    assert_eq!(check("rto").criterion, "rto < 1h");
+    assert_eq!(check("rpo").criterion, "rpo < 1h");
+    assert_eq!(check("ledger").verdict, Verdict::Pass, "{:?}", check("ledger"));
+    let rto = report.measurements.iter().find(|m| m.name == "rto").unwrap();
+    assert!(rto.value > 0.0 && rto.unit == "s");
+    assert!(report.measurements.iter().any(|m| m.name == "rpo" && m.value.is_finite()));
+}
+
+#[test]
+fn a_drill_that_misses_its_rto_exits_1() {
+    let other = support::local_repo_dir();
+    let out = agent(&[
+        "drill",
+        "--scenario",
+        "table",
+        "--self-contained",
+        "--rows",
+        "10",
+        "--rto",
+        "rto < 1ms",
+        "--repo",
+        other.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
