@@ -40,7 +40,8 @@ enum Task {
         /// Where the reports go.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
-        /// Run only these steps (repeatable): sandbox, load-tester, pg-failover-probe, reorg-sim, alert-linter.
+        /// Run only these steps (repeatable): sandbox, load-tester, pg-failover-probe, reorg-sim,
+        /// backup-agent, alert-linter.
         #[arg(long = "step", value_name = "STEP")]
         steps: Vec<String>,
     },

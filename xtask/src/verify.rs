@@ -13,7 +13,9 @@
 //! built-in marketplace scenario against the sandbox, judged by the launch
 //! plan's latency, error, cache and breaker criteria), `reorg-sim` (the launch
 //! plan's reorg scenario against the reference indexer on the machine's
-//! PostgreSQL) and `alert-linter` (the shipped
+//! PostgreSQL), `backup-agent` (a point-in-time recovery drill: back up a
+//! scratch cluster with WAL archiving, crash it, restore, measure RTO/RPO) and
+//! `alert-linter` (the shipped
 //! marketplace rules: valid, quiet, covering every critical path). Each tool
 //! issue adds its step.
 
@@ -64,8 +66,8 @@ pub struct VerifyOptions {
 }
 
 /// Every step `verify` knows, in the order it runs them.
-pub const STEPS: [&str; 5] =
-    ["sandbox", "load-tester", "pg-failover-probe", "reorg-sim", "alert-linter"];
+pub const STEPS: [&str; 6] =
+    ["sandbox", "load-tester", "pg-failover-probe", "reorg-sim", "backup-agent", "alert-linter"];
 
 /// Metrics the smoke load's criteria may name.
 pub const SMOKE_METRICS: [&str; 7] =
@@ -140,6 +142,7 @@ pub async fn run(options: &VerifyOptions) -> anyhow::Result<Report> {
             "alert-linter" => alert_rules_step().await,
             "load-tester" => load_step(&url).await,
             "reorg-sim" => reorg_step().await,
+            "backup-agent" => backup_step().await,
             other => anyhow::bail!("unknown verify step {other:?}; steps: {}", STEPS.join(", ")),
         };
         steps.push(report);
@@ -389,13 +392,58 @@ async fn reorg_step() -> Report {
     let database = match testkit::TempDatabase::create().await {
         Ok(database) => database,
         Err(e) => {
-            return failed(format!("cannot create a scratch database on the local PostgreSQL: {e}"));
+            return failed(format!(
+                "cannot create a scratch database on the local PostgreSQL: {e}"
+            ));
         }
     };
     let args: Vec<String> = ["run", "--scenario", "launch-plan", "--database-url", database.url()]
         .map(String::from)
         .to_vec();
     match crate::tools::run_json(&crate::tools::binary("debug", "reorg-sim"), &args).await {
+        Ok(run) => run.report,
+        Err(e) => failed(format!("{e:#}")),
+    }
+}
+
+/// The backup step: backup-agent's self-contained PITR drill (a scratch
+/// source cluster archiving WAL into a local repository, a base backup, more
+/// commits, a crash, a restore checked row by row), judged by RTO < 1h and
+/// RPO < 1h.
+async fn backup_step() -> Report {
+    let criterion = "a point-in-time restore meets the launch plan's RTO and RPO";
+    let failed = |detail: String| {
+        let mut report =
+            Report::new("backup-agent", env!("CARGO_PKG_VERSION"), "local scratch cluster");
+        report.push_check(Check::error("drill", criterion, detail));
+        report.finish();
+        report
+    };
+    if let Err(e) = testkit::binaries::postgres_tool("initdb") {
+        let mut report =
+            Report::new("backup-agent", env!("CARGO_PKG_VERSION"), "local scratch cluster");
+        report.push_check(Check::skipped(
+            "drill",
+            criterion,
+            format!("skipped: no PostgreSQL server binaries ({e})"),
+        ));
+        report.finish();
+        return report;
+    }
+    let repository = match testkit::postgres_writable_dir("postlaunch-verify-backup-") {
+        Ok(dir) => dir,
+        Err(e) => return failed(format!("cannot create a repository directory: {e}")),
+    };
+    let args: Vec<String> = [
+        "drill".to_owned(),
+        "--scenario".to_owned(),
+        "pitr".to_owned(),
+        "--self-contained".to_owned(),
+        "--repo".to_owned(),
+        repository.path().display().to_string(),
+    ]
+    .to_vec();
+    match crate::tools::run_json(&crate::tools::binary("debug", "backup-agent"), &args).await {
         Ok(run) => run.report,
         Err(e) => failed(format!("{e:#}")),
     }

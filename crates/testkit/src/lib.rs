@@ -56,7 +56,9 @@ pub mod sandbox;
 mod unix_user;
 
 pub use error::{Error, Result};
-pub use local::{TempDatabase, local_postgres_url, local_redis_url, unique_name};
+pub use local::{
+    TempDatabase, local_postgres_url, local_redis_url, postgres_writable_dir, unique_name,
+};
 pub use ports::{free_port, wait_for_http_ok, wait_for_tcp};
 pub use postgres::{PgPair, PgPairOptions};
 pub use prometheus::{Prometheus, PrometheusOptions};
