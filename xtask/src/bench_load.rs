@@ -1,5 +1,5 @@
 //! `cargo xtask bench load-tester`: one nginx serving a static file on
-//! loopback, driven in turn by wrk, load-tester, k6 and Locust (FastHttpUser)
+//! loopback, driven in turn by wrk, oha, load-tester, k6 and Locust (FastHttpUser)
 //! with 50 connections; then 10,000 closed-model users with think time.
 //! Peak RSS of each tool is read from its rusage through a tiny Python wrapper.
 
@@ -127,6 +127,27 @@ pub(crate) async fn load_tester() -> anyhow::Result<()> {
         .and_then(|v| v.trim().parse().ok())
         .context("wrk printed no Requests/sec")?;
     rows.push(Row { tool: "wrk", rps, rss });
+
+    let (out, err, rss) = measured(
+        &find("oha")?,
+        &[
+            "-z".into(),
+            format!("{SECONDS}s"),
+            "-c".into(),
+            CONNECTIONS.to_string(),
+            "--no-tui".into(),
+            "--output-format".into(),
+            "json".into(),
+            format!("{url}/index.html"),
+        ],
+    )
+    .await?;
+    let oha: serde_json::Value =
+        serde_json::from_str(&out).with_context(|| format!("oha printed no JSON: {err}"))?;
+    let rps = oha["summary"]["requestsPerSec"]
+        .as_f64()
+        .context("oha JSON lacks summary.requestsPerSec")?;
+    rows.push(Row { tool: "oha", rps, rss });
 
     let scenario = root.join("crates/load-tester/scenarios/static-file.yaml");
     let args: Vec<String> = [
