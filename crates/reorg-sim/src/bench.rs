@@ -21,6 +21,16 @@ sol! {
     function mint(address to, uint256 id, uint256 value);
 }
 
+/// Depth of the reorg the benchmark rolls back and re-indexes.
+pub const ROLLBACK_DEPTH: u64 = 64;
+
+/// The fewest `--blocks` the benchmark accepts: the 64-block reorg must stay
+/// above the simulator's start block.
+pub const MIN_BLOCKS: u64 = ROLLBACK_DEPTH;
+
+/// Clients `rpc_throughput` runs side by side.
+const CONCURRENCY: u64 = 8;
+
 /// The ERC-1155 test contract (tests/contracts/MarketplaceItems.sol), deployed on anvil for the benchmark.
 const MARKETPLACE_ITEMS_BIN: &str = include_str!("../tests/contracts/MarketplaceItems.bin");
 
@@ -35,15 +45,40 @@ pub async fn rpc_throughput(
     requests: u64,
     concurrency: u64,
 ) -> Result<Vec<Measurement>, String> {
+    // Every request has NodeClient's 10 s timeout; this bounds the whole run
+    // too, so a node that answers slowly cannot stretch it indefinitely.
+    let budget = Duration::from_secs(60)
+        + Duration::from_millis(50).saturating_mul(u32::try_from(requests).unwrap_or(u32::MAX));
+    tokio::time::timeout(budget, rpc_rates(label, url, first, last, requests, concurrency))
+        .await
+        .map_err(|_| {
+            format!(
+                "{label}: {requests} eth_getBlockByNumber and eth_getLogs requests to {url} \
+                 did not finish within {}s",
+                budget.as_secs()
+            )
+        })?
+}
+
+async fn rpc_rates(
+    label: &str,
+    url: &str,
+    first: u64,
+    last: u64,
+    requests: u64,
+    concurrency: u64,
+) -> Result<Vec<Measurement>, String> {
     let mut out = Vec::new();
+    let concurrency = concurrency.clamp(1, requests.max(1));
     for method in ["eth_getBlockByNumber", "eth_getLogs"] {
         let client = Arc::new(NodeClient::new(url));
-        let per_task = requests / concurrency.max(1);
+        let per_task = requests / concurrency;
         let started = Instant::now();
-        let mut tasks = Vec::new();
-        for t in 0..concurrency.max(1) {
+        // A JoinSet aborts the clients still running if this future is dropped (timeout).
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..concurrency {
             let client = Arc::clone(&client);
-            tasks.push(tokio::spawn(async move {
+            tasks.spawn(async move {
                 let mut logs = 0u64;
                 for i in 0..per_task {
                     let span = last.saturating_sub(first).max(1);
@@ -54,18 +89,18 @@ pub async fn rpc_throughput(
                         let to = (n + 99).min(last);
                         client.call(method, json!([{"fromBlock": format!("{n:#x}"), "toBlock": format!("{to:#x}")}])).await
                     };
-                    let value = result.map_err(|e| e.to_string())?;
+                    let value = result.map_err(|e| format!("{method} block {n}: {e}"))?;
                     logs += value.as_array().map_or(0, Vec::len) as u64;
                 }
                 Ok::<u64, String>(logs)
-            }));
+            });
         }
         let mut logs = 0u64;
-        for task in tasks {
-            logs += task.await.map_err(|e| e.to_string())??;
+        while let Some(task) = tasks.join_next().await {
+            logs += task.map_err(|e| e.to_string())??;
         }
         let secs = started.elapsed().as_secs_f64().max(1e-9);
-        let rate = (per_task * concurrency.max(1)) as f64 / secs;
+        let rate = (per_task * concurrency) as f64 / secs;
         out.push(Measurement::new(format!("{label}_{method}_rate"), rate, "req/s"));
         if method == "eth_getLogs" {
             out.push(Measurement::new(
@@ -85,6 +120,7 @@ pub async fn simulator_and_indexer(
     blocks: u64,
     requests: u64,
 ) -> Result<Vec<Measurement>, String> {
+    check_blocks(blocks)?;
     let config = ChainConfig::default();
     let start = config.start_block;
     let sim = ChainSimulator::new(config);
@@ -101,8 +137,15 @@ pub async fn simulator_and_indexer(
         },
     );
     let server = sim.serve(([127, 0, 0, 1], 0).into()).await.map_err(|e| e.to_string())?;
-    let mut out =
-        rpc_throughput("simulator", &server.http_url(), start, start + blocks, requests, 8).await?;
+    let mut out = rpc_throughput(
+        "simulator",
+        &server.http_url(),
+        start,
+        start + blocks,
+        requests,
+        CONCURRENCY,
+    )
+    .await?;
 
     let admin = connect_db(database_url).await.map_err(|e| e.to_string())?;
     admin
@@ -141,7 +184,7 @@ pub async fn simulator_and_indexer(
     ));
     out.push(Measurement::new("indexer_catch_up_events_rate", events as f64 / secs, "events/s"));
     sim.reorg(&ReorgSpec {
-        depth: 64,
+        depth: ROLLBACK_DEPTH,
         drop: 0.3,
         shift: 2,
         events: EventCounts { mints: 30, transfers: 20, ..EventCounts::default() },
@@ -150,8 +193,8 @@ pub async fn simulator_and_indexer(
     .map_err(|e| e.to_string())?;
     let started = Instant::now();
     match indexer.sync_once().await.map_err(|e| e.to_string())? {
-        SyncOutcome::Reorged { depth: 64, .. } => {}
-        other => return Err(format!("expected a 64-block reorg, got {other:?}")),
+        SyncOutcome::Reorged { depth: ROLLBACK_DEPTH, .. } => {}
+        other => return Err(format!("expected a {ROLLBACK_DEPTH}-block reorg, got {other:?}")),
     }
     out.push(Measurement::new(
         "indexer_rollback_64_blocks",
@@ -162,24 +205,47 @@ pub async fn simulator_and_indexer(
         .batch_execute("DROP SCHEMA IF EXISTS reorg_sim_bench CASCADE")
         .await
         .map_err(|e| e.to_string())?;
-    server.stopped().await;
+    // Close the indexer's connections first: the server's graceful shutdown
+    // waits for open connections.
+    drop(indexer);
+    if tokio::time::timeout(Duration::from_secs(5), server.stopped()).await.is_err() {
+        tracing::warn!("the bench simulator did not stop within 5s; leaving it behind");
+    }
     Ok(out)
+}
+
+/// `Err` with the minimum if `blocks` is too few for the benchmark.
+pub fn check_blocks(blocks: u64) -> Result<(), String> {
+    if blocks < MIN_BLOCKS {
+        return Err(format!(
+            "--blocks {blocks} is too few: the benchmark rolls back a {ROLLBACK_DEPTH}-block reorg, \
+             use --blocks {MIN_BLOCKS} or more"
+        ));
+    }
+    Ok(())
 }
 
 /// Starts anvil from `binary` on a free loopback port, deploys the ERC-1155
 /// test contract, mints one token per block for `blocks` blocks and measures
 /// the same JSON-RPC calls.
+///
+/// anvil runs with `--no-mining` and the benchmark mines each block itself
+/// (`evm_mine`): with automining, anvil answers `eth_sendTransaction` before
+/// the block is mined and may put several pending transactions in one block,
+/// so the chain would end up shorter than `blocks`.
 pub async fn anvil_throughput(
     binary: &std::path::Path,
     blocks: u64,
     requests: u64,
 ) -> Result<Vec<Measurement>, String> {
+    check_blocks(blocks)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
         .port();
+    // kill_on_drop: anvil goes away on every return path, errors and timeouts included.
     let mut child = tokio::process::Command::new(binary)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--silent"])
+        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--silent", "--no-mining"])
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -189,33 +255,49 @@ pub async fn anvil_throughput(
     let url = format!("http://127.0.0.1:{port}/");
     let client = NodeClient::new(&url);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while client.block_number().await.is_err() {
+    loop {
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), client.block_number()).await
+        {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("anvil at {} exited at start: {status}", binary.display()));
+        }
         if Instant::now() > deadline {
-            let _ = child.kill().await;
-            return Err("anvil did not answer within 20s".to_owned());
+            return Err(format!("anvil did not answer on {url} within 20s"));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The same kind of chain: one ERC-1155 mint (one log) per block.
+    // Every request has a 10 s timeout; this bounds the whole setup.
+    let budget = Duration::from_secs(30)
+        + Duration::from_millis(25).saturating_mul(u32::try_from(blocks).unwrap_or(u32::MAX));
+    tokio::time::timeout(budget, build_anvil_chain(&client, blocks)).await.map_err(|_| {
+        format!(
+            "anvil: deploying the contract and mining {blocks} blocks took over {}s",
+            budget.as_secs()
+        )
+    })??;
+    let result = rpc_throughput("anvil", &url, 0, blocks, requests, CONCURRENCY).await;
+    let _ = child.kill().await;
+    result
+}
+
+/// The same kind of chain as the simulator's: the ERC-1155 contract in
+/// block 1, then one mint (one log) in each block up to `blocks`.
+async fn build_anvil_chain(client: &NodeClient, blocks: u64) -> Result<(), String> {
     let accounts: Vec<alloy_primitives::Address> =
-        client.call_as("eth_accounts", json!([])).await.map_err(|e| e.to_string())?;
+        client.call_as("eth_accounts", json!([])).await.map_err(|e| format!("anvil: {e}"))?;
     let from = *accounts.first().ok_or("anvil has no accounts")?;
     let code = format!("0x{}", MARKETPLACE_ITEMS_BIN.trim());
-    let deploy = client
-        .call("eth_sendTransaction", json!([{"from": from, "data": code, "gas": "0x300000"}]))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut contract = serde_json::Value::Null;
-    for _ in 0..200 {
-        let receipt = client
-            .call("eth_getTransactionReceipt", json!([deploy]))
-            .await
-            .map_err(|e| e.to_string())?;
-        if !receipt.is_null() {
-            contract = receipt["contractAddress"].clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let receipt = transact_and_mine(
+        client,
+        "deploying the ERC-1155 contract",
+        json!({"from": from, "data": code, "gas": "0x300000"}),
+    )
+    .await?;
+    let contract = receipt["contractAddress"].clone();
+    if contract.is_null() {
+        return Err(format!("anvil: the contract deployment has no contractAddress: {receipt}"));
     }
     for id in 1..blocks {
         let data = alloy_primitives::Bytes::from(
@@ -226,18 +308,55 @@ pub async fn anvil_throughput(
             }
             .abi_encode(),
         );
-        client
-            .call(
-                "eth_sendTransaction",
-                json!([{"from": from, "to": contract, "data": data, "gas": "0x100000"}]),
-            )
+        let receipt = transact_and_mine(
+            client,
+            &format!("minting token {id}"),
+            json!({"from": from, "to": contract, "data": data, "gas": "0x100000"}),
+        )
+        .await?;
+        let logs = receipt["logs"].as_array().map_or(0, Vec::len);
+        if logs != 1 {
+            return Err(format!("anvil: minting token {id} emitted {logs} logs instead of 1"));
+        }
+    }
+    let head = client.block_number().await.map_err(|e| format!("anvil: {e}"))?;
+    if head != blocks {
+        return Err(format!("anvil: expected a chain of {blocks} blocks, its head is {head}"));
+    }
+    Ok(())
+}
+
+/// Sends `tx`, mines it into a block of its own and returns its receipt,
+/// or why it did not succeed.
+async fn transact_and_mine(
+    client: &NodeClient,
+    what: &str,
+    tx: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let hash = client
+        .call("eth_sendTransaction", json!([tx]))
+        .await
+        .map_err(|e| format!("anvil: {what}: {e}"))?;
+    client.call("evm_mine", json!([])).await.map_err(|e| format!("anvil: {what}: {e}"))?;
+    let mut receipt = serde_json::Value::Null;
+    for _ in 0..100 {
+        receipt = client
+            .call("eth_getTransactionReceipt", json!([hash]))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("anvil: {what}: {e}"))?;
+        if !receipt.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    while client.block_number().await.map_err(|e| e.to_string())? < blocks {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if receipt.is_null() {
+        return Err(format!("anvil: {what}: transaction {hash} was not mined"));
     }
-    let result = rpc_throughput("anvil", &url, 0, blocks, requests, 8).await;
-    let _ = child.kill().await;
-    result
+    if receipt["status"] != "0x1" {
+        return Err(format!(
+            "anvil: {what}: transaction {hash} failed (status {}, gas used {})",
+            receipt["status"], receipt["gasUsed"]
+        ));
+    }
+    Ok(receipt)
 }

@@ -116,7 +116,7 @@ enum Command {
     Bench {
         #[command(flatten)]
         db: DbArgs,
-        /// Blocks in the benchmark chain.
+        /// Blocks in the benchmark chain (at least 64: the benchmark rolls back a 64-block reorg).
         #[arg(long, default_value_t = 2000)]
         blocks: u64,
         /// Requests per method.
@@ -289,6 +289,10 @@ async fn execute(command: Command) -> Outcome {
             Ok(ExitCode::Success)
         }
         Command::Bench { db, blocks, requests, anvil, output } => {
+            reorg_sim::bench::check_blocks(blocks).map_err(usage)?;
+            if requests == 0 {
+                return Err(usage("--requests 0: use --requests 1 or more"));
+            }
             reorg_sim::runner::check_allowed_database(&db.database_url, &db.allow)
                 .map_err(run_error)?;
             let mut report = Report::new(
