@@ -211,8 +211,8 @@ async fn alert_linter(runs: usize) -> anyhow::Result<()> {
 }
 
 /// The simulator's JSON-RPC throughput next to anvil's on the same calls, the
-/// reference indexer's catch-up rate and a 64-block rollback, printed by
-/// `reorg-sim bench` itself.
+/// reference indexer's catch-up rate and a 64-block rollback, measured by
+/// `reorg-sim bench` and printed here as ratios.
 async fn reorg_sim() -> anyhow::Result<()> {
     build_release("reorg-sim")?;
     let anvil = crate::workspace::root()
@@ -223,20 +223,48 @@ async fn reorg_sim() -> anyhow::Result<()> {
         anvil.display()
     );
     let database = testkit::TempDatabase::create().await?;
-    let mut bench = tokio::process::Command::new(tools::binary("release", "reorg-sim"));
-    bench
-        .args([
-            "bench",
-            "--database-url",
-            database.url(),
-            "--blocks",
-            "2000",
-            "--requests",
-            "4000",
-            "--anvil",
-        ])
-        .arg(&anvil);
-    let status = bench.status().await.context("cannot run reorg-sim bench")?;
-    anyhow::ensure!(status.success(), "reorg-sim bench failed ({status})");
+    let args: Vec<String> = [
+        "bench",
+        "--database-url",
+        database.url(),
+        "--blocks",
+        "2000",
+        "--requests",
+        "4000",
+        "--anvil",
+        anvil.to_str().unwrap_or_default(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let run = tools::run_json(&tools::binary("release", "reorg-sim"), &args).await?;
+    let value = |name: &str| measurement(&run.report, name).unwrap_or(f64::NAN);
+    println!(
+        "reorg-sim simulator vs anvil, same JSON-RPC calls, 2000-block chains, 4000 requests per method:"
+    );
+    println!("{:<22} {:>14} {:>14} {:>16}", "call", "simulator", "anvil", "simulator/anvil");
+    for (call, ours, theirs, unit) in [
+        (
+            "eth_getBlockByNumber",
+            "simulator_eth_getBlockByNumber_rate",
+            "anvil_eth_getBlockByNumber_rate",
+            "req/s",
+        ),
+        ("eth_getLogs", "simulator_eth_getLogs_rate", "anvil_eth_getLogs_rate", "req/s"),
+        (
+            "eth_getLogs (logs)",
+            "simulator_eth_getLogs_logs_rate",
+            "anvil_eth_getLogs_logs_rate",
+            "logs/s",
+        ),
+    ] {
+        let (a, b) = (value(ours), value(theirs));
+        println!("{call:<22} {a:>8.0} {unit:<5} {b:>8.0} {unit:<5} {:>15.2}x", a / b);
+    }
+    println!(
+        "reference indexer: catch-up {:.0} blocks/s, {:.0} events/s; 64-block rollback + re-index {:.1} ms",
+        value("indexer_catch_up_blocks_rate"),
+        value("indexer_catch_up_events_rate"),
+        value("indexer_rollback_64_blocks")
+    );
     Ok(())
 }
