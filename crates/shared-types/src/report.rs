@@ -277,7 +277,27 @@ pub fn report_schema() -> serde_json::Value {
          met, 2 = usage error, 3 = the run could not be carried out."
             .into(),
     );
-    schema.to_value()
+    sorted_keys(schema.to_value())
+}
+
+/// The same JSON with every object's keys in sorted order, whether or not some
+/// crate in the build turned on serde_json's `preserve_order`: the committed
+/// schema file and its snapshot must not depend on which crates are built together.
+#[cfg(feature = "schema")]
+fn sorted_keys(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(
+                entries.into_iter().map(|(k, v)| (k, sorted_keys(v))).collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted_keys).collect())
+        }
+        other => other,
+    }
 }
 
 #[cfg(test)]
