@@ -153,6 +153,20 @@ pub(crate) fn with_database(url: &str, database: &str) -> String {
     }
 }
 
+/// A temporary directory the PostgreSQL server user can write to (chowned to
+/// `postgres` when running as root): for WAL archives and backup repositories
+/// that a server's `archive_command` writes into.
+pub fn postgres_writable_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|err| Error::io(format!("cannot create a temp dir {prefix}*"), err))?;
+    if crate::unix_user::is_root() {
+        crate::unix_user::chown_to(dir.path(), "postgres")?;
+    }
+    Ok(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,18 +196,4 @@ mod tests {
     fn identifiers_are_quoted() {
         assert_eq!(quote_ident(r#"a"b"#), r#""a""b""#);
     }
-}
-
-/// A temporary directory the PostgreSQL server user can write to (chowned to
-/// `postgres` when running as root): for WAL archives and backup repositories
-/// that a server's `archive_command` writes into.
-pub fn postgres_writable_dir(prefix: &str) -> Result<tempfile::TempDir> {
-    let dir = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .map_err(|err| Error::io(format!("cannot create a temp dir {prefix}*"), err))?;
-    if crate::unix_user::is_root() {
-        crate::unix_user::chown_to(dir.path(), "postgres")?;
-    }
-    Ok(dir)
 }
