@@ -1,4 +1,4 @@
-//! `prune` applies a [`RetentionPlan`](crate::retention::RetentionPlan) to a
+//! `prune` applies a [`RetentionPlan`] to a
 //! repository (or only shows it with `--dry-run`), and `recover` cleans up
 //! after killed runs: it finishes interrupted deletions and discards
 //! incomplete backups and uploads older than a grace period.

@@ -1,7 +1,7 @@
 //! A self-contained drill that needs nothing but PostgreSQL's binaries: it
 //! initdb's a source cluster archiving into the repository with `wal-push`,
 //! commits a ledger of rows, takes the backup, commits more, crashes the
-//! source, then runs the [`drill`](crate::drill::drill) and checks, row by
+//! source, then runs the [`drill`] and checks, row by
 //! row, that exactly the rows it expects came back. `cargo xtask verify` and
 //! the benchmark use it; it is also the quickest way to see the agent work.
 
