@@ -13,9 +13,7 @@ use backup_agent::postgres::{base, display_target, logical, scratch::ScratchClus
 use backup_agent::repository::{Repository, RepositoryLocation, S3Options};
 use backup_agent::retention::RetentionPolicy;
 use clap::{Args, Parser, Subcommand};
-use shared_types::{
-    ExitCode, OutputFormat, RenderOptions, Report, Threshold, Timestamp, parse_duration,
-};
+use shared_types::{ExitCode, OutputFormat, Report, Threshold, Timestamp, parse_duration};
 
 /// Back up PostgreSQL and MongoDB, keep 7/4/12 GFS retention, verify, and measure RTO/RPO with drills.
 ///
@@ -610,15 +608,9 @@ fn parse_time(text: Option<&str>, flag: &str) -> Result<Option<Timestamp>> {
 }
 
 fn emit(report: &Report, output: &OutputArgs) -> Result<ExitCode> {
-    if let Some(path) = &output.report {
-        std::fs::write(path, report.to_json_pretty())
-            .map_err(|e| AgentError::io(format!("cannot write {}", path.display()), e))?;
-    }
-    print!(
-        "{}",
-        report.render(output.output, &RenderOptions { color: std::io::stdout().is_terminal() })
-    );
-    Ok(report.exit_code())
+    report
+        .emit(output.output, output.report.as_deref())
+        .map_err(|e| AgentError::io(format!("cannot write {}", e.path.display()), e.source))
 }
 
 fn init_logs() {

@@ -10,7 +10,7 @@ use pg_failover_probe::target::Target;
 use pg_failover_probe::verdict::Criteria;
 use pg_failover_probe::workload::WorkloadConfig;
 use pg_failover_probe::{DrillPlan, Mode, ProbeError, RunOptions};
-use shared_types::{ExitCode, OutputFormat, RenderOptions, Report, Threshold, parse_duration};
+use shared_types::{ExitCode, OutputFormat, Report, Threshold, is_loopback_host, parse_duration};
 
 /// Prove PostgreSQL fails over in under 30 s with zero loss of acknowledged commits.
 ///
@@ -284,9 +284,8 @@ fn refuse_unlisted(target: &Target, allow: &[String]) -> Result<(), ProbeError> 
         .hosts()
         .into_iter()
         .filter(|(host, port)| {
-            let loopback = host == "localhost"
-                || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-            !loopback && !allow.iter().any(|a| a == host || *a == format!("{host}:{port}"))
+            !is_loopback_host(host)
+                && !allow.iter().any(|a| a == host || *a == format!("{host}:{port}"))
         })
         .map(|(host, port)| format!("{host}:{port}"))
         .collect();
@@ -301,16 +300,9 @@ fn refuse_unlisted(target: &Target, allow: &[String]) -> Result<(), ProbeError> 
 }
 
 fn emit(report: &Report, output: &OutputArgs) -> Result<ExitCode, ProbeError> {
-    if let Some(path) = &output.report {
-        std::fs::write(path, report.to_json_pretty()).map_err(|e| {
-            ProbeError::CouldNotRun(format!("cannot write {}: {e}", path.display()))
-        })?;
-    }
-    print!(
-        "{}",
-        report.render(output.output, &RenderOptions { color: std::io::stdout().is_terminal() })
-    );
-    Ok(report.exit_code())
+    report
+        .emit(output.output, output.report.as_deref())
+        .map_err(|e| ProbeError::CouldNotRun(e.to_string()))
 }
 
 async fn ctrl_c() {

@@ -58,9 +58,7 @@ impl Target {
     /// Whether every host is a loopback address (or a Unix socket).
     pub fn is_loopback(&self) -> bool {
         self.config.get_hosts().iter().all(|h| match h {
-            Host::Tcp(h) => {
-                h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-            }
+            Host::Tcp(h) => shared_types::is_loopback_host(h),
             Host::Unix(_) => true,
         })
     }

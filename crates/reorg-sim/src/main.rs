@@ -1,7 +1,6 @@
 //! `reorg-sim`: parse flags, call the library, render the report, exit with
 //! the contract's code (0 met, 1 not met, 2 usage, 3 could not run).
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,7 +10,7 @@ use reorg_sim::indexer::{IndexerConfig, IndexerError, ReferenceIndexer};
 use reorg_sim::runner::{IndexerUnderTest, RunError, RunOptions};
 use reorg_sim::scenario::{BUILTIN_NAMES, ReorgScenario};
 use reorg_sim::verify::Mapping;
-use shared_types::{ExitCode, Measurement, OutputFormat, RenderOptions, Report, parse_duration};
+use shared_types::{ExitCode, Measurement, OutputFormat, Report, parse_duration};
 
 /// Prove an ERC-1155 indexer rolls back and re-indexes chain reorgs of 1..64 blocks and halts safely beyond.
 ///
@@ -323,16 +322,9 @@ async fn execute(command: Command) -> Outcome {
 }
 
 fn emit(report: &Report, output: &OutputArgs) -> Outcome {
-    if let Some(path) = &output.report {
-        std::fs::write(path, report.to_json_pretty()).map_err(|e| {
-            (ExitCode::CouldNotRun, format!("cannot write {}: {e}", path.display()))
-        })?;
-    }
-    print!(
-        "{}",
-        report.render(output.output, &RenderOptions { color: std::io::stdout().is_terminal() })
-    );
-    Ok(report.exit_code())
+    report
+        .emit(output.output, output.report.as_deref())
+        .map_err(|e| (ExitCode::CouldNotRun, e.to_string()))
 }
 
 async fn ctrl_c() {

@@ -481,9 +481,9 @@ pub fn check_allowed_database(url: &str, allowed: &[String]) -> Result<(), RunEr
             Some(v6) => v6.split(']').next().unwrap_or_default(),
             None => host_port.split(':').next().unwrap_or_default(),
         };
-        let loopback = host == "localhost"
-            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        if !loopback && !allowed.iter().any(|a| a == host || a == host_port) {
+        if !shared_types::is_loopback_host(host)
+            && !allowed.iter().any(|a| a == host || a == host_port)
+        {
             return Err(RunError::Usage(format!(
                 "refusing to reset schemas on {host}: not loopback and not in --allow-target; add --allow-target {host} if this is a scratch database"
             )));

@@ -51,6 +51,7 @@
 //! A tool's `main` then does `print!("{}", report.render(format, &options))`
 //! and `std::process::exit(report.exit_code().code())`.
 
+pub mod cli;
 mod quantity;
 pub mod render;
 pub mod report;
@@ -58,6 +59,7 @@ pub mod threshold;
 pub mod time;
 pub mod verdict;
 
+pub use cli::{EmitError, is_loopback_host};
 pub use render::{OutputFormat, RenderOptions, UnknownOutputFormat};
 #[cfg(feature = "schema")]
 pub use report::report_schema;
