@@ -285,31 +285,52 @@ async fn sandbox_step(base: &str, options: &VerifyOptions) -> Report {
     report
 }
 
+/// A step's report holding one check that could not be evaluated as asked
+/// (an error, or skipped with the reason).
+fn unevaluated(tool: &str, target: &str, check: Check) -> Report {
+    let mut report = Report::new(tool, env!("CARGO_PKG_VERSION"), target);
+    report.push_check(check);
+    report.finish();
+    report
+}
+
+/// Runs `tool args... --output json` and returns its report, or a report whose
+/// one check `id` is an error saying why the tool gave none.
+async fn tool_report(
+    tool: &str,
+    args: &[String],
+    target: &str,
+    id: &str,
+    criterion: &str,
+) -> Report {
+    match crate::tools::run_json(&crate::tools::binary("debug", tool), args).await {
+        Ok(run) => run.report,
+        Err(e) => unevaluated(tool, target, Check::error(id, criterion, format!("{e:#}"))),
+    }
+}
+
+/// A skipped check when the machine has no PostgreSQL server binaries, which
+/// the steps that build local clusters need.
+fn without_postgres(tool: &str, target: &str, id: &str, criterion: &str) -> Option<Report> {
+    let missing = testkit::binaries::postgres_tool("initdb").err()?;
+    let reason =
+        format!("skipped: no PostgreSQL server binaries to build a local cluster ({missing})");
+    Some(unevaluated(tool, target, Check::skipped(id, criterion, reason)))
+}
+
 /// The failover step: a crash of the primary and promotion of a synchronous
 /// standby on a local pair, judged by pg-failover-probe.
 async fn failover_step(options: &VerifyOptions) -> Report {
+    let (tool, target) = ("pg-failover-probe", "local primary + standby");
     let criterion = "PostgreSQL fails over in < 30 s with zero loss of acknowledged commits";
-    let mut report =
-        Report::new("pg-failover-probe", env!("CARGO_PKG_VERSION"), "local primary + standby");
-    if let Err(e) = testkit::binaries::postgres_tool("initdb") {
-        report.push_check(Check::skipped(
-            "drill",
-            criterion,
-            format!("skipped: no PostgreSQL server binaries to build a local pair ({e})"),
-        ));
-        report.finish();
-        return report;
+    if let Some(skipped) = without_postgres(tool, target, "drill", criterion) {
+        return skipped;
     }
     let pair = match testkit::PgPair::start(testkit::PgPairOptions { synchronous: true }).await {
         Ok(pair) => pair,
         Err(e) => {
-            report.push_check(Check::error(
-                "drill",
-                criterion,
-                format!("cannot start a local pair: {e}"),
-            ));
-            report.finish();
-            return report;
+            let detail = format!("cannot start a local pair: {e}");
+            return unevaluated(tool, target, Check::error("drill", criterion, detail));
         }
     };
     let ledger = options.out_dir.join("pg-failover-probe.ledger.jsonl");
@@ -334,14 +355,7 @@ async fn failover_step(options: &VerifyOptions) -> Report {
         pair.standby_pg_ctl("promote -w"),
     ]
     .to_vec();
-    match crate::tools::run_json(&crate::tools::binary("debug", "pg-failover-probe"), &args).await {
-        Ok(run) => run.report,
-        Err(e) => {
-            report.push_check(Check::error("drill", criterion, format!("{e:#}")));
-            report.finish();
-            report
-        }
-    }
+    tool_report(tool, &args, target, "drill", criterion).await
 }
 
 /// The load step: 20 users of the built-in marketplace scenario for 5 s. Think
@@ -362,48 +376,27 @@ async fn load_step(url: &str) -> Report {
     ]
     .map(String::from)
     .to_vec();
-    match crate::tools::run_json(&crate::tools::binary("debug", "load-tester"), &args).await {
-        Ok(run) => run.report,
-        Err(e) => {
-            let mut report = Report::new("load-tester", env!("CARGO_PKG_VERSION"), url);
-            report.push_check(Check::error(
-                "run",
-                "the marketplace holds a short load within the launch plan's criteria",
-                format!("{e:#}"),
-            ));
-            report.finish();
-            report
-        }
-    }
+    let criterion = "the marketplace holds a short load within the launch plan's criteria";
+    tool_report("load-tester", &args, url, "run", criterion).await
 }
 
 /// The reorg step: index blocks 1000-1100 with 10 mints, reorg at 1050 (50
 /// deep), new branch to 1150; the reference indexer must converge on the oracle.
 async fn reorg_step() -> Report {
+    let (tool, target) = ("reorg-sim", "launch-plan scenario");
     let criterion =
         "the indexer detects, rolls back and re-indexes the launch plan's 50-block reorg";
-    let failed = |detail: String| {
-        let mut report =
-            Report::new("reorg-sim", env!("CARGO_PKG_VERSION"), "launch-plan scenario");
-        report.push_check(Check::error("run", criterion, detail));
-        report.finish();
-        report
-    };
     let database = match testkit::TempDatabase::create().await {
         Ok(database) => database,
         Err(e) => {
-            return failed(format!(
-                "cannot create a scratch database on the local PostgreSQL: {e}"
-            ));
+            let detail = format!("cannot create a scratch database on the local PostgreSQL: {e}");
+            return unevaluated(tool, target, Check::error("run", criterion, detail));
         }
     };
     let args: Vec<String> = ["run", "--scenario", "launch-plan", "--database-url", database.url()]
         .map(String::from)
         .to_vec();
-    match crate::tools::run_json(&crate::tools::binary("debug", "reorg-sim"), &args).await {
-        Ok(run) => run.report,
-        Err(e) => failed(format!("{e:#}")),
-    }
+    tool_report(tool, &args, target, "run", criterion).await
 }
 
 /// The backup step: backup-agent's self-contained PITR drill (a scratch
@@ -411,28 +404,17 @@ async fn reorg_step() -> Report {
 /// commits, a crash, a restore checked row by row), judged by RTO < 1h and
 /// RPO < 1h.
 async fn backup_step() -> Report {
+    let (tool, target) = ("backup-agent", "local scratch cluster");
     let criterion = "a point-in-time restore meets the launch plan's RTO and RPO";
-    let failed = |detail: String| {
-        let mut report =
-            Report::new("backup-agent", env!("CARGO_PKG_VERSION"), "local scratch cluster");
-        report.push_check(Check::error("drill", criterion, detail));
-        report.finish();
-        report
-    };
-    if let Err(e) = testkit::binaries::postgres_tool("initdb") {
-        let mut report =
-            Report::new("backup-agent", env!("CARGO_PKG_VERSION"), "local scratch cluster");
-        report.push_check(Check::skipped(
-            "drill",
-            criterion,
-            format!("skipped: no PostgreSQL server binaries ({e})"),
-        ));
-        report.finish();
-        return report;
+    if let Some(skipped) = without_postgres(tool, target, "drill", criterion) {
+        return skipped;
     }
     let repository = match testkit::postgres_writable_dir("postlaunch-verify-backup-") {
         Ok(dir) => dir,
-        Err(e) => return failed(format!("cannot create a repository directory: {e}")),
+        Err(e) => {
+            let detail = format!("cannot create a repository directory: {e}");
+            return unevaluated(tool, target, Check::error("drill", criterion, detail));
+        }
     };
     let args: Vec<String> = [
         "drill".to_owned(),
@@ -443,36 +425,17 @@ async fn backup_step() -> Report {
         repository.path().display().to_string(),
     ]
     .to_vec();
-    match crate::tools::run_json(&crate::tools::binary("debug", "backup-agent"), &args).await {
-        Ok(run) => run.report,
-        Err(e) => failed(format!("{e:#}")),
-    }
+    tool_report(tool, &args, target, "drill", criterion).await
 }
 
 /// The alerting step: the shipped marketplace rules lint clean (warnings
 /// count) and cover every critical path of the launch plan.
 async fn alert_rules_step() -> Report {
     let rules = workspace::root().join("docs/alert-linter/marketplace-rules.yml");
-    let args = [
-        "lint".to_owned(),
-        rules.display().to_string(),
-        "--fail-on".to_owned(),
-        "warning".to_owned(),
-    ];
-    match crate::tools::run_json(&crate::tools::binary("debug", "alert-linter"), &args).await {
-        Ok(run) => run.report,
-        Err(e) => {
-            let mut report =
-                Report::new("alert-linter", env!("CARGO_PKG_VERSION"), rules.display().to_string());
-            report.push_check(Check::error(
-                "lint",
-                "the marketplace alert rules lint clean",
-                format!("{e:#}"),
-            ));
-            report.finish();
-            report
-        }
-    }
+    let target = rules.display().to_string();
+    let args = ["lint".to_owned(), target.clone(), "--fail-on".to_owned(), "warning".to_owned()];
+    tool_report("alert-linter", &args, &target, "lint", "the marketplace alert rules lint clean")
+        .await
 }
 
 /// A criterion written in the threshold language; the literals above are valid.
