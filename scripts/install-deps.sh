@@ -156,6 +156,21 @@ ensure_load_bench_tools() {
   fi
 }
 
+# pgBackRest (Debian's 2.45), nginx for its TLS proxy and openssl for the
+# proxy's certificate: the backup-agent bench. Only on request:
+# `scripts/install-deps.sh backup-bench`.
+ensure_backup_bench_tools() {
+  local missing=()
+  command -v pgbackrest >/dev/null || missing+=(pgbackrest)
+  command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+  command -v openssl >/dev/null || missing+=(openssl)
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    log "installing ${missing[*]} for the backup-agent bench"
+    apt_install "${missing[@]}"
+  fi
+  ensure_backup_agent_services
+}
+
 # reorg-sim's non-Rust test clients and real node: ethers.js, solc and anvil
 # (npm `@foundry-rs/anvil`, whose platform package ships the binary), pinned by
 # crates/reorg-sim/tests/node/package-lock.json. Quiet when already installed.
@@ -189,6 +204,11 @@ ensure_backup_agent_services() {
 main() {
   if [[ ${1:-} == load-bench ]]; then
     ensure_load_bench_tools
+    return 0
+  fi
+  if [[ ${1:-} == backup-bench ]]; then
+    check_postgres_binaries
+    ensure_backup_bench_tools
     return 0
   fi
   ensure_prometheus

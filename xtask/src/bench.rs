@@ -9,15 +9,18 @@ use crate::tools;
 use crate::workspace::{cargo, run};
 
 /// Tools with a benchmark.
-pub const BENCHES: [&str; 4] = ["load-tester", "pg-failover-probe", "reorg-sim", "alert-linter"];
+pub const BENCHES: [&str; 5] =
+    ["load-tester", "pg-failover-probe", "reorg-sim", "alert-linter", "backup-agent"];
 
 /// Runs the benchmark of `tool` and prints its table.
-pub async fn bench(tool: &str, runs: usize) -> anyhow::Result<()> {
+/// `runs` repeats the drills; `scale` is the pgbench scale of backup-agent's.
+pub async fn bench(tool: &str, runs: usize, scale: u32) -> anyhow::Result<()> {
     match tool {
         "pg-failover-probe" => pg_failover_probe(runs).await,
         "alert-linter" => alert_linter(runs).await,
         "load-tester" => crate::bench_load::load_tester().await,
         "reorg-sim" => reorg_sim().await,
+        "backup-agent" => crate::bench_backup::backup_agent(scale).await,
         other => bail!("no benchmark for {other:?}; benchmarks: {}", BENCHES.join(", ")),
     }
 }

@@ -5,6 +5,7 @@
 //! runs each tool against it and merges their reports into one.
 
 pub mod bench;
+mod bench_backup;
 mod bench_load;
 pub mod tools;
 pub mod verify;

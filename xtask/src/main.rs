@@ -66,11 +66,14 @@ enum Task {
     /// Benchmark a tool side by side with the tool its users would otherwise
     /// pick, on the same input in the same run (release builds).
     Bench {
-        /// The tool: load-tester, pg-failover-probe, reorg-sim, alert-linter.
+        /// The tool: load-tester, pg-failover-probe, reorg-sim, alert-linter, backup-agent.
         tool: String,
         /// Repetitions where the benchmark repeats (drills).
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// pgbench scale of the backup-agent benchmark's database (50 is about 750 MB).
+        #[arg(long, default_value_t = 50)]
+        scale: u32,
     },
     /// Write docs/report-schema.json from the report types (`--check` only compares).
     Schema {
@@ -147,9 +150,9 @@ fn execute(task: Task) -> anyhow::Result<ExitCode> {
             schema(true)?;
             Ok(ExitCode::Success)
         }
-        Task::Bench { tool, runs } => {
+        Task::Bench { tool, runs, scale } => {
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(xtask::bench::bench(&tool, runs))?;
+            runtime.block_on(xtask::bench::bench(&tool, runs, scale))?;
             Ok(ExitCode::Success)
         }
         Task::Schema { check } => {

@@ -13,8 +13,9 @@
 //! built-in marketplace scenario against the sandbox, judged by the launch
 //! plan's latency, error, cache and breaker criteria), `reorg-sim` (the launch
 //! plan's reorg scenario against the reference indexer on the machine's
-//! PostgreSQL), `backup-agent` (a point-in-time recovery drill: back up a
-//! scratch cluster with WAL archiving, crash it, restore, measure RTO/RPO) and
+//! PostgreSQL), `backup-agent` (the sandbox's own database backed up per table,
+//! verified by a restore and drilled, then a point-in-time recovery drill of a
+//! scratch cluster with WAL archiving: crash it, restore, measure RTO/RPO) and
 //! `alert-linter` (the shipped
 //! marketplace rules: valid, quiet, covering every critical path). Each tool
 //! issue adds its step.
@@ -119,12 +120,30 @@ pub async fn run(options: &VerifyOptions) -> anyhow::Result<Report> {
         .with_context(|| format!("cannot create {}", options.out_dir.display()))?;
     // Kept alive until the steps are done; dropping it stops the sandbox.
     let mut started = None;
+    // The sandbox's catalog database: given in its arguments, or a scratch
+    // database on the machine's PostgreSQL (dropped at the end), or none (the
+    // catalog stays in memory and the backup step says so).
+    let mut sandbox_db_url = flag_value(&options.sandbox_args, "--database-url");
+    let mut sandbox_db = None;
     let url = match &options.target {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
+            let mut args = options.sandbox_args.clone();
+            if sandbox_db_url.is_none() {
+                match testkit::TempDatabase::create().await {
+                    Ok(db) => {
+                        args.extend(["--database-url".to_owned(), db.url().to_owned()]);
+                        sandbox_db_url = Some(db.url().to_owned());
+                        sandbox_db = Some(db);
+                    }
+                    Err(e) => eprintln!(
+                        "verify: the sandbox keeps its catalog in memory: no local PostgreSQL ({e})"
+                    ),
+                }
+            }
             let sandbox = match &options.sandbox_binary {
-                Some(binary) => Sandbox::start_with_binary(binary, &options.sandbox_args).await,
-                None => Sandbox::start(&options.sandbox_args).await,
+                Some(binary) => Sandbox::start_with_binary(binary, &args).await,
+                None => Sandbox::start(&args).await,
             }
             .context("cannot start the sandbox")?;
             eprintln!("sandbox running at {}", sandbox.url());
@@ -142,7 +161,7 @@ pub async fn run(options: &VerifyOptions) -> anyhow::Result<Report> {
             "alert-linter" => alert_rules_step().await,
             "load-tester" => load_step(&url).await,
             "reorg-sim" => reorg_step().await,
-            "backup-agent" => backup_step().await,
+            "backup-agent" => backup_step(sandbox_db_url.as_deref()).await,
             other => anyhow::bail!("unknown verify step {other:?}; steps: {}", STEPS.join(", ")),
         };
         steps.push(report);
@@ -167,6 +186,7 @@ pub async fn run(options: &VerifyOptions) -> anyhow::Result<Report> {
     }
     merged.finish();
     drop(started);
+    drop(sandbox_db);
     let json = options.out_dir.join("report.json");
     std::fs::write(&json, merged.to_json_pretty())
         .with_context(|| format!("cannot write {}", json.display()))?;
@@ -174,6 +194,15 @@ pub async fn run(options: &VerifyOptions) -> anyhow::Result<Report> {
     std::fs::write(&markdown, merged.render(OutputFormat::Markdown, &RenderOptions::default()))
         .with_context(|| format!("cannot write {}", markdown.display()))?;
     Ok(merged)
+}
+
+/// The value of `--flag VALUE` or `--flag=VALUE` in `args`.
+fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    args.iter().enumerate().find_map(|(i, arg)| match arg.strip_prefix(flag) {
+        Some("") => args.get(i + 1).cloned(),
+        Some(rest) => rest.strip_prefix('=').map(str::to_owned),
+        None => None,
+    })
 }
 
 /// The merged report for stdout: colours only on a terminal.
@@ -399,33 +428,141 @@ async fn reorg_step() -> Report {
     tool_report(tool, &args, target, "run", criterion).await
 }
 
-/// The backup step: backup-agent's self-contained PITR drill (a scratch
-/// source cluster archiving WAL into a local repository, a base backup, more
-/// commits, a crash, a restore checked row by row), judged by RTO < 1h and
-/// RPO < 1h.
-async fn backup_step() -> Report {
-    let (tool, target) = ("backup-agent", "local scratch cluster");
-    let criterion = "a point-in-time restore meets the launch plan's RTO and RPO";
-    if let Some(skipped) = without_postgres(tool, target, "drill", criterion) {
-        return skipped;
-    }
-    let repository = match testkit::postgres_writable_dir("postlaunch-verify-backup-") {
-        Ok(dir) => dir,
-        Err(e) => {
-            let detail = format!("cannot create a repository directory: {e}");
-            return unevaluated(tool, target, Check::error("drill", criterion, detail));
+/// The backup step, two parts:
+/// - the sandbox's own database (its catalog on the machine's PostgreSQL):
+///   per-table backup, `verify --restore` into a scratch cluster, and a
+///   table-restore drill judged by `rto < 30m`;
+/// - a self-contained point-in-time recovery drill (a scratch source cluster
+///   archiving WAL into a local repository, a base backup, more commits, a
+///   crash, a restore checked row by row), judged by RTO < 1h and RPO < 1h.
+///
+/// The sandbox's database is backed up logically: it lives on the machine's
+/// shared PostgreSQL, whose `archive_command` verify must not change, so the
+/// physical path runs on the scratch cluster it owns.
+async fn backup_step(sandbox_db: Option<&str>) -> Report {
+    let tool = "backup-agent";
+    let mut report = Report::new(
+        tool,
+        env!("CARGO_PKG_VERSION"),
+        match sandbox_db {
+            Some(url) => format!("sandbox database {} + local scratch cluster", redact(url)),
+            None => "local scratch cluster".to_owned(),
+        },
+    );
+    let criterion = "the sandbox's database is backed up, verified by a restore and drilled";
+    match sandbox_db {
+        Some(url) => sandbox_database_backup(url, &mut report).await,
+        None => {
+            report.push_check(Check::skipped(
+                "sandbox-db",
+                criterion,
+                "the sandbox keeps its catalog in memory (no local PostgreSQL, or --target): no database to back up",
+            ));
         }
+    }
+    let criterion = "a point-in-time restore meets the launch plan's RTO and RPO";
+    let pitr = match without_postgres(tool, "local scratch cluster", "drill", criterion) {
+        Some(skipped) => skipped,
+        None => match testkit::postgres_writable_dir("postlaunch-verify-backup-") {
+            Ok(repository) => {
+                let args = strings(&[
+                    "drill",
+                    "--scenario",
+                    "pitr",
+                    "--self-contained",
+                    "--repo",
+                    &repository.path().display().to_string(),
+                ]);
+                tool_report(tool, &args, "local scratch cluster", "drill", criterion).await
+            }
+            Err(e) => {
+                let detail = format!("cannot create a repository directory: {e}");
+                unevaluated(tool, "local scratch cluster", Check::error("drill", criterion, detail))
+            }
+        },
     };
-    let args: Vec<String> = [
-        "drill".to_owned(),
-        "--scenario".to_owned(),
-        "pitr".to_owned(),
-        "--self-contained".to_owned(),
-        "--repo".to_owned(),
-        repository.path().display().to_string(),
-    ]
-    .to_vec();
-    tool_report(tool, &args, target, "drill", criterion).await
+    absorb(&mut report, "pitr-drill", pitr);
+    report.finish();
+    report
+}
+
+/// Backup, verify with a restore, and a table drill of the sandbox's database
+/// into a temporary local repository; each run's checks land in `report`
+/// under `sandbox-db/<run>/`.
+async fn sandbox_database_backup(url: &str, report: &mut Report) {
+    let tool = "backup-agent";
+    let target = redact(url);
+    let repository =
+        match tempfile::Builder::new().prefix("postlaunch-verify-sandbox-db-").tempdir() {
+            Ok(dir) => dir,
+            Err(e) => {
+                report.push_check(Check::error(
+                    "sandbox-db/backup",
+                    "the sandbox's database is backed up",
+                    format!("cannot create a repository directory: {e}"),
+                ));
+                return;
+            }
+        };
+    let repo = repository.path().display().to_string();
+    let backup = tool_report(
+        tool,
+        &strings(&["backup", "tables", "--repo", &repo, "--pg-url", url]),
+        &target,
+        "backup",
+        "the sandbox's tables are backed up with their row counts",
+    )
+    .await;
+    let backed_up = backup.verdict() == shared_types::Verdict::Pass;
+    absorb(report, "sandbox-db/backup", backup);
+    if !backed_up {
+        return;
+    }
+    let verified = tool_report(
+        tool,
+        &strings(&["verify", "--repo", &repo, "--restore"]),
+        &target,
+        "verify",
+        "every object matches its manifest and a restore has the backed-up rows",
+    )
+    .await;
+    absorb(report, "sandbox-db/verify", verified);
+    let drill = tool_report(
+        tool,
+        &strings(&["drill", "--scenario", "table", "--table", "sandbox.nfts", "--repo", &repo]),
+        &target,
+        "drill",
+        "restoring the nfts table meets the launch plan's rto < 30m",
+    )
+    .await;
+    absorb(report, "sandbox-db/drill", drill);
+}
+
+/// Moves `from`'s checks and measurements into `into`, ids prefixed `prefix/`.
+fn absorb(into: &mut Report, prefix: &str, from: Report) {
+    for mut check in from.checks {
+        check.id = format!("{prefix}/{}", check.id);
+        into.push_check(check);
+    }
+    for m in from.measurements {
+        into.push_measurement(Measurement::new(format!("{prefix}/{}", m.name), m.value, m.unit));
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_owned()).collect()
+}
+
+/// `url` without a password.
+fn redact(url: &str) -> String {
+    match url.split_once("://").and_then(|(scheme, rest)| {
+        let (auth, host) = rest.split_once('@')?;
+        let user = auth.split(':').next().unwrap_or("");
+        Some(format!("{scheme}://{user}@{host}"))
+    }) {
+        Some(redacted) => redacted,
+        None => url.to_owned(),
+    }
 }
 
 /// The alerting step: the shipped marketplace rules lint clean (warnings

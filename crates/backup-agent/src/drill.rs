@@ -15,7 +15,7 @@ use shared_types::{Check, Measurement, Quantity, Report, Threshold, Timestamp};
 use crate::error::{AgentError, Result};
 use crate::manifest::{BackupCatalog, BackupKind, BackupManifest};
 use crate::postgres::base::{RecoveryTarget, restore as restore_base};
-use crate::postgres::logical::restore_table;
+use crate::postgres::logical::restore_tables;
 use crate::postgres::scratch::ScratchCluster;
 use crate::postgres::{compare_tables, connect, normalize_table};
 use crate::repository::Repository;
@@ -152,19 +152,34 @@ pub async fn drill(repo: &Repository, options: &DrillOptions) -> Result<Report> 
             };
             cluster.initdb(&cluster.local_settings()).await?;
             cluster.start(options.timeout).await?;
-            restore_table(repo, &manifest, &table, &cluster.url("postgres")).await?;
+            let restored = restore_tables(
+                repo,
+                &manifest,
+                std::slice::from_ref(&table),
+                &cluster.url("postgres"),
+            )
+            .await?;
             let client = connect(&cluster.url("postgres")).await?;
             let expected: Vec<_> =
-                manifest.tables.iter().filter(|t| t.name == table).cloned().collect();
+                manifest.tables.iter().filter(|t| restored.contains(&t.name)).cloned().collect();
             let problems = compare_tables(&client, &expected).await;
+            let rows = expected.iter().find(|t| t.name == table).map_or(0, |t| t.rows);
             let sanity = Check::from_bool(
                 "sanity",
                 format!("{table} has the rows it had at backup time"),
-                expected.first().map(|t| format!("{} rows", t.rows)).unwrap_or_default(),
+                format!("{rows} rows"),
                 problems.is_empty(),
             );
-            let sanity =
-                if problems.is_empty() { sanity } else { sanity.with_detail(problems.join("; ")) };
+            let referenced: Vec<&str> =
+                restored.iter().filter(|t| **t != table).map(String::as_str).collect();
+            let sanity = match (problems.is_empty(), referenced.is_empty()) {
+                (false, _) => sanity.with_detail(problems.join("; ")),
+                (true, false) => sanity.with_detail(format!(
+                    "restored with the table(s) its foreign keys reference: {}",
+                    referenced.join(", ")
+                )),
+                (true, true) => sanity,
+            };
             (manifest.clone(), manifest.started_at.clone(), sanity)
         }
     };

@@ -55,6 +55,9 @@ enum Command {
     List {
         #[command(flatten)]
         repo: RepoArgs,
+        /// Print a JSON array (id, state, kind, stored bytes, verified) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Restore a backup.
     #[command(subcommand)]
@@ -359,10 +362,16 @@ async fn execute(command: Command) -> Result<ExitCode> {
             wal::fetch(&repo.open().await?, &name, &dest, &settings).await?;
             Ok(ExitCode::Success)
         }
-        Command::List { repo } => {
+        Command::List { repo, json } => {
             let repository = repo.open().await?;
             repository.check_reachable().await?;
             let catalog = BackupCatalog::load(&repository).await?;
+            if json {
+                let entries: Vec<serde_json::Value> =
+                    catalog.backups.iter().map(list_entry_json).collect();
+                println!("{}", serde_json::Value::Array(entries));
+                return Ok(ExitCode::Success);
+            }
             for b in &catalog.backups {
                 let state = match &b.state {
                     BackupState::Complete(m) => {
@@ -556,6 +565,7 @@ async fn run_restore(command: RestoreCommand) -> Result<ExitCode> {
                 "s",
             ));
             report.data.insert("url".into(), url.into());
+            report.data.insert("dir".into(), dir.display().to_string().into());
             report.finish();
             emit(&report, &output)
         }
@@ -624,4 +634,21 @@ fn init_logs() {
     } else {
         builder.init();
     }
+}
+
+/// One backup of `list --json`.
+fn list_entry_json(b: &backup_agent::manifest::BackupEntry) -> serde_json::Value {
+    let (state, kind, stored) = match &b.state {
+        BackupState::Complete(m) => ("complete", Some(m.kind.short()), Some(m.stored_bytes())),
+        BackupState::Incomplete { .. } => ("incomplete", None, None),
+        BackupState::Deleting => ("deleting", None, None),
+    };
+    serde_json::json!({
+        "id": b.id,
+        "state": state,
+        "kind": kind,
+        "stored_bytes": stored,
+        "objects": b.keys.len(),
+        "verified": b.verification.as_ref().map(|v| v.passed()),
+    })
 }

@@ -78,6 +78,10 @@ pub struct TableSnapshot {
     /// SHA-256 of the first rows in primary-key order, when the table has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_sha256: Option<String>,
+    /// Tables this one has foreign keys to (`schema.table`): a restore of
+    /// this table into an empty database needs them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<String>,
 }
 
 /// Everything a restore and a verification need to know about one backup.

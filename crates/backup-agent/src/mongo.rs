@@ -109,6 +109,7 @@ pub async fn backup(
             name: format!("{db}.{name}"),
             rows: count,
             sample_sha256: None,
+            references: Vec::new(),
         });
     }
     let manifest = BackupManifest {

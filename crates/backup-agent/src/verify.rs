@@ -12,7 +12,7 @@ use crate::error::{AgentError, Result};
 use crate::manifest::{BackupCatalog, BackupKind, BackupManifest, VerificationRecord};
 use crate::object::read_back;
 use crate::postgres::base::{RecoveryTarget, restore as restore_base};
-use crate::postgres::logical::restore_table;
+use crate::postgres::logical::restore_tables;
 use crate::postgres::scratch::ScratchCluster;
 use crate::postgres::{compare_tables, connect, wal};
 use crate::repository::Repository;
@@ -190,9 +190,8 @@ async fn restore_check(
             BackupKind::PgTable => {
                 cluster.initdb(&cluster.local_settings()).await?;
                 cluster.start(options.restore_timeout).await?;
-                for table in &manifest.tables {
-                    restore_table(repo, manifest, &table.name, &cluster.url("postgres")).await?;
-                }
+                let all: Vec<String> = manifest.tables.iter().map(|t| t.name.clone()).collect();
+                restore_tables(repo, manifest, &all, &cluster.url("postgres")).await?;
                 let client = connect(&cluster.url("postgres")).await?;
                 Ok(compare_tables(&client, &manifest.tables).await)
             }

@@ -7,7 +7,7 @@
 mod support;
 
 use shared_types::{Report, Verdict};
-use support::{S3Server, agent, text};
+use support::{agent, text};
 
 async fn table_backup(repo: &str) -> (testkit::TempDatabase, String) {
     let db = testkit::TempDatabase::create().await.unwrap();
@@ -24,8 +24,10 @@ async fn table_backup(repo: &str) -> (testkit::TempDatabase, String) {
     (db, id)
 }
 
-fn verify_json(repo: &str) -> (Option<i32>, Report) {
-    let out = agent(&["verify", "--repo", repo, "--output", "json"]);
+fn verify_json(extra: &[&str], repo: &str) -> (Option<i32>, Report) {
+    let mut args = vec!["verify", "--repo", repo, "--output", "json"];
+    args.extend_from_slice(extra);
+    let out = agent(&args);
     let report = Report::from_json(&String::from_utf8_lossy(&out.stdout))
         .unwrap_or_else(|_| panic!("{}", text(&out)));
     (out.status.code(), report)
@@ -36,7 +38,7 @@ async fn verify_detects_a_corrupted_object_and_a_manifest_that_does_not_match() 
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().to_str().unwrap();
     let (_db, id) = table_backup(repo).await;
-    let (code, _) = verify_json(repo);
+    let (code, _) = verify_json(&[], repo);
     assert_eq!(code, Some(0));
 
     let object = dir.path().join(format!("backups/{id}/public.t.dump.zst"));
@@ -44,7 +46,7 @@ async fn verify_detects_a_corrupted_object_and_a_manifest_that_does_not_match() 
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x5a;
     std::fs::write(&object, &bytes).unwrap();
-    let (code, report) = verify_json(repo);
+    let (code, report) = verify_json(&[], repo);
     assert_eq!(code, Some(1));
     let check = report.checks.iter().find(|c| c.id == format!("objects/{id}")).unwrap();
     assert_eq!(check.verdict, Verdict::Fail);
@@ -58,7 +60,7 @@ async fn verify_detects_a_corrupted_object_and_a_manifest_that_does_not_match() 
     let mut value: serde_json::Value = serde_json::from_str(&manifest).unwrap();
     value["objects"][0]["sha256"] = "0".repeat(64).into();
     std::fs::write(&manifest_path, value.to_string()).unwrap();
-    let (code, report) = verify_json(repo);
+    let (code, report) = verify_json(&[], repo);
     assert_eq!(code, Some(1));
     assert!(report.checks.iter().any(
         |c| c.verdict == Verdict::Fail && c.detail.as_deref().unwrap_or("").contains("sha256")
@@ -86,7 +88,7 @@ async fn bad_repositories_get_clear_errors_and_the_contract_exit_codes() {
     assert!(text(&out).contains("cannot reach the S3 endpoint"), "{}", text(&out));
 
     // Missing bucket: could not run, says how to fix it.
-    let s3 = S3Server::start().await;
+    let s3 = support::s3_server().await;
     let out = agent(&["list", "--repo", "s3://no-such-bucket", "--s3-endpoint", &s3.endpoint()]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("does not exist"), "{}", text(&out));
@@ -97,6 +99,103 @@ async fn bad_repositories_get_clear_errors_and_the_contract_exit_codes() {
     let out = agent(&["prune", "--repo", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--allow-repo"));
+}
+
+/// moto with signatures enforced: the right keys list the repository, a
+/// wrong secret or an unknown key id exits 3 naming the S3 error and never
+/// printing the secret, and a backup attempted with wrong keys leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_credentials_are_refused_with_a_clear_error_and_leave_nothing_behind() {
+    let s3 = testkit::S3Server::start_with_auth(&["guarded"]).await.unwrap();
+    let keys = s3.credentials().clone();
+    let endpoint = s3.endpoint();
+    let list = ["list", "--repo", "s3://guarded/prod", "--s3-endpoint", &endpoint];
+
+    let out = support::agent_with_keys(&list, &keys.access_key_id, &keys.secret_access_key);
+    assert_eq!(out.status.code(), Some(0), "the right keys: {}", text(&out));
+
+    let wrong_secret = "wrong-secret-0123456789";
+    let out = support::agent_with_keys(&list, &keys.access_key_id, wrong_secret);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("credentials were rejected"), "{}", text(&out));
+    assert!(!text(&out).contains(wrong_secret) && !text(&out).contains(&keys.secret_access_key));
+
+    let out = support::agent_with_keys(&list, "AKIANOSUCHKEY0000000", &keys.secret_access_key);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("credentials were rejected"), "{}", text(&out));
+
+    let db = testkit::TempDatabase::create().await.unwrap();
+    let client = testkit::postgres::connect(db.url()).await.unwrap();
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let backup = [
+        "backup",
+        "tables",
+        "--repo",
+        "s3://guarded/prod",
+        "--s3-endpoint",
+        &endpoint,
+        "--pg-url",
+        db.url(),
+    ];
+    let out = support::agent_with_keys(&backup, &keys.access_key_id, wrong_secret);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let out = support::agent_with_keys(
+        &["list", "--repo", "s3://guarded/prod", "--s3-endpoint", &endpoint, "--json"],
+        &keys.access_key_id,
+        &keys.secret_access_key,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listing, serde_json::json!([]), "a refused backup left objects behind");
+}
+
+/// A table in its own schema with a foreign key: `verify --restore` and a
+/// table drill restore it into an empty scratch cluster with the table it
+/// references, and the rows match those counted at backup time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_with_a_foreign_key_in_its_own_schema_restores_into_an_empty_cluster() {
+    let db = testkit::TempDatabase::create().await.unwrap();
+    let client = testkit::postgres::connect(db.url()).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE SCHEMA shop;
+             CREATE TABLE shop.collections (id int PRIMARY KEY, name text NOT NULL);
+             CREATE TABLE shop.nfts (id int PRIMARY KEY, collection_id int NOT NULL REFERENCES shop.collections (id));
+             INSERT INTO shop.collections SELECT g, 'c' || g FROM generate_series(1, 10) g;
+             INSERT INTO shop.nfts SELECT g, 1 + g % 10 FROM generate_series(1, 500) g;",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().to_str().unwrap();
+    let out = agent(&["backup", "tables", "--repo", repo, "--pg-url", db.url()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let (code, report) = verify_json(&["--restore"], repo);
+    assert_eq!(code, Some(0), "{}", report.to_json_pretty());
+    assert!(
+        report.checks.iter().any(|c| c.id.starts_with("restore/") && c.verdict == Verdict::Pass)
+    );
+
+    let out = agent(&[
+        "drill",
+        "--scenario",
+        "table",
+        "--table",
+        "shop.nfts",
+        "--repo",
+        repo,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = Report::from_json(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let sanity = report.checks.iter().find(|c| c.id == "sanity").unwrap();
+    assert_eq!(sanity.observed.as_deref(), Some("500 rows"));
+    assert!(sanity.detail.as_deref().unwrap_or("").contains("shop.collections"), "{sanity:?}");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use shared_types::Verdict;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mongodb_dump_round_trips_every_document_and_index() {
-    let server = support::MongoServer::start().await;
+    let server = support::mongo_server().await;
     let client = mongodb::Client::with_uri_str(server.url()).await.unwrap();
     let db = client.database("marketplace");
     let nfts: Vec<Document> = (0..300)

@@ -16,7 +16,7 @@ use backup_agent::postgres::{connect, logical};
 use backup_agent::rehearsal::{archive_current_wal, start_source};
 use backup_agent::verify::{VerifyOptions, verify};
 use shared_types::{Timestamp, Verdict};
-use support::{S3Server, agent, agent_command, text};
+use support::{agent, agent_command, text};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -32,8 +32,8 @@ async fn rows(client: &tokio_postgres::Client, table: &str) -> Vec<(i32, String)
 
 #[tokio::test(flavor = "multi_thread")]
 async fn point_in_time_restore_from_s3_returns_exactly_the_rows_committed_before_the_target() {
-    let s3 = S3Server::start().await;
-    let repo = s3.repository("pitr", "prod/pg").await;
+    let s3 = support::s3_server().await;
+    let repo = support::s3_repository(&s3, "pitr", "prod/pg").await;
     let wal_push = agent_command("wal-push", "s3://pitr/prod/pg", Some(&s3.endpoint()));
     let source = start_source(&wal_push, TIMEOUT).await.unwrap();
     let client = connect(&source.url("postgres")).await.unwrap();
@@ -124,8 +124,8 @@ async fn one_table_is_restored_from_a_per_table_backup_row_by_row() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_killed_midway_never_becomes_a_visible_backup_and_recover_cleans_it_up() {
-    let s3 = S3Server::start().await;
-    let repo = s3.repository("killed", "").await;
+    let s3 = support::s3_server().await;
+    let repo = support::s3_repository(&s3, "killed", "").await;
     let source = start_source("true", TIMEOUT).await.unwrap();
     let url = source.url("postgres");
     let client = connect(&url).await.unwrap();

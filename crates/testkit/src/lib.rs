@@ -1,7 +1,8 @@
 //! Starts and stops **real** services for postlaunch's tests and `xtask`: a
 //! PostgreSQL primary with a streaming standby, Prometheus, the sandbox
-//! marketplace service, and throw-away databases on the machine's own
-//! PostgreSQL. One place for start-up code, so tests never copy it.
+//! marketplace service, an S3-compatible server (moto), a MongoDB
+//! wire-protocol server (nx-27017), and throw-away databases on the machine's
+//! own PostgreSQL. One place for start-up code, so tests never copy it.
 //!
 //! Every start-up waits until the service really answers, and every failure
 //! is an [`Error`] that says what failed and what to try ("prometheus not
@@ -44,14 +45,18 @@
 //! - [`postgres`] builds a [`PgPair`], a primary and a streaming standby.
 //! - [`prometheus`] starts a [`Prometheus`].
 //! - [`sandbox`] starts the [`Sandbox`], the marketplace service under test.
+//! - [`s3`] starts an [`S3Server`] (moto), open or with signatures enforced.
+//! - [`mongo`] starts a [`MongoServer`] (nx-27017).
 
 pub mod binaries;
 mod error;
 pub mod local;
 pub mod metrics;
+pub mod mongo;
 pub mod ports;
 pub mod postgres;
 pub mod prometheus;
+pub mod s3;
 pub mod sandbox;
 mod unix_user;
 
@@ -59,7 +64,9 @@ pub use error::{Error, Result};
 pub use local::{
     TempDatabase, local_postgres_url, local_redis_url, postgres_writable_dir, unique_name,
 };
+pub use mongo::MongoServer;
 pub use ports::{free_port, wait_for_http_ok, wait_for_tcp};
 pub use postgres::{PgPair, PgPairOptions};
 pub use prometheus::{Prometheus, PrometheusOptions};
+pub use s3::{S3Credentials, S3Server};
 pub use sandbox::{Sandbox, target_dir, workspace_binary};

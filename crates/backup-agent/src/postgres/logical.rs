@@ -11,13 +11,13 @@ use shared_types::Timestamp;
 use tokio::io::AsyncReadExt;
 
 use super::tools::{client_command, tail};
-use super::{connect, display_target, normalize_table, snapshot_table, user_tables};
+use super::{connect, display_target, foreign_keys, normalize_table, snapshot_table, user_tables};
 use crate::error::{AgentError, Result};
 use crate::manifest::{
     BACKUPS_PREFIX, BackupKind, BackupManifest, MANIFEST_FORMAT, mark_in_progress, new_backup_id,
     publish,
 };
-use crate::object::{UploadSettings, download_to, upload_stream};
+use crate::object::{ObjectEntry, UploadSettings, download_to, upload_stream};
 use crate::repository::Repository;
 
 /// Backs up `tables` (`schema.table`; empty = every user table) of the
@@ -49,9 +49,16 @@ pub async fn backup(
         .await
         .map_err(|e| AgentError::CouldNotRun(format!("pg_export_snapshot(): {e}")))?
         .get(0);
+    let keys = foreign_keys(&client).await?;
     let mut snapshots = Vec::new();
     for table in &tables {
-        snapshots.push(snapshot_table(&client, table).await?);
+        let mut snapshot = snapshot_table(&client, table).await?;
+        snapshot.references = keys
+            .iter()
+            .filter(|(from, to)| from == table && to != table)
+            .map(|(_, to)| to.clone())
+            .collect();
+        snapshots.push(snapshot);
     }
     let started_at = Timestamp::now();
     let id = new_backup_id(&started_at, BackupKind::PgTable);
@@ -123,7 +130,7 @@ pub async fn backup(
 
 /// Restores `table` from a per-table backup into the database at `url`
 /// (`pg_restore --clean --if-exists`: an existing table of that name is
-/// replaced). Returns the rows restored.
+/// replaced; its schema is created when missing). Returns the rows restored.
 pub async fn restore_table(
     repo: &Repository,
     manifest: &BackupManifest,
@@ -131,7 +138,57 @@ pub async fn restore_table(
     url: &str,
 ) -> Result<i64> {
     let table = normalize_table(table);
-    let entry = manifest
+    let entry = table_object(manifest, &table)?;
+    create_schemas(url, std::slice::from_ref(&table)).await?;
+    pg_restore(repo, entry, url, &table, &["--clean", "--if-exists"]).await?;
+    let client = connect(url).await?;
+    Ok(snapshot_table(&client, &table).await?.rows)
+}
+
+/// Restores `tables` and every table they reference through foreign keys
+/// (recorded at backup time) into an empty database at `url`: first each
+/// table's definition and rows, then its indexes and constraints, so a
+/// foreign key finds the rows it points to. Returns the tables restored.
+pub async fn restore_tables(
+    repo: &Repository,
+    manifest: &BackupManifest,
+    tables: &[String],
+    url: &str,
+) -> Result<Vec<String>> {
+    let wanted = with_references(manifest, tables);
+    let mut entries = Vec::new();
+    for table in &wanted {
+        entries.push((table, table_object(manifest, table)?));
+    }
+    create_schemas(url, &wanted).await?;
+    for (table, entry) in &entries {
+        pg_restore(repo, entry, url, table, &["--section=pre-data", "--section=data"]).await?;
+    }
+    for (table, entry) in &entries {
+        pg_restore(repo, entry, url, table, &["--section=post-data"]).await?;
+    }
+    Ok(wanted)
+}
+
+/// `tables` (normalised) and, transitively, the tables they reference.
+pub fn with_references(manifest: &BackupManifest, tables: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut queue: Vec<String> = tables.iter().map(|t| normalize_table(t)).collect();
+    while let Some(table) = queue.pop() {
+        if out.contains(&table) {
+            continue;
+        }
+        if let Some(snapshot) = manifest.tables.iter().find(|t| t.name == table) {
+            queue.extend(snapshot.references.iter().cloned());
+        }
+        out.push(table);
+    }
+    out.sort();
+    out
+}
+
+fn table_object<'m>(manifest: &'m BackupManifest, table: &str) -> Result<&'m ObjectEntry> {
+    manifest
         .objects
         .iter()
         .find(|o| {
@@ -145,30 +202,126 @@ pub async fn restore_table(
                 manifest.id,
                 have.join(", ")
             ))
-        })?;
+        })
+}
+
+/// `CREATE SCHEMA IF NOT EXISTS` for the schemas of `tables` (a per-table
+/// dump does not carry its schema).
+async fn create_schemas(url: &str, tables: &[String]) -> Result<()> {
+    let client = connect(url).await?;
+    let mut schemas: Vec<&str> =
+        tables.iter().filter_map(|t| t.split_once('.').map(|(s, _)| s)).collect();
+    schemas.sort_unstable();
+    schemas.dedup();
+    for schema in schemas {
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{}\"",
+                schema.replace('"', "\"\"")
+            ))
+            .await
+            .map_err(|e| {
+                AgentError::CouldNotRun(format!(
+                    "creating schema {schema} in {}: {e}",
+                    display_target(url)
+                ))
+            })?;
+    }
+    Ok(())
+}
+
+/// Streams one dump object into `pg_restore ARGS`; pg_restore's own error
+/// comes first when it fails (a broken pipe on our side is only its echo).
+async fn pg_restore(
+    repo: &Repository,
+    entry: &ObjectEntry,
+    url: &str,
+    table: &str,
+    args: &[&str],
+) -> Result<()> {
     let (mut cmd, url_no_password) = client_command("pg_restore", url)?;
-    cmd.args(["--clean", "--if-exists", "--no-owner", "--no-password", "--exit-on-error", "-d"])
+    cmd.args(args)
+        .args(["--no-owner", "--no-password", "--exit-on-error", "-d"])
         .arg(&url_no_password)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| AgentError::io("cannot start pg_restore", e))?;
-    let mut stdin = child
+    let stdin = child
         .stdin
         .take()
         .ok_or_else(|| AgentError::CouldNotRun("pg_restore has no stdin".into()))?;
+    let mut stdin = UntilClosed { inner: stdin, closed: false };
     let copied = download_to(repo, entry, &mut stdin).await;
     drop(stdin);
     let output =
         child.wait_with_output().await.map_err(|e| AgentError::io("waiting for pg_restore", e))?;
-    copied?;
     if !output.status.success() {
         return Err(AgentError::CouldNotRun(format!(
-            "pg_restore of {table} into {} failed: {}",
+            "pg_restore {} of {table} into {} failed: {}",
+            args.join(" "),
             display_target(url),
             tail(&String::from_utf8_lossy(&output.stderr), 6)
         )));
     }
-    let client = connect(url).await?;
-    Ok(snapshot_table(&client, &table).await?.rows)
+    copied.map(|_| ())
+}
+
+/// A pipe writer that, once the reader has closed its end, swallows the rest:
+/// `pg_restore --section=...` stops reading when it has what its sections
+/// need, while the download goes on to the end so the object's checksum is
+/// still checked.
+struct UntilClosed<W> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for UntilClosed<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.closed {
+            return std::task::Poll::Ready(Ok(buf.len()));
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_write(cx, buf) {
+            std::task::Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                std::task::Poll::Ready(Ok(buf.len()))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.closed {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_flush(cx) {
+            std::task::Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                std::task::Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.closed {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_shutdown(cx) {
+            std::task::Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                std::task::Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
 }

@@ -61,6 +61,22 @@ pub fn normalize_table(table: &str) -> String {
     if table.contains('.') { table.to_owned() } else { format!("public.{table}") }
 }
 
+/// Foreign keys between user tables: (referencing, referenced), as `schema.table`.
+pub async fn foreign_keys(client: &Client) -> Result<Vec<(String, String)>> {
+    let rows = client
+        .query(
+            "SELECT sn.nspname || '.' || s.relname, tn.nspname || '.' || t.relname \
+             FROM pg_constraint c \
+             JOIN pg_class s ON s.oid = c.conrelid JOIN pg_namespace sn ON sn.oid = s.relnamespace \
+             JOIN pg_class t ON t.oid = c.confrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace \
+             WHERE c.contype = 'f' ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(|e| AgentError::CouldNotRun(format!("listing foreign keys: {e}")))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// Every ordinary user table as `schema.table`, sorted.
 pub async fn user_tables(client: &Client) -> Result<Vec<String>> {
     let rows = client
@@ -114,7 +130,7 @@ pub async fn snapshot_table(client: &Client, table: &str) -> Result<TableSnapsho
         let row = client.query_one(&sql, &[]).await.map_err(|e| err("checksumming rows", e))?;
         Some(row.get(0))
     };
-    Ok(TableSnapshot { name, rows, sample_sha256 })
+    Ok(TableSnapshot { name, rows, sample_sha256, references: Vec::new() })
 }
 
 /// Compares snapshots taken at backup time with a restored database: one
