@@ -108,6 +108,7 @@ impl LoadTest {
         let criteria = criteria_for(&plan, &[]).unwrap_or_default();
         let watch = WatchOptions {
             urls: vec![format!("{target}/metrics")],
+            prometheus: None,
             interval: Duration::from_secs(1),
             mapping: MetricMapping::default(),
         };
@@ -308,6 +309,16 @@ fn add_models(a: &LoadModel, b: &LoadModel) -> LoadModel {
             hatch_rate: h1 + h2,
             duration_secs: *duration_secs,
             ramp_down_secs: *ramp_down_secs,
+        },
+        (LoadModel::Staged { stages: s1 }, LoadModel::Staged { stages: s2 }) => LoadModel::Staged {
+            stages: model::UserStages {
+                stages: s1
+                    .stages
+                    .iter()
+                    .zip(&s2.stages)
+                    .map(|(a, b)| model::UserStage { users: a.users + b.users, secs: a.secs })
+                    .collect(),
+            },
         },
         (
             LoadModel::Open { rate: r1, max_users: m1, duration_secs },

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use load_tester::capacity::CapacityPlan;
-use load_tester::model::{ArrivalRate, LoadModel, Shard};
+use load_tester::model::{ArrivalRate, LoadModel, Shard, UserStages};
 use load_tester::scenario::{DEFAULT_SCENARIO, ScenarioPlan, ThinkTime};
-use load_tester::watch::{MetricMapping, WatchOptions};
+use load_tester::watch::{MetricMapping, PrometheusSource, WatchOptions};
 use load_tester::{LoadError, LoadTest};
 use shared_types::{ExitCode, OutputFormat, RenderOptions, Report, Threshold, parse_duration};
 
@@ -126,8 +126,21 @@ struct TestArgs {
     /// Prometheus text endpoint to watch (repeatable); default: the target's /metrics.
     #[arg(long = "metrics-url", value_name = "URL")]
     metrics_urls: Vec<String>,
+    /// Prometheus server to ask during the run (HTTP API, /api/v1/query), one
+    /// service per `instance` label. Without --metrics-url, the target's
+    /// /metrics is then not scraped directly.
+    #[arg(long, value_name = "URL")]
+    prometheus: Option<String>,
+    /// Label matchers for the Prometheus queries, e.g. 'job="marketplace",namespace="prod"'.
+    #[arg(long, value_name = "MATCHERS", default_value = "", requires = "prometheus")]
+    prometheus_selector: String,
+    /// YAML file naming the series to read (keys: cache_hits, cache_misses,
+    /// cache_errors, pool_in_use, pool_max, breaker_state, breaker_transitions,
+    /// start_time, cpu_seconds, rss_bytes); keys left out keep the sandbox's names.
+    #[arg(long, value_name = "FILE")]
+    metric_mapping: Option<PathBuf>,
     /// Watch no metrics endpoint (the service criteria are skipped).
-    #[arg(long, conflicts_with = "metrics_urls")]
+    #[arg(long, conflicts_with_all = ["metrics_urls", "prometheus"])]
     no_watch: bool,
     /// Time between two scrapes of the metrics endpoints.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
@@ -157,6 +170,15 @@ struct LoadArgs {
     /// Open model: arrival rate, e.g. 500/s, or ramping 100/s:10s,500/s:30s.
     #[arg(long, conflicts_with = "hatch_rate")]
     rate: Option<ArrivalRate>,
+    /// Closed model in k6-style stages of USERS:DURATION, each ramping linearly
+    /// from the previous stage's users (0 at first): 100:30s,100:5m,0:30s
+    /// ramps to 100 users in 30 s, holds 5 minutes, stops them over 30 s.
+    #[arg(
+        long,
+        value_name = "STAGES",
+        conflicts_with_all = ["users", "hatch_rate", "duration", "ramp_down", "rate"]
+    )]
+    stages: Option<UserStages>,
 }
 
 fn main() {
@@ -240,6 +262,9 @@ async fn execute(command: Command) -> Result<ExitCode, LoadError> {
 }
 
 fn load_model(load: &LoadArgs) -> Result<LoadModel, LoadError> {
+    if let Some(stages) = &load.stages {
+        return Ok(LoadModel::Staged { stages: stages.clone() });
+    }
     let duration_secs = load.duration.as_secs();
     if duration_secs == 0 {
         return Err(LoadError::Usage(format!(
@@ -283,14 +308,22 @@ fn load_test(test: &TestArgs, model: LoadModel) -> Result<LoadTest, LoadError> {
     t.options.goose_metrics = test.goose_metrics;
     t.options.seed = test.seed;
     t.options.progress = std::io::stderr().is_terminal();
+    let mapping = match &test.metric_mapping {
+        Some(path) => MetricMapping::from_file(path).map_err(LoadError::Usage)?,
+        None => MetricMapping::default(),
+    };
     t.options.watch = (!test.no_watch).then(|| WatchOptions {
-        urls: if test.metrics_urls.is_empty() {
-            vec![format!("{target}/metrics")]
-        } else {
-            test.metrics_urls.clone()
+        urls: match (test.metrics_urls.is_empty(), &test.prometheus) {
+            (false, _) => test.metrics_urls.clone(),
+            (true, Some(_)) => Vec::new(),
+            (true, None) => vec![format!("{target}/metrics")],
         },
+        prometheus: test.prometheus.as_ref().map(|url| PrometheusSource {
+            url: url.trim_end_matches('/').to_owned(),
+            selector: test.prometheus_selector.clone(),
+        }),
         interval: test.scrape_interval,
-        mapping: MetricMapping::default(),
+        mapping,
     });
     t.baseline = test.output.baseline.as_deref().map(read_report).transpose()?;
     Ok(t)

@@ -33,6 +33,13 @@ pub enum LoadModel {
         #[serde(default)]
         ramp_down_secs: u64,
     },
+    /// A population of users that changes in stages, like k6's `stages`:
+    /// each stage moves linearly from the previous stage's users (0 at the
+    /// start) to its own over its duration.
+    Staged {
+        /// The stages, in order.
+        stages: UserStages,
+    },
     /// Requests arrive on a schedule; `max_users` bounds requests in flight.
     Open {
         /// Arrivals per second, as stages of (target rate, seconds to reach it).
@@ -58,6 +65,9 @@ impl LoadModel {
                     "closed model: {users} users started at {hatch_rate}/s, held {duration_secs} s{down}; latency from send to last byte (no coordinated-omission correction: users wait for answers, as real ones do)"
                 )
             }
+            LoadModel::Staged { stages } => format!(
+                "closed model in stages: {stages}; latency from send to last byte (no coordinated-omission correction: users wait for answers, as real ones do)"
+            ),
             LoadModel::Open { rate, max_users, duration_secs } => format!(
                 "open model: {rate} for {duration_secs} s with at most {max_users} requests in flight; latency corrected for coordinated omission (measured from each request's intended start, as wrk2 does)"
             ),
@@ -77,7 +87,17 @@ impl LoadModel {
                     if *hatch_rate > 0.0 { (*users as f64 / hatch_rate).ceil() as u64 } else { 0 };
                 ramp + duration_secs + ramp_down_secs
             }
+            LoadModel::Staged { stages } => stages.stages.iter().map(|s| s.secs).sum(),
             LoadModel::Open { duration_secs, .. } => *duration_secs,
+        }
+    }
+
+    /// The most users (closed models) or requests in flight (open) at once.
+    pub fn peak_users(&self) -> usize {
+        match self {
+            LoadModel::Closed { users, .. } => *users,
+            LoadModel::Staged { stages } => stages.peak(),
+            LoadModel::Open { max_users, .. } => *max_users,
         }
     }
 
@@ -95,6 +115,15 @@ impl LoadModel {
                     ramp_down_secs,
                 }
             }
+            LoadModel::Staged { stages } => LoadModel::Staged {
+                stages: UserStages {
+                    stages: stages
+                        .stages
+                        .iter()
+                        .map(|s| UserStage { users: share(s.users), secs: s.secs })
+                        .collect(),
+                },
+            },
             LoadModel::Open { rate, max_users, duration_secs } => LoadModel::Open {
                 rate: ArrivalRate {
                     stages: rate.stages.iter().map(|(r, s)| (r / n, *s)).collect(),
@@ -216,6 +245,100 @@ impl fmt::Display for ArrivalRate {
     }
 }
 
+/// One stage of [`LoadModel::Staged`]: reach `users` over `secs` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserStage {
+    /// Users at the end of the stage.
+    pub users: usize,
+    /// Seconds the stage lasts.
+    pub secs: u64,
+}
+
+/// k6-style stages of users: `--stages 100:30s,100:5m,0:30s` ramps to 100
+/// users over 30 s, holds them 5 minutes and stops them over 30 s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserStages {
+    /// The stages, in order.
+    pub stages: Vec<UserStage>,
+}
+
+impl UserStages {
+    /// The most users of any stage.
+    pub fn peak(&self) -> usize {
+        self.stages.iter().map(|s| s.users).max().unwrap_or(0)
+    }
+
+    /// goose's `--test-plan` form of the same stages: `100,30;100,300;0,30`.
+    pub fn goose_test_plan(&self) -> String {
+        let steps: Vec<String> =
+            self.stages.iter().map(|s| format!("{},{}", s.users, s.secs)).collect();
+        steps.join(";")
+    }
+
+    /// Users `t` seconds in (linear within a stage, as goose and k6 ramp).
+    pub fn users_at(&self, t: f64) -> f64 {
+        let (mut from, mut start) = (0.0, 0.0);
+        for s in &self.stages {
+            let end = start + s.secs as f64;
+            if t < end {
+                return from + (s.users as f64 - from) * (t - start) / s.secs as f64;
+            }
+            from = s.users as f64;
+            start = end;
+        }
+        from
+    }
+}
+
+impl FromStr for UserStages {
+    type Err = String;
+
+    /// `USERS:DURATION[,USERS:DURATION...]`, e.g. `100:30s,100:5m,0:30s`.
+    fn from_str(s: &str) -> Result<UserStages, String> {
+        let mut stages = Vec::new();
+        for part in s.split(',').map(str::trim) {
+            let bad = |why: &str| {
+                format!(
+                    "invalid stage {part:?} in --stages {s:?}: {why}; expected USERS:DURATION, e.g. 100:30s,100:5m,0:30s"
+                )
+            };
+            let (users, secs) = part.split_once(':').ok_or_else(|| bad("no ':'"))?;
+            let users: usize =
+                users.trim().parse().map_err(|_| bad("users must be a whole number"))?;
+            let secs = shared_types::parse_duration(secs.trim()).map_err(|e| bad(&e))?.as_secs();
+            if secs == 0 {
+                return Err(bad("a stage lasts at least 1s"));
+            }
+            stages.push(UserStage { users, secs });
+        }
+        let stages = UserStages { stages };
+        if stages.peak() == 0 {
+            return Err(format!("--stages {s:?} never starts a user: give a stage above 0 users"));
+        }
+        Ok(stages)
+    }
+}
+
+impl fmt::Display for UserStages {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut from = 0;
+        let parts: Vec<String> = self
+            .stages
+            .iter()
+            .map(|s| {
+                let part = if s.users == from {
+                    format!("{} users held {} s", s.users, s.secs)
+                } else {
+                    format!("{from}→{} users over {} s", s.users, s.secs)
+                };
+                from = s.users;
+                part
+            })
+            .collect();
+        f.write_str(&parts.join(", "))
+    }
+}
+
 /// The arrival schedule of the open model, shared by every user: each
 /// [`next`](Self::next) hands out the intended start of the next request.
 #[derive(Debug)]
@@ -270,13 +393,15 @@ mod tests {
     fn shards_split_users_and_rates() {
         let closed =
             LoadModel::Closed { users: 10, hatch_rate: 4.0, duration_secs: 5, ramp_down_secs: 0 };
-        let parts: Vec<usize> = (1..=3)
-            .map(|k| match closed.for_shard(Shard { index: k, count: 3 }) {
-                LoadModel::Closed { users, .. } => users,
-                LoadModel::Open { .. } => 0,
-            })
-            .collect();
+        let parts: Vec<usize> =
+            (1..=3).map(|k| closed.for_shard(Shard { index: k, count: 3 }).peak_users()).collect();
         assert_eq!(parts, vec![4, 3, 3]);
+        let staged =
+            LoadModel::Staged { stages: "10:2s,3:1s".parse().unwrap_or_else(|e| panic!("{e}")) };
+        match staged.for_shard(Shard { index: 2, count: 2 }) {
+            LoadModel::Staged { stages } => assert_eq!(stages.goose_test_plan(), "5,2;1,1"),
+            other => panic!("{other:?}"),
+        }
         assert_eq!("2/4".parse::<Shard>(), Ok(Shard { index: 2, count: 4 }));
         assert!("0/4".parse::<Shard>().is_err() && "5/4".parse::<Shard>().is_err());
     }
@@ -289,6 +414,24 @@ mod tests {
         assert!((r.at(5.0) - 50.0).abs() < 1e-9 && r.at(20.0) == 100.0);
         assert!("fast".parse::<ArrivalRate>().is_err());
         assert!("0/s".parse::<ArrivalRate>().is_err());
+    }
+
+    #[test]
+    fn stages_parse_ramp_and_read_back() {
+        let s: UserStages = "100:30s,100:5m,0:30s".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.goose_test_plan(), "100,30;100,300;0,30");
+        assert_eq!(
+            s.to_string(),
+            "0→100 users over 30 s, 100 users held 300 s, 100→0 users over 30 s"
+        );
+        assert_eq!(s.users_at(15.0), 50.0);
+        assert_eq!(s.users_at(100.0), 100.0);
+        assert_eq!(s.users_at(345.0), 50.0);
+        assert_eq!(LoadModel::Staged { stages: s }.total_secs(), 360);
+        for bad in ["100", "x:30s", "10:0s", "0:10s", "10:ten"] {
+            let err = bad.parse::<UserStages>().unwrap_err();
+            assert!(err.contains("--stages"), "{err}");
+        }
     }
 
     #[test]

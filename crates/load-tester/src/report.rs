@@ -183,6 +183,9 @@ fn measurements(
         LoadModel::Closed { users, .. } => {
             out.push(Measurement::new("users", *users as f64, ""));
         }
+        LoadModel::Staged { stages } => {
+            out.push(Measurement::new("users", stages.peak() as f64, ""));
+        }
         LoadModel::Open { rate, .. } => {
             let peak = rate.stages.iter().map(|(r, _)| *r).fold(0.0, f64::max);
             out.push(Measurement::new("arrival_rate", peak, "req/s"));

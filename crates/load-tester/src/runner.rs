@@ -119,7 +119,7 @@ pub async fn run_load(options: &RunOptions) -> Result<RunOutcome, LoadError> {
         LoadModel::Open { rate, duration_secs, .. } => {
             Some(Arc::new(ArrivalSchedule::new(rate.clone(), Duration::from_secs(*duration_secs))))
         }
-        LoadModel::Closed { .. } => None,
+        LoadModel::Closed { .. } | LoadModel::Staged { .. } => None,
     };
     let scenarios = match &schedule {
         None => closed_scenarios(options, &shared, &stopping)?,
@@ -168,7 +168,12 @@ pub async fn run_load(options: &RunOptions) -> Result<RunOutcome, LoadError> {
         })
     };
 
-    let result = Box::pin(attack.execute()).await;
+    let result = {
+        // goose prints "N users launched." and the like on stdout, which
+        // belongs to the report (`--output json`): send it to stderr.
+        let _stdout = StdoutToStderr::redirect();
+        Box::pin(attack.execute()).await
+    };
     // The open model's window is the arrival schedule: throughput is
     // completions per scheduled second, as wrk2 counts it.
     let elapsed = match &schedule {
@@ -343,9 +348,7 @@ fn configure(
         .set_default(GooseDefault::NoMetrics, !options.goose_metrics)?
         .set_default(GooseDefault::NoGzip, true)?;
     attack = match &options.model {
-        // Goose's ramp up / hold / ramp down. (Its `--test-plan` would allow
-        // k6-like multi-step stages, but in that mode goose prints
-        // "N users launched." on stdout, which would break `--output json`.)
+        // goose's ramp up / hold / ramp down.
         LoadModel::Closed { users, hatch_rate, duration_secs, ramp_down_secs } => {
             let attack = attack
                 .set_default(GooseDefault::Users, *users)?
@@ -356,6 +359,10 @@ fn configure(
             } else {
                 *attack
             }
+        }
+        // k6-like stages are goose's test plan, step for step.
+        LoadModel::Staged { stages } => {
+            *attack.set_default(GooseDefault::TestPlan, stages.goose_test_plan().as_str())?
         }
         LoadModel::Open { max_users, duration_secs, .. } => *attack
             .set_default(GooseDefault::Users, *max_users)?
@@ -370,6 +377,37 @@ fn configure(
             )?,
     };
     Ok(attack)
+}
+
+/// While alive, file descriptor 1 points at standard error; dropping it
+/// restores standard output. Best effort: if the descriptors cannot be
+/// duplicated, output is left where it is.
+struct StdoutToStderr {
+    saved: Option<std::os::fd::OwnedFd>,
+}
+
+impl StdoutToStderr {
+    fn redirect() -> StdoutToStderr {
+        use std::io::Write as _;
+        use std::os::fd::AsFd as _;
+        let _ = std::io::stdout().flush();
+        let saved = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .filter(|_| rustix::stdio::dup2_stdout(std::io::stderr().as_fd()).is_ok());
+        StdoutToStderr { saved }
+    }
+}
+
+impl Drop for StdoutToStderr {
+    fn drop(&mut self) {
+        use std::io::Write as _;
+        if let Some(saved) = &self.saved {
+            let _ = std::io::stdout().flush();
+            let _ = rustix::stdio::dup2_stdout(saved);
+        }
+    }
 }
 
 fn progress_bar(total: Duration) -> ProgressBar {

@@ -1,7 +1,9 @@
 //! Watching the system under test during the run: its Prometheus text
 //! endpoints are scraped (parsed with `prometheus-parse`) at an interval,
-//! with a [`MetricMapping`] whose defaults are the sandbox's (and the
-//! runbooks') series. What comes out: cache hit rate over the run, pool
+//! and/or a Prometheus server is asked through its HTTP API
+//! (`/api/v1/query`, one instant query per interval for every mapped series,
+//! one service per `instance` label), with a [`MetricMapping`] whose defaults
+//! are the sandbox's (and the runbooks') series. What comes out: cache hit rate over the run, pool
 //! utilisation, every circuit-breaker state change and the states at the
 //! end, restarts (the process start time changing), CPU and memory, each as
 //! a time series.
@@ -56,11 +58,49 @@ impl Default for MetricMapping {
     }
 }
 
+impl MetricMapping {
+    /// Every series name the mapping reads.
+    pub fn names(&self) -> [&str; 10] {
+        [
+            &self.cache_hits,
+            &self.cache_misses,
+            &self.cache_errors,
+            &self.pool_in_use,
+            &self.pool_max,
+            &self.breaker_state,
+            &self.breaker_transitions,
+            &self.start_time,
+            &self.cpu_seconds,
+            &self.rss_bytes,
+        ]
+    }
+
+    /// Reads a mapping from a YAML file; unknown keys and wrong types are
+    /// errors naming the file, line and key. Keys left out keep the defaults.
+    pub fn from_file(path: &std::path::Path) -> Result<MetricMapping, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the metric mapping {}: {e}", path.display()))?;
+        serde_saphyr::from_str::<MetricMapping>(&text)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// A Prometheus server to ask through its HTTP API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrometheusSource {
+    /// Base URL, e.g. `http://prometheus:9090`.
+    pub url: String,
+    /// Label matchers added to every query, e.g. `job="marketplace"`.
+    pub selector: String,
+}
+
 /// What to watch.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
     /// Prometheus text endpoints, e.g. `http://127.0.0.1:8080/metrics`.
     pub urls: Vec<String>,
+    /// A Prometheus server queried through `/api/v1/query`; one service per `instance`.
+    pub prometheus: Option<PrometheusSource>,
     /// Time between scrapes.
     pub interval: Duration,
     /// Which series mean what.
@@ -148,7 +188,16 @@ pub struct ServiceWatch {
 #[derive(Debug)]
 pub struct Watcher {
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<ServiceWatch>>,
+    tasks: Vec<JoinHandle<Vec<ServiceWatch>>>,
+}
+
+/// The Prometheus task's results, as one more handle of the watcher.
+struct PrometheusTask(tokio::sync::oneshot::Receiver<Vec<ServiceWatch>>);
+
+impl PrometheusTask {
+    fn into_handle(self) -> JoinHandle<Vec<ServiceWatch>> {
+        tokio::spawn(async move { self.0.await.unwrap_or_default() })
+    }
 }
 
 impl Watcher {
@@ -183,10 +232,73 @@ impl Watcher {
                             _ = rx.changed() => {}
                         }
                     }
-                    summarise(result, &snapshots)
+                    vec![summarise(result, &snapshots)]
                 })
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let mut tasks = tasks;
+        if let Some(source) = &options.prometheus {
+            let (source, client, mut rx) = (source.clone(), client.clone(), rx.clone());
+            let (mapping, interval) = (options.mapping.clone(), options.interval);
+            let (results_tx, results_rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                let mut by_instance: BTreeMap<String, Vec<Snapshot>> = BTreeMap::new();
+                let (mut queries, mut failed, mut first_error) = (0u64, 0u64, None);
+                loop {
+                    match query_prometheus(&client, &source, &mapping, started).await {
+                        Ok(snapshots) => {
+                            queries += 1;
+                            for (instance, snapshot) in snapshots {
+                                by_instance.entry(instance).or_default().push(snapshot);
+                            }
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                    if *rx.borrow() {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        _ = rx.changed() => {}
+                    }
+                }
+                let base = source.url.trim_end_matches('/').to_owned();
+                let mut out: Vec<ServiceWatch> = by_instance
+                    .into_iter()
+                    .map(|(instance, snapshots)| {
+                        let w = ServiceWatch {
+                            url: format!("{base} instance={instance}"),
+                            scrapes: snapshots.len() as u64,
+                            failed_scrapes: failed,
+                            first_error: first_error.clone(),
+                            ..ServiceWatch::default()
+                        };
+                        summarise(w, &snapshots)
+                    })
+                    .collect();
+                if out.is_empty() {
+                    out.push(ServiceWatch {
+                        url: base.clone(),
+                        scrapes: 0,
+                        failed_scrapes: failed,
+                        first_error: first_error.or_else(|| {
+                            (queries > 0).then(|| {
+                                format!(
+                                    "{base} has none of the mapped series for {{{}}}: check --prometheus-selector and the mapping",
+                                    source.selector
+                                )
+                            })
+                        }),
+                        ..ServiceWatch::default()
+                    });
+                }
+                let _ = results_tx.send(out);
+            });
+            tasks.push(PrometheusTask(results_rx).into_handle());
+        }
         Watcher { stop, tasks }
     }
 
@@ -196,7 +308,7 @@ impl Watcher {
         let mut out = Vec::new();
         for task in self.tasks {
             if let Ok(w) = task.await {
-                out.push(w);
+                out.extend(w);
             }
         }
         out
@@ -224,11 +336,32 @@ async fn scrape(
 
 fn parse_snapshot(text: &str, m: &MetricMapping, t: f64) -> Snapshot {
     let lines = text.lines().map(|l| Ok(l.to_owned()));
-    let samples = prometheus_parse::Scrape::parse(lines).map(|s| s.samples).unwrap_or_default();
+    let samples: Vec<Sample> = prometheus_parse::Scrape::parse(lines)
+        .map(|s| s.samples)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|s| {
+            let value = scalar(&s.value)?;
+            let labels = s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            Some(Sample { metric: s.metric, labels, value })
+        })
+        .collect();
+    snapshot_of(&samples, m, t)
+}
+
+/// One sample of a mapped series, from a scrape or a query.
+#[derive(Debug, Clone)]
+struct Sample {
+    metric: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+fn snapshot_of(samples: &[Sample], m: &MetricMapping, t: f64) -> Snapshot {
     let mut snap = Snapshot { t, ..Snapshot::default() };
     let sum = |name: &str| -> Option<f64> {
         let values: Vec<f64> =
-            samples.iter().filter(|s| s.metric == name).filter_map(|s| scalar(&s.value)).collect();
+            samples.iter().filter(|s| s.metric == name).map(|s| s.value).collect();
         (!values.is_empty()).then(|| values.iter().sum())
     };
     snap.cache_hits = sum(&m.cache_hits);
@@ -239,19 +372,106 @@ fn parse_snapshot(text: &str, m: &MetricMapping, t: f64) -> Snapshot {
     snap.start_time = sum(&m.start_time);
     snap.cpu_seconds = sum(&m.cpu_seconds);
     snap.rss_bytes = sum(&m.rss_bytes);
-    for s in &samples {
-        if s.metric == m.breaker_state && scalar(&s.value) == Some(1.0) {
-            let dependency = s.labels.get("dependency").unwrap_or("default").to_owned();
-            snap.breakers.insert(dependency, s.labels.get("state").unwrap_or("unknown").to_owned());
+    let label = |s: &Sample, l: &str| s.labels.get(l).cloned();
+    for s in samples {
+        if s.metric == m.breaker_state && s.value == 1.0 {
+            let dependency = label(s, "dependency").unwrap_or_else(|| "default".to_owned());
+            snap.breakers.insert(dependency, label(s, "state").unwrap_or_else(|| "unknown".into()));
         }
         if s.metric == m.breaker_transitions {
-            let key = |l: &str| s.labels.get(l).unwrap_or_default().to_owned();
-            let value = scalar(&s.value).unwrap_or(0.0);
+            let key = |l: &str| label(s, l).unwrap_or_default();
             *snap.transitions.entry((key("dependency"), key("from"), key("to"))).or_default() +=
-                value;
+                s.value;
         }
     }
     snap
+}
+
+/// One instant query for every mapped series under the selector; the
+/// answer split into one snapshot per `instance` label.
+async fn query_prometheus(
+    client: &reqwest::Client,
+    source: &PrometheusSource,
+    m: &MetricMapping,
+    started: Instant,
+) -> Result<Vec<(String, Snapshot)>, String> {
+    let t = started.elapsed().as_secs_f64();
+    let query = prometheus_query(m, &source.selector);
+    let url = format!("{}/api/v1/query", source.url.trim_end_matches('/'));
+    let answer = client
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("query={}", form_encode(&query)))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| format!("cannot query {url}: {e}"))?;
+    let status = answer.status();
+    let body: serde_json::Value =
+        answer.json().await.map_err(|e| format!("{url} answered HTTP {status}, not JSON: {e}"))?;
+    if body["status"] != "success" {
+        return Err(format!(
+            "{url} refused `{query}`: {} ({})",
+            body["error"].as_str().unwrap_or("no message"),
+            body["errorType"].as_str().unwrap_or("HTTP error")
+        ));
+    }
+    Ok(split_by_instance(&body["data"]["result"], m, t))
+}
+
+/// `{__name__=~"a|b|...",SELECTOR}`.
+fn prometheus_query(m: &MetricMapping, selector: &str) -> String {
+    let names: Vec<String> = m.names().iter().map(|n| regex_escape(n)).collect();
+    let selector = selector.trim().trim_start_matches('{').trim_end_matches('}').trim();
+    let extra = if selector.is_empty() { String::new() } else { format!(",{selector}") };
+    format!("{{__name__=~\"{}\"{extra}}}", names.join("|"))
+}
+
+fn regex_escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if !(c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            // A regex escape inside a PromQL string: `\\.`.
+            out.push_str("\\\\");
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn form_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A `vector` result as snapshots, one per `instance` label.
+fn split_by_instance(
+    result: &serde_json::Value,
+    m: &MetricMapping,
+    t: f64,
+) -> Vec<(String, Snapshot)> {
+    let mut by_instance: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
+    for series in result.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let Some(labels) = series["metric"].as_object() else { continue };
+        let Some(value) = series["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+            .collect();
+        let Some(metric) = labels.get("__name__").cloned() else { continue };
+        let instance = labels.get("instance").cloned().unwrap_or_else(|| "unknown".to_owned());
+        by_instance.entry(instance).or_default().push(Sample { metric, labels, value });
+    }
+    by_instance.into_iter().map(|(i, samples)| (i, snapshot_of(&samples, m, t))).collect()
 }
 
 fn scalar(v: &prometheus_parse::Value) -> Option<f64> {
@@ -408,6 +628,45 @@ mod tests {
         );
         assert_eq!(w.series[1].cpu_cores, Some(0.5));
         assert_eq!(w.pool_utilisation_max, Some(0.25));
+    }
+
+    #[test]
+    fn prometheus_answers_split_by_instance() {
+        let m = MetricMapping::default();
+        let q = prometheus_query(&m, r#"{job="marketplace"}"#);
+        assert!(q.starts_with(r#"{__name__=~"cache_hits_total|cache_misses_total|"#), "{q}");
+        assert!(q.ends_with(r#"process_resident_memory_bytes",job="marketplace"}"#), "{q}");
+        assert_eq!(prometheus_query(&m, "").matches('{').count(), 1);
+        let answer = serde_json::json!([
+            {"metric": {"__name__": "cache_hits_total", "instance": "a:1"}, "value": [1.0, "80"]},
+            {"metric": {"__name__": "cache_misses_total", "instance": "a:1"}, "value": [1.0, "20"]},
+            {"metric": {"__name__": "circuit_breaker_state", "instance": "b:2", "dependency": "db", "state": "open"}, "value": [1.0, "1"]},
+            {"metric": {"__name__": "db_connections_in_use"}, "value": [1.0, "NaN-ish"]},
+            {"metric": "garbage"}
+        ]);
+        let snaps = split_by_instance(&answer, &m, 3.0);
+        assert_eq!(snaps.len(), 2);
+        assert_eq!(snaps[0].0, "a:1");
+        assert_eq!((snaps[0].1.cache_hits, snaps[0].1.cache_misses), (Some(80.0), Some(20.0)));
+        assert_eq!(snaps[1].1.breakers.get("db").map(String::as_str), Some("open"));
+    }
+
+    #[test]
+    fn mappings_from_files_name_the_bad_key() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let good = dir.path().join("good.yaml");
+        std::fs::write(&good, "cache_hits: redis_keyspace_hits_total\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let m = MetricMapping::from_file(&good).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.cache_hits, "redis_keyspace_hits_total");
+        assert_eq!(m.pool_max, MetricMapping::default().pool_max);
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, "cache_hits: a\ncache_hit: b\n").unwrap_or_else(|e| panic!("{e}"));
+        let err = MetricMapping::from_file(&bad).unwrap_err();
+        assert!(
+            err.contains("bad.yaml") && err.contains("cache_hit") && err.contains('2'),
+            "{err}"
+        );
     }
 
     #[test]

@@ -49,6 +49,24 @@ async fn an_unreachable_target_exits_3_without_its_password() {
 }
 
 #[tokio::test]
+async fn a_bad_metric_mapping_exits_2_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mapping.yaml");
+    std::fs::write(&file, "cache_hits: redis_keyspace_hits_total\npool_size: x\n").unwrap();
+    let out = load_tester(&[
+        "run",
+        "--target",
+        "http://127.0.0.1:9",
+        "--metric-mapping",
+        file.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let message = text(&out);
+    assert!(message.contains("mapping.yaml") && message.contains("pool_size"), "{message}");
+}
+
+#[tokio::test]
 async fn an_unknown_threshold_metric_exits_2() {
     let out =
         load_tester(&["run", "--target", "http://127.0.0.1:9", "--threshold", "latency < 1s"])
@@ -106,10 +124,7 @@ async fn merging_two_shards_equals_one_runs_histogram() {
         rm.stats.overall().requests,
         ra.stats.overall().requests + rb.stats.overall().requests
     );
-    let users = |d: &RunData| match d.load_model {
-        load_tester::model::LoadModel::Closed { users, .. } => users,
-        load_tester::model::LoadModel::Open { .. } => 0,
-    };
+    let users = |d: &RunData| d.load_model.peak_users();
     assert_eq!((users(&ra), users(&rb), users(&rm)), (3, 3, 6));
     assert_eq!(check(&report(&merged), "shards-complete").verdict, Verdict::Pass);
 

@@ -217,3 +217,86 @@ async fn cold_keys_fail_the_cache_hit_rate_while_breakers_stay_closed() {
     assert_eq!(check(&r, "circuit-breakers").verdict, Verdict::Pass);
     assert_eq!(check(&r, "p95-latency").verdict, Verdict::Pass);
 }
+
+/// k6-style stages on goose's test plan: the run lasts the stages' sum, the
+/// load follows the user count (a 4-user hold sends more per second than the
+/// first second of the ramp), and goose's own "users launched" lines stay off
+/// stdout, which holds only the JSON report.
+#[tokio::test(flavor = "multi_thread")]
+async fn stages_ramp_hold_and_stop_the_users_and_keep_stdout_for_the_report() {
+    let sb = sandbox(&[]).await;
+    let out = load_tester(&[
+        "run",
+        "--target",
+        sb.url(),
+        "--stages",
+        "4:2s,4:3s,0:1s",
+        "--think-time",
+        "0ms..20ms",
+        "--output",
+        "json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let r = report(&out);
+    let data = load_tester::report::RunData::from_report(&r).unwrap();
+    assert!(
+        data.load_model_description.contains("0→4 users over 2 s, 4 users held 3 s"),
+        "{}",
+        data.load_model_description
+    );
+    assert_eq!(measurement(&r, "users"), 4.0);
+    let seconds = &data.stats.series;
+    let first = seconds.first().map_or(0, |s| s.requests);
+    let held = seconds.iter().filter(|s| (3..=5).contains(&s.second)).map(|s| s.requests).max();
+    assert!(held.unwrap_or(0) > first, "ramp {first} req/s vs hold {held:?}: {seconds:?}");
+    assert!((5.0..9.0).contains(&data.stats.duration_secs), "{}", data.stats.duration_secs);
+}
+
+/// The service criteria read from a real Prometheus server's HTTP API
+/// (scraping the sandbox every second) instead of the target's /metrics:
+/// one service per instance, with its cache hit rate and pool utilisation.
+#[tokio::test(flavor = "multi_thread")]
+async fn service_criteria_come_from_a_prometheus_server_when_given_one() {
+    let sb = sandbox(&[]).await;
+    let instance = sb.url().trim_start_matches("http://").to_owned();
+    let prometheus = testkit::Prometheus::start(testkit::PrometheusOptions {
+        targets: vec![instance.clone()],
+        ..testkit::PrometheusOptions::default()
+    })
+    .await
+    .unwrap();
+    prometheus
+        .wait_for_query("cache_hits_total", std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    let out = load_tester(&[
+        "run",
+        "--target",
+        sb.url(),
+        "--users",
+        "8",
+        "--duration",
+        "5s",
+        "--think-time",
+        "0ms..20ms",
+        "--prometheus",
+        prometheus.url(),
+        "--prometheus-selector",
+        &format!("job=\"{}\"", testkit::prometheus::TARGETS_JOB),
+        "--output",
+        "json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let r = report(&out);
+    let data = load_tester::report::RunData::from_report(&r).unwrap();
+    assert_eq!(data.services.len(), 1, "{:?}", data.services);
+    let service = &data.services[0];
+    assert_eq!(service.url, format!("{} instance={instance}", prometheus.url()));
+    assert!(service.scrapes >= 3, "{service:?}");
+    assert!(service.cache_lookups > 0.0 && service.cache_hit_rate.is_some(), "{service:?}");
+    assert!(service.pool_utilisation_max.is_some(), "{service:?}");
+    assert_eq!(check(&r, "cache-hit-rate").verdict, Verdict::Pass);
+    assert!(check(&r, "cache-hit-rate").observed.is_some());
+}

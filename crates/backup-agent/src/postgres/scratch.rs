@@ -115,9 +115,11 @@ impl ScratchCluster {
 
     /// The settings that make a cluster private to this machine and this run:
     /// loopback only, our port and socket directory, no archiving of its own.
+    /// Nothing else: a restored cluster keeps the source's `max_connections`
+    /// and friends, which recovery refuses to run below.
     pub fn local_settings(&self) -> String {
         format!(
-            "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\narchive_mode = off\nmax_connections = 40\n",
+            "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\narchive_mode = off\n",
             self.port,
             self.dir.path().display()
         )
