@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shared_types::{ExitCode, OutputFormat, Threshold};
 use xtask::verify::{self, VerifyOptions};
@@ -61,7 +62,7 @@ enum Task {
         args: Vec<String>,
     },
     /// What CI runs: rustfmt check, clippy with warnings denied, the tests,
-    /// rustdoc with warnings denied, and the report schema check.
+    /// rustdoc with warnings denied, and the schema check.
     Ci,
     /// Benchmark a tool side by side with the tool its users would otherwise
     /// pick, on the same input in the same run (release builds).
@@ -75,9 +76,10 @@ enum Task {
         #[arg(long, default_value_t = 50)]
         scale: u32,
     },
-    /// Write docs/report-schema.json from the report types (`--check` only compares).
+    /// Write docs/report-schema.json and load-tester's config schemas under
+    /// docs/load-tester/ from their types (`--check` only compares).
     Schema {
-        /// Fail if the committed schema differs from the generated one.
+        /// Fail if a committed schema differs from the generated one.
         #[arg(long)]
         check: bool,
     },
@@ -181,20 +183,43 @@ fn test(no_install: bool, args: &[String]) -> anyhow::Result<()> {
     run(test)
 }
 
+/// Writes (or with `check`, compares) every published JSON Schema.
 fn schema(check: bool) -> anyhow::Result<()> {
-    let path: PathBuf = workspace::root().join("docs/report-schema.json");
-    let generated = verify::report_schema_text();
-    if check {
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        anyhow::ensure!(
-            committed == generated,
-            "{} is out of date with the report types: run `cargo xtask schema`",
-            path.display()
-        );
-        eprintln!("{} is up to date", path.display());
-    } else {
-        std::fs::write(&path, generated)?;
-        eprintln!("wrote {}", path.display());
+    let schemas = [
+        ("docs/report-schema.json", verify::report_schema_text(), "the report types"),
+        (
+            "docs/load-tester/scenario.schema.json",
+            schema_text(&load_tester::scenario_schema()),
+            "load-tester's scenario file types",
+        ),
+        (
+            "docs/load-tester/metric-mapping.schema.json",
+            schema_text(&load_tester::metric_mapping_schema()),
+            "load-tester's MetricMapping",
+        ),
+    ];
+    for (file, generated, source) in schemas {
+        let path: PathBuf = workspace::root().join(file);
+        if check {
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            anyhow::ensure!(
+                committed == generated,
+                "{} is out of date with {source}: run `cargo xtask schema`",
+                path.display()
+            );
+            eprintln!("{} is up to date", path.display());
+        } else {
+            std::fs::write(&path, generated)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
     }
     Ok(())
+}
+
+/// A schema as committed: pretty JSON (keys already sorted) and a final newline.
+fn schema_text(schema: &serde_json::Value) -> String {
+    let mut text = serde_json::to_string_pretty(schema).unwrap_or_default();
+    text.push('\n');
+    text
 }

@@ -17,6 +17,8 @@
 //!   newest verified backup, an in-progress backup, or WAL a kept base needs.
 //! - **Verification** ([`verify`]) and **drills** ([`drill`], [`rehearsal`]):
 //!   re-read every object; restore and compare; measure RTO and RPO.
+//! - **Running it** ([`daemon`]): the commands on cron schedules, with
+//!   Prometheus metrics for the backup-freshness alerts.
 //!
 //! | check | default criterion |
 //! |---|---|
@@ -39,6 +41,7 @@
 //! # }
 //! ```
 
+pub mod daemon;
 pub mod drill;
 pub mod error;
 pub mod manifest;

@@ -149,6 +149,30 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run commands on cron schedules and serve Prometheus metrics (last
+    /// success, duration, size, verified) for the backup-freshness alerts.
+    ///
+    /// The config file (YAML):
+    ///   metrics_listen: 0.0.0.0:9187
+    ///   jobs:
+    ///     - name: pg-nightly
+    ///       schedule: "0 2 * * *"        # UTC; 6 fields add seconds first
+    ///       args: [backup, postgres, --repo, "s3://backups/prod/pg", --pg-url, "postgres://..."]
+    ///     - name: pg-verify-weekly
+    ///       schedule: "0 4 * * SUN"
+    ///       args: [verify, --repo, "s3://backups/prod/pg", --restore]
+    #[command(verbatim_doc_comment)]
+    Daemon {
+        /// The jobs file.
+        #[arg(long, env = "BACKUP_AGENT_DAEMON_CONFIG")]
+        config: PathBuf,
+        /// Serve /metrics here instead of the file's metrics_listen.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
+        /// Check the file, print each job's next run, and exit.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -351,6 +375,26 @@ fn progress(enabled: bool) -> indicatif::ProgressBar {
 
 async fn execute(command: Command) -> Result<ExitCode> {
     match command {
+        Command::Daemon { config, metrics_listen, check } => {
+            let mut daemon = backup_agent::daemon::DaemonConfig::from_file(&config)?;
+            if metrics_listen.is_some() {
+                daemon.metrics_listen = metrics_listen;
+            }
+            if check {
+                for job in &daemon.jobs {
+                    let next = backup_agent::daemon::parse_schedule(&job.schedule)
+                        .ok()
+                        .and_then(|c| backup_agent::daemon::next_run(&c, chrono::Utc::now()))
+                        .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339());
+                    println!("{}  next {next}  backup-agent {}", job.name, job.args.join(" "));
+                }
+                return Ok(ExitCode::Success);
+            }
+            let exe = std::env::current_exe()
+                .map_err(|e| AgentError::CouldNotRun(format!("cannot find my own binary: {e}")))?;
+            backup_agent::daemon::run(daemon, exe).await?;
+            Ok(ExitCode::Success)
+        }
         Command::Backup(backup) => run_backup(backup).await,
         Command::WalPush { repo, path } => {
             let settings = repo.settings()?;
@@ -626,8 +670,11 @@ fn emit(report: &Report, output: &OutputArgs) -> Result<ExitCode> {
 fn init_logs() {
     let json =
         std::env::args().any(|a| a == "json") && std::env::args().any(|a| a == "--log-format");
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // The daemon logs each run; one-shot commands speak only when asked.
+    let daemon = std::env::args().nth(1).as_deref() == Some("daemon");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if daemon { "info" } else { "warn" })
+    });
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();

@@ -299,6 +299,71 @@ pub fn merge(reports: &[(String, Report)], baseline: Option<&Report>) -> Result<
     Ok(report)
 }
 
+/// The JSON Schema of a scenario file (`--scenario FILE`), published as
+/// `docs/load-tester/scenario.schema.json`. It checks the file's shape (keys,
+/// types, enums); what only the whole file can tell (a feed named in a
+/// template exists, transaction names are unique) is left to
+/// `load-tester scenario --check`.
+#[cfg(feature = "schema")]
+pub fn scenario_schema() -> serde_json::Value {
+    published(
+        ScenarioPlan::file_schema(),
+        "https://postlaunch.dev/schemas/load-tester/scenario.schema.json",
+        "load-tester scenario",
+        None,
+    )
+}
+
+/// The JSON Schema of a metric mapping file (`--metric-mapping FILE`),
+/// published as `docs/load-tester/metric-mapping.schema.json`.
+#[cfg(feature = "schema")]
+pub fn metric_mapping_schema() -> serde_json::Value {
+    published(
+        schemars::schema_for!(MetricMapping),
+        "https://postlaunch.dev/schemas/load-tester/metric-mapping.schema.json",
+        "load-tester metric mapping",
+        Some(
+            "Which Prometheus series mean what, for a target whose names differ from the \
+             sandbox's. Keys left out keep their defaults; unknown keys are errors.",
+        ),
+    )
+}
+
+/// A generated schema with its `$id`, title and (optionally) description, as
+/// JSON with every object's keys sorted: the committed files must not depend
+/// on whether some crate in the build turned on serde_json's `preserve_order`.
+#[cfg(feature = "schema")]
+fn published(
+    mut schema: schemars::Schema,
+    id: &str,
+    title: &str,
+    description: Option<&str>,
+) -> serde_json::Value {
+    schema.insert("$id".to_owned(), id.into());
+    schema.insert("title".to_owned(), title.into());
+    if let Some(description) = description {
+        schema.insert("description".to_owned(), description.into());
+    }
+    sorted_keys(schema.to_value())
+}
+
+#[cfg(feature = "schema")]
+fn sorted_keys(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(
+                entries.into_iter().map(|(k, v)| (k, sorted_keys(v))).collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted_keys).collect())
+        }
+        other => other,
+    }
+}
+
 fn add_models(a: &LoadModel, b: &LoadModel) -> LoadModel {
     match (a, b) {
         (

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 /// Series names to read; defaults match the sandbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MetricMapping {
     /// Counter of cache hits.
     pub cache_hits: String,

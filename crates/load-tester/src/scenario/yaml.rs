@@ -22,117 +22,216 @@ fn think_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ThinkTime>, D::E
 }
 
 // ---------------------------------------------------------------- the file
+//
+// With the `schema` feature these types also derive the JSON Schema published
+// as docs/load-tester/scenario.schema.json; their doc comments are its
+// descriptions, and `schemars(with)` gives the YAML form where it differs
+// from the Rust type (think times are strings, positions are not in the file).
 
+/// A load-tester scenario file: settings, data feeds and weighted scenarios (kinds of users).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(rename = "ScenarioFile"))]
 pub(super) struct RawFile {
+    /// Name of the plan in reports; the file name when left out.
     #[serde(default)]
     name: Option<String>,
+    /// Pause between two transactions of a user, for every scenario.
     #[serde(default, deserialize_with = "think_time")]
+    #[cfg_attr(feature = "schema", schemars(with = "ThinkTimeText"))]
     think_time: Option<ThinkTime>,
+    /// Headers sent with every request; values are templates (`{{feed}}`).
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    /// Data feeds by name, used in templates as `{{name}}` (`{{name.field}}` for rows).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "BTreeMap<String, RawFeed>"))]
     feeds: BTreeMap<String, Spanned<RawFeed>>,
+    /// Criteria on the whole run, on top of the launch plan's defaults; `--threshold` wins.
     #[serde(default)]
     thresholds: Vec<Threshold>,
+    /// The kinds of users, each with its share of the load.
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<RawScenario>", length(min = 1)))]
     scenarios: Vec<Spanned<RawScenario>>,
 }
 
+/// A source of template values: exactly one of `range`, `choice`, `csv` or `json`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(rename = "Feed"))]
 struct RawFeed {
+    /// A random integer from the first bound to the second, both included.
     #[serde(default)]
     range: Option<(i64, i64)>,
+    /// A random element of the list.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     choice: Option<Vec<serde_json::Value>>,
+    /// A CSV file with a header line, relative to the scenario file; one row per use.
     #[serde(default)]
     csv: Option<String>,
+    /// A JSON file holding an array of rows, relative to the scenario file.
     #[serde(default)]
     json: Option<String>,
+    /// How rows of a `csv` or `json` feed are handed out; sequential by default.
     #[serde(default)]
     order: Option<FeedOrder>,
 }
 
+/// How rows of a file feed are handed out.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 enum FeedOrder {
+    /// In file order, wrapping around at the end.
     Sequential,
+    /// A random row each time.
     Random,
 }
 
+/// A kind of user: a sequence of transactions it repeats.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(rename = "Scenario"))]
 struct RawScenario {
+    /// Name of the scenario.
     name: String,
+    /// Relative share of the users; 1 when left out.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     weight: Option<usize>,
+    /// Pause between two transactions of this scenario's users; the file's when left out.
     #[serde(default, deserialize_with = "think_time")]
+    #[cfg_attr(feature = "schema", schemars(with = "ThinkTimeText"))]
     think_time: Option<ThinkTime>,
+    /// The transactions, in order; at least one that is not `on_start`.
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<RawTransaction>", length(min = 1)))]
     transactions: Vec<Spanned<RawTransaction>>,
 }
 
+/// One measured step: exactly one of `request`, `graphql`, `siwe` or `custom`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(rename = "Transaction"))]
 struct RawTransaction {
+    /// Name, unique in the file; statistics and `tx:<name>:` checks use it.
     name: String,
+    /// An HTTP request.
     #[serde(default)]
     request: Option<RawRequest>,
+    /// A GraphQL operation; an `errors` array in the answer counts as a failure.
     #[serde(default)]
     graphql: Option<RawGraphql>,
+    /// Sign-In with Ethereum (EIP-4361) with a fresh key per user.
     #[serde(default)]
     siwe: Option<RawSiwe>,
+    /// A transaction written in Rust, registered under this name.
     #[serde(default)]
     custom: Option<String>,
+    /// Statuses that count as success; any 2xx when left out.
     #[serde(default)]
     expect_status: Option<Vec<u16>>,
+    /// Extra pause after this transaction, on top of the scenario's.
     #[serde(default, deserialize_with = "think_time")]
+    #[cfg_attr(feature = "schema", schemars(with = "ThinkTimeText"))]
     think_time: Option<ThinkTime>,
+    /// Criteria on this transaction alone (checks `tx:<name>:<metric>`).
     #[serde(default)]
     thresholds: Vec<Threshold>,
+    /// Values taken from the JSON answer for later templates: name to JSON pointer (`/token`).
     #[serde(default)]
     extract: BTreeMap<String, String>,
+    /// Run once per user before its loop (sign-in).
     #[serde(default)]
     on_start: bool,
+    /// How many times it appears in one pass of the scenario; 1 when left out.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     weight: Option<usize>,
 }
 
+/// An HTTP request; text values are templates (`{{feed}}`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(rename = "HttpRequest"))]
 struct RawRequest {
+    /// HTTP method; GET when left out.
     #[serde(default)]
     method: Option<String>,
+    /// Path and query starting with `/`, joined to the target (or a full URL).
     path: String,
+    /// Extra headers.
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    /// A JSON body (sent as `application/json`); a lone `{{x}}` keeps the value's type.
     #[serde(default)]
     json: Option<serde_json::Value>,
+    /// A text body, sent as is; give `json` or `body`, not both.
     #[serde(default)]
     body: Option<String>,
 }
 
+/// A GraphQL operation sent as a POST with a JSON body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(rename = "GraphqlOperation"))]
 struct RawGraphql {
+    /// Endpoint path; `/graphql` when left out.
     #[serde(default)]
     path: Option<String>,
+    /// The query document.
     query: String,
+    /// Variables; a lone `{{x}}` keeps the value's type.
     #[serde(default)]
     variables: Option<serde_json::Value>,
+    /// The operation to run, for a document with several.
     #[serde(default)]
     operation_name: Option<String>,
+    /// Extra headers.
     #[serde(default)]
     headers: BTreeMap<String, String>,
 }
 
+/// Sign-In with Ethereum against the target's nonce and verify endpoints.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(rename = "Siwe"))]
 struct RawSiwe {
+    /// Where nonces are handed out; `/auth/nonce` when left out.
     #[serde(default)]
     nonce_path: Option<String>,
+    /// Where signed messages are verified; `/auth/verify` when left out.
     #[serde(default)]
     verify_path: Option<String>,
+}
+
+/// Schema of a think time as written in the file (parsed by [`ThinkTime::parse`]).
+#[cfg(feature = "schema")]
+struct ThinkTimeText;
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for ThinkTimeText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ThinkTime".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A pause: a duration (`1s`, `0`) or a random range `min..max` \
+                (`500ms..1500ms`); units ms, s, m, h, d.",
+            "examples": ["500ms..1500ms", "1s", "0"]
+        })
+    }
+}
+
+#[cfg(feature = "schema")]
+impl ScenarioPlan {
+    /// The JSON Schema of the scenario file as schemars derives it; the
+    /// published form is [`crate::scenario_schema`].
+    pub(crate) fn file_schema() -> schemars::Schema {
+        schemars::schema_for!(RawFile)
+    }
 }
 
 /// The key at `line`:`col` and its parents, e.g.
