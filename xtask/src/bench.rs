@@ -218,13 +218,7 @@ async fn alert_linter(runs: usize) -> anyhow::Result<()> {
 /// `reorg-sim bench` and printed here as ratios.
 async fn reorg_sim() -> anyhow::Result<()> {
     build_release("reorg-sim")?;
-    let anvil = crate::workspace::root()
-        .join("crates/reorg-sim/tests/node/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
-    anyhow::ensure!(
-        anvil.exists(),
-        "anvil not found at {}: run scripts/install-deps.sh",
-        anvil.display()
-    );
+    let anvil = testkit::anvil::binary()?;
     let database = testkit::TempDatabase::create().await?;
     let args: Vec<String> = [
         "bench",

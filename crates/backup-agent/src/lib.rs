@@ -41,6 +41,7 @@
 //! # }
 //! ```
 
+pub mod crypt;
 pub mod daemon;
 pub mod drill;
 pub mod error;

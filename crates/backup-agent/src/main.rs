@@ -149,6 +149,10 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print a new client-side encryption key (64 hex digits) for
+    /// --encryption-key-file: `backup-agent keygen > key && chmod 600 key`.
+    /// Keep a copy apart from the repository: without it the backups are lost.
+    Keygen,
     /// Run commands on cron schedules and serve Prometheus metrics (last
     /// success, duration, size, verified) for the backup-freshness alerts.
     ///
@@ -284,6 +288,10 @@ struct RepoArgs {
     /// Upload part size in MiB (5..=512).
     #[arg(long, default_value_t = 8)]
     part_size_mib: usize,
+    /// Client-side encryption key (64 hex digits, from `backup-agent keygen`):
+    /// new objects are sealed with AES-256-GCM, sealed ones need it to be read.
+    #[arg(long, env = "BACKUP_AGENT_ENCRYPTION_KEY_FILE", value_name = "FILE")]
+    encryption_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -339,7 +347,12 @@ impl RepoArgs {
             server_side_encryption: self.sse.clone(),
             credentials: None,
         };
-        Repository::open(&location, &options).await
+        let key = self
+            .encryption_key_file
+            .as_deref()
+            .map(backup_agent::crypt::EncryptionKey::from_file)
+            .transpose()?;
+        Ok(Repository::open(&location, &options).await?.with_encryption(key))
     }
 
     /// `'<this exe>' <command> --repo '...' ...`: the command PostgreSQL runs.
@@ -356,6 +369,10 @@ impl RepoArgs {
             }
         }
         out.push_str(&format!(" --compression {}", q(&self.compression)));
+        if let Some(key) = &self.encryption_key_file {
+            let key = std::path::absolute(key).unwrap_or_else(|_| key.clone());
+            out.push_str(&format!(" --encryption-key-file {}", q(&key.to_string_lossy())));
+        }
         Ok(out)
     }
 }
@@ -375,6 +392,10 @@ fn progress(enabled: bool) -> indicatif::ProgressBar {
 
 async fn execute(command: Command) -> Result<ExitCode> {
     match command {
+        Command::Keygen => {
+            println!("{}", backup_agent::crypt::EncryptionKey::generate_hex());
+            Ok(ExitCode::Success)
+        }
         Command::Daemon { config, metrics_listen, check } => {
             let mut daemon = backup_agent::daemon::DaemonConfig::from_file(&config)?;
             if metrics_listen.is_some() {

@@ -1,6 +1,8 @@
 //! Streaming an object into and out of a repository: zstd (multi-threaded)
-//! compression and SHA-256 of both the stored and the original bytes, computed
-//! on the way, part by part, so nothing is staged whole on disk or in memory.
+//! compression, optional client-side encryption ([`crate::crypt`], when the
+//! repository has a key), and SHA-256 of both the stored and the original
+//! bytes, computed on the way, part by part, so nothing is staged whole on
+//! disk or in memory.
 
 use std::io::Write;
 
@@ -8,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::crypt::{Encryption, Opener, Sealer};
 use crate::error::{AgentError, Result};
 use crate::repository::Repository;
 
@@ -63,6 +66,9 @@ pub struct ObjectEntry {
     pub raw_sha256: String,
     /// How the object is stored.
     pub compression: Compression,
+    /// Client-side encryption, when the repository has a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
 }
 
 /// Settings of a streamed upload.
@@ -153,6 +159,7 @@ where
         let compress_err =
             |e: std::io::Error| AgentError::CouldNotRun(format!("compressing {key}: {e}"));
         let mut sink = Sink::new(settings).map_err(compress_err)?;
+        let mut sealer = repo.encryption().map(Sealer::new);
         let (mut raw_hash, mut stored_hash) = (Sha256::new(), Sha256::new());
         let (mut raw_size, mut size) = (0u64, 0u64);
         let mut chunk = vec![0u8; READ_CHUNK];
@@ -168,14 +175,25 @@ where
             raw_size += n as u64;
             sink.write(&chunk[..n]).map_err(compress_err)?;
             on_progress(raw_size);
-            if sink.buffered().len() >= settings.part_size {
-                let part = std::mem::take(sink.buffered());
+            let outbox = match &mut sealer {
+                Some(sealer) => {
+                    sealer.push(&std::mem::take(sink.buffered()))?;
+                    sealer.output()
+                }
+                None => sink.buffered(),
+            };
+            if outbox.len() >= settings.part_size {
+                let part = std::mem::take(outbox);
                 stored_hash.update(&part);
                 size += part.len() as u64;
                 upload.put_part(part).await?;
             }
         }
-        let last = sink.finish().map_err(compress_err)?;
+        let mut last = sink.finish().map_err(compress_err)?;
+        if let Some(mut sealer) = sealer {
+            sealer.push(&last)?;
+            last = sealer.finish()?;
+        }
         stored_hash.update(&last);
         size += last.len() as u64;
         upload.put_part(last).await?;
@@ -186,6 +204,7 @@ where
             raw_size,
             raw_sha256: hex::encode(raw_hash.finalize()),
             compression: settings.compression,
+            encryption: repo.encryption().map(crate::crypt::EncryptionKey::describe),
         })
     }
     .await;
@@ -213,23 +232,36 @@ pub async fn upload_bytes(
     upload_stream(repo, key, data, settings, |_| {}).await
 }
 
-/// Decompresses pushed bytes, hashing what comes out.
+/// Decrypts (when sealed) and decompresses pushed bytes.
 struct Unpacker {
+    opener: Option<Opener>,
     decoder: Option<zstd::stream::write::Decoder<'static, Vec<u8>>>,
     out: Vec<u8>,
 }
 
 impl Unpacker {
-    fn new(compression: Compression) -> std::io::Result<Unpacker> {
+    fn new(compression: Compression, opener: Option<Opener>) -> std::io::Result<Unpacker> {
         let decoder = match compression {
             Compression::None => None,
             Compression::Zstd => Some(zstd::stream::write::Decoder::new(Vec::new())?),
         };
-        Ok(Unpacker { decoder, out: Vec::new() })
+        Ok(Unpacker { opener, decoder, out: Vec::new() })
     }
 
     /// Feeds stored bytes; returns the original bytes available so far.
     fn push(&mut self, data: &[u8]) -> std::io::Result<&mut Vec<u8>> {
+        let plain: Vec<u8>;
+        let data = match &mut self.opener {
+            Some(opener) => {
+                plain = std::mem::take(opener.push(data)?);
+                &plain[..]
+            }
+            None => data,
+        };
+        self.feed(data)
+    }
+
+    fn feed(&mut self, data: &[u8]) -> std::io::Result<&mut Vec<u8>> {
         match &mut self.decoder {
             None => {
                 self.out.clear();
@@ -244,11 +276,17 @@ impl Unpacker {
     }
 
     fn finish(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut tail = Vec::new();
+        if let Some(mut opener) = self.opener.take() {
+            let last = opener.finish()?;
+            tail = std::mem::take(self.feed(&last)?);
+        }
         match &mut self.decoder {
-            None => Ok(Vec::new()),
+            None => Ok(tail),
             Some(decoder) => {
                 decoder.flush()?;
-                Ok(std::mem::take(decoder.get_mut()))
+                tail.append(decoder.get_mut());
+                Ok(tail)
             }
         }
     }
@@ -310,8 +348,21 @@ where
     W: AsyncWrite + Unpin,
 {
     let key = &entry.key;
+    let opener = match (&entry.encryption, repo.encryption()) {
+        (None, _) => None,
+        (Some(sealed), Some(k)) => {
+            k.check_opens(sealed, key)?;
+            Some(Opener::new(k))
+        }
+        (Some(sealed), None) => {
+            return Err(AgentError::Usage(format!(
+                "{key} is encrypted (key {}): give --encryption-key-file (or BACKUP_AGENT_ENCRYPTION_KEY_FILE)",
+                sealed.key_id
+            )));
+        }
+    };
     let mut reader = repo.get_reader(key).await?;
-    let mut unpacker = Unpacker::new(entry.compression)
+    let mut unpacker = Unpacker::new(entry.compression, opener)
         .map_err(|e| AgentError::CouldNotRun(format!("decompressing {key}: {e}")))?;
     let (mut raw_hash, mut stored_hash) = (Sha256::new(), Sha256::new());
     let (mut raw_size, mut size) = (0u64, 0u64);
@@ -320,7 +371,7 @@ where
         AgentError::CouldNotRun(format!("writing the restored data of {key}: {e}"))
     };
     let corrupt = |e: std::io::Error| {
-        AgentError::Integrity(format!("{key} cannot be decompressed ({e}): the object is corrupt"))
+        AgentError::Integrity(format!("{key} cannot be read back ({e}): the object is corrupt"))
     };
     loop {
         let n =

@@ -5,8 +5,6 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, Bytes, U256};
@@ -17,8 +15,7 @@ use reorg_sim::runner::verify_against_node;
 use reorg_sim::verify::Mapping;
 use serde_json::{Value, json};
 use shared_types::Verdict;
-use support::Anvil;
-use testkit::TempDatabase;
+use testkit::{Anvil, TempDatabase};
 
 sol! {
     function mint(address to, uint256 id, uint256 value);
@@ -104,7 +101,7 @@ async fn assert_equal_to_replay(anvil: &Anvil, db: &TempDatabase) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reference_indexer_follows_anvil_through_real_reorgs() {
-    let anvil = Anvil::start().await;
+    let anvil = Anvil::start().await.unwrap_or_else(|e| panic!("{e}"));
     let db = TempDatabase::create().await.unwrap();
     let market = deploy(NodeClient::new(anvil.url())).await;
     let [a, b, c] = [market.accounts[0], market.accounts[1], market.accounts[2]];

@@ -1,8 +1,9 @@
 //! Starts and stops **real** services for postlaunch's tests and `xtask`: a
 //! PostgreSQL primary with a streaming standby, Prometheus, the sandbox
 //! marketplace service, an S3-compatible server (moto), a MongoDB
-//! wire-protocol server (nx-27017), and throw-away databases on the machine's
-//! own PostgreSQL. One place for start-up code, so tests never copy it.
+//! wire-protocol server (nx-27017), an Ethereum node (anvil), and throw-away
+//! databases on the machine's own PostgreSQL. One place for start-up code, so
+//! tests never copy it.
 //!
 //! Every start-up waits until the service really answers, and every failure
 //! is an [`Error`] that says what failed and what to try ("prometheus not
@@ -47,7 +48,9 @@
 //! - [`sandbox`] starts the [`Sandbox`], the marketplace service under test.
 //! - [`s3`] starts an [`S3Server`] (moto), open or with signatures enforced.
 //! - [`mongo`] starts a [`MongoServer`] (nx-27017).
+//! - [`anvil`] starts an [`Anvil`], a real Ethereum node (npm `@foundry-rs/anvil`).
 
+pub mod anvil;
 pub mod binaries;
 mod error;
 pub mod local;
@@ -60,6 +63,7 @@ pub mod s3;
 pub mod sandbox;
 mod unix_user;
 
+pub use anvil::Anvil;
 pub use error::{Error, Result};
 pub use local::{
     TempDatabase, local_postgres_url, local_redis_url, postgres_writable_dir, unique_name,

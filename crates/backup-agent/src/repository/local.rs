@@ -15,12 +15,13 @@ const PARTIAL_SUFFIX: &str = ".partial";
 #[derive(Debug, Clone)]
 pub struct LocalRepository {
     root: PathBuf,
+    pub(super) key: Option<crate::crypt::EncryptionKey>,
 }
 
 impl LocalRepository {
     /// The repository rooted at `root` (created on first write).
     pub fn new(root: PathBuf) -> LocalRepository {
-        LocalRepository { root }
+        LocalRepository { root, key: None }
     }
 
     /// Path of `key` on disk.

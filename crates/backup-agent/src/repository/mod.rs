@@ -129,6 +129,24 @@ impl Repository {
         })
     }
 
+    /// Seals every object written from now on with `key` and opens sealed
+    /// objects with it ([`crate::crypt`]).
+    pub fn with_encryption(mut self, key: Option<crate::crypt::EncryptionKey>) -> Repository {
+        match &mut self {
+            Repository::Local(r) => r.key = key,
+            Repository::S3(r) => r.key = key,
+        }
+        self
+    }
+
+    /// The client-side encryption key, when one was given.
+    pub fn encryption(&self) -> Option<&crate::crypt::EncryptionKey> {
+        match self {
+            Repository::Local(r) => r.key.as_ref(),
+            Repository::S3(r) => r.key.as_ref(),
+        }
+    }
+
     /// The repository as shown to people (never with credentials).
     pub fn describe(&self) -> String {
         match self {
@@ -158,7 +176,7 @@ impl Repository {
     pub async fn begin_upload(&self, key: &str) -> Result<Upload> {
         match self {
             Repository::Local(r) => r.begin_upload(key).await.map(Upload::Local),
-            Repository::S3(r) => Ok(Upload::S3(r.begin_upload(key))),
+            Repository::S3(r) => Ok(Upload::S3(Box::new(r.begin_upload(key)))),
         }
     }
 
@@ -236,7 +254,7 @@ pub enum Upload {
     /// Writing a `.partial` file.
     Local(local::LocalUpload),
     /// An S3 multipart upload (started lazily with the first full part).
-    S3(s3::S3Upload),
+    S3(Box<s3::S3Upload>),
 }
 
 impl Upload {

@@ -49,6 +49,7 @@ pub struct S3Repository {
     prefix: String,
     endpoint: String,
     options: S3Options,
+    pub(super) key: Option<crate::crypt::EncryptionKey>,
 }
 
 impl S3Repository {
@@ -88,6 +89,7 @@ impl S3Repository {
             prefix: prefix.to_owned(),
             endpoint: options.endpoint.clone().unwrap_or_else(|| "AWS S3".to_owned()),
             options: options.clone(),
+            key: None,
         })
     }
 
