@@ -74,6 +74,10 @@ enum Command {
         /// Restore into a scratch cluster and compare row counts with those at backup time.
         #[arg(long)]
         restore: bool,
+        /// MongoDB server for --restore of MongoDB backups: each is restored into
+        /// a scratch database there (verify_<backup>), compared, then dropped.
+        #[arg(long, env = "BACKUP_AGENT_MONGO_URL")]
+        mongo_url: Option<String>,
         /// Longest wait for a scratch restore.
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         timeout: Duration,
@@ -456,11 +460,12 @@ async fn execute(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::Success)
         }
         Command::Restore(restore) => run_restore(restore).await,
-        Command::Verify { repo, output, backups, restore, timeout } => {
+        Command::Verify { repo, output, backups, restore, mongo_url, timeout } => {
             let repository = repo.open().await?;
             let options = backup_agent::verify::VerifyOptions {
                 backups,
                 restore,
+                mongo_url,
                 wal_fetch: repo.self_command("wal-fetch")?,
                 restore_timeout: timeout,
             };

@@ -154,6 +154,31 @@ pub fn split_bson(data: &[u8]) -> Result<Vec<RawDocumentBuf>> {
     Ok(out)
 }
 
+/// Restores `manifest` into a scratch database `verify_<backup>` on the
+/// server at `url`, compares the document counts, and drops the database
+/// whatever the outcome. Returns the problems found (empty: it matches).
+pub async fn verify_restore(
+    repo: &Repository,
+    manifest: &BackupManifest,
+    url: &str,
+) -> Result<Vec<String>> {
+    let scratch: String = format!("verify_{}", manifest.id)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .take(60)
+        .collect();
+    let outcome = restore(repo, manifest, url, Some(&scratch)).await;
+    let dropped = client(url).await?.database(&scratch).drop().await;
+    let report = outcome?;
+    dropped.map_err(|e| mongo_err(&format!("dropping the scratch database {scratch}"), url, e))?;
+    Ok(report
+        .checks
+        .iter()
+        .filter(|c| c.verdict != shared_types::Verdict::Pass)
+        .map(|c| format!("{}: {}", c.id, c.observed.clone().unwrap_or_default()))
+        .collect())
+}
+
 /// Restores a dump into the server at `url` (into `to_db` if given), then
 /// compares document counts with the manifest.
 pub async fn restore(

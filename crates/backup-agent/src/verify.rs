@@ -29,6 +29,9 @@ pub struct VerifyOptions {
     pub wal_fetch: String,
     /// Longest wait for a scratch restore to come up.
     pub restore_timeout: Duration,
+    /// MongoDB server that MongoDB backups are restored into (a scratch
+    /// database, dropped afterwards) with `restore`.
+    pub mongo_url: Option<String>,
 }
 
 /// Verifies backups and returns the report (checks per backup).
@@ -195,9 +198,12 @@ async fn restore_check(
                 let client = connect(&cluster.url("postgres")).await?;
                 Ok(compare_tables(&client, &manifest.tables).await)
             }
-            BackupKind::Mongo => Err(AgentError::Usage(
-                "a MongoDB backup is restore-verified with `backup-agent restore mongo --mongo-url ... --to-db scratch`".into(),
-            )),
+            BackupKind::Mongo => match &options.mongo_url {
+                Some(url) => crate::mongo::verify_restore(repo, manifest, url).await,
+                None => Err(AgentError::Usage(
+                    "give --mongo-url to restore MongoDB backups into a scratch database".into(),
+                )),
+            },
         }
     }
     .await;
