@@ -344,24 +344,7 @@ fn published(
     if let Some(description) = description {
         schema.insert("description".to_owned(), description.into());
     }
-    sorted_keys(schema.to_value())
-}
-
-#[cfg(feature = "schema")]
-fn sorted_keys(value: serde_json::Value) -> serde_json::Value {
-    match value {
-        serde_json::Value::Object(map) => {
-            let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            serde_json::Value::Object(
-                entries.into_iter().map(|(k, v)| (k, sorted_keys(v))).collect(),
-            )
-        }
-        serde_json::Value::Array(items) => {
-            serde_json::Value::Array(items.into_iter().map(sorted_keys).collect())
-        }
-        other => other,
-    }
+    shared_types::sorted_keys(schema.to_value())
 }
 
 fn add_models(a: &LoadModel, b: &LoadModel) -> LoadModel {

@@ -61,9 +61,9 @@ pub mod verdict;
 
 pub use cli::{EmitError, is_loopback_host};
 pub use render::{OutputFormat, RenderOptions, UnknownOutputFormat};
-#[cfg(feature = "schema")]
-pub use report::report_schema;
 pub use report::{Check, Measurement, Report, SCHEMA_VERSION};
+#[cfg(feature = "schema")]
+pub use report::{report_schema, sorted_keys};
 pub use threshold::{Dimension, Op, Quantity, Threshold, ThresholdError, parse_duration};
 pub use time::Timestamp;
 pub use verdict::{ExitCode, Verdict, VerdictCounts};

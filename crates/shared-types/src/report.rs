@@ -281,10 +281,11 @@ pub fn report_schema() -> serde_json::Value {
 }
 
 /// The same JSON with every object's keys in sorted order, whether or not some
-/// crate in the build turned on serde_json's `preserve_order`: the committed
-/// schema file and its snapshot must not depend on which crates are built together.
+/// crate in the build turned on serde_json's `preserve_order`: committed
+/// schema files and their snapshots must not depend on which crates are built
+/// together. Tools publishing their own config schemas use it too.
 #[cfg(feature = "schema")]
-fn sorted_keys(value: serde_json::Value) -> serde_json::Value {
+pub fn sorted_keys(value: serde_json::Value) -> serde_json::Value {
     match value {
         serde_json::Value::Object(map) => {
             let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();

@@ -26,6 +26,7 @@ use tokio::time::{Instant, sleep};
 use crate::error::tail_of_file;
 use crate::ports::{free_port, http_client};
 use crate::sandbox::workspace_root;
+use crate::service_dir::ServiceDir;
 use crate::{Error, Result, binaries};
 
 /// Env var naming the anvil binary to start instead of the npm package's.
@@ -91,32 +92,25 @@ impl Anvil {
     /// command line (e.g. `--no-mining`, `--block-time 1`).
     pub async fn start_with_args(extra_args: &[&str]) -> Result<Anvil> {
         let binary = binary()?;
-        let dir = tempfile::Builder::new()
-            .prefix("postlaunch-anvil-")
-            .tempdir()
-            .map_err(|err| Error::io("cannot create a temporary directory for anvil", err))?;
-        let log_path = dir.path().join("anvil.log");
-        let log = std::fs::File::create(&log_path)
-            .map_err(|err| Error::io(format!("cannot create {}", log_path.display()), err))?;
-        let log_err =
-            log.try_clone().map_err(|err| Error::io("cannot duplicate the anvil log", err))?;
+        let service = ServiceDir::create("anvil")?;
+        let (stdout, stderr) = service.log_stdio()?;
         let port = free_port();
         // --silent: no banner or per-request lines; start-up errors ("Address
         // already in use") still reach stderr, hence the log.
         let child = Command::new(&binary)
             .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--silent"])
             .args(extra_args)
-            .current_dir(dir.path())
+            .current_dir(service.dir.path())
             .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
+            .stdout(stdout)
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .map_err(|err| {
                 Error::io(format!("cannot start {} ({INSTALL_HINT})", binary.display()), err)
             })?;
         let url = format!("http://127.0.0.1:{port}/");
-        let mut anvil = Anvil { child, port, url, log_path, _dir: dir };
+        let mut anvil = Anvil { child, port, url, log_path: service.log_path, _dir: service.dir };
         anvil.wait_until_ready().await?;
         Ok(anvil)
     }

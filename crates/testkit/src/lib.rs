@@ -61,6 +61,7 @@ pub mod postgres;
 pub mod prometheus;
 pub mod s3;
 pub mod sandbox;
+mod service_dir;
 mod unix_user;
 
 pub use anvil::Anvil;

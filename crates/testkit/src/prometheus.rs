@@ -14,6 +14,7 @@ use tokio::time::{Instant, sleep};
 
 use crate::error::tail_of_file;
 use crate::ports::{free_port, http_client};
+use crate::service_dir::ServiceDir;
 use crate::{Error, Result, binaries};
 
 /// Job name of the targets in [`PrometheusOptions::targets`].
@@ -80,23 +81,16 @@ impl Prometheus {
     /// 5 s batches. Give [`wait_for_query`](Self::wait_for_query) 10 s or more.
     pub async fn start(options: PrometheusOptions) -> Result<Prometheus> {
         let binary = binaries::find("prometheus")?;
-        let dir = tempfile::Builder::new()
-            .prefix("postlaunch-prometheus-")
-            .tempdir()
-            .map_err(|err| Error::io("cannot create a temporary directory for Prometheus", err))?;
+        let service = ServiceDir::create("prometheus")?;
+        let (dir, log_path) = (service.dir, service.log_path);
         let port = free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let config_path = dir.path().join("prometheus.yml");
-        let log_path = dir.path().join("prometheus.log");
         let data_dir = dir.path().join("data");
 
         std::fs::write(&config_path, render_config(&options, addr))
             .map_err(|err| Error::io(format!("cannot write {}", config_path.display()), err))?;
-        let log = std::fs::File::create(&log_path)
-            .map_err(|err| Error::io(format!("cannot create {}", log_path.display()), err))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|err| Error::io("cannot duplicate the Prometheus log handle", err))?;
+        let (log, log_err) = ServiceDir::log_stdio_of(&log_path)?;
 
         let child = Command::new(&binary)
             .arg(format!("--config.file={}", config_path.display()))

@@ -24,6 +24,7 @@ use tokio::process::{Child, Command};
 use crate::error::tail_of_file;
 use crate::ports::{free_port, http_client, wait_for_tcp};
 use crate::prometheus::percent_encode;
+use crate::service_dir::ServiceDir;
 use crate::{Error, Result, binaries};
 
 /// The access key of a server started with [`S3Server::start`]: any key works
@@ -154,22 +155,15 @@ impl S3Server {
         } else {
             Command::new(&binary)
         };
-        let dir = tempfile::Builder::new()
-            .prefix("postlaunch-s3-")
-            .tempdir()
-            .map_err(|err| Error::io("cannot create a temporary directory for moto", err))?;
-        let log_path = dir.path().join("moto.log");
-        let log = std::fs::File::create(&log_path)
-            .map_err(|err| Error::io(format!("cannot create {}", log_path.display()), err))?;
-        let log_err =
-            log.try_clone().map_err(|err| Error::io("cannot duplicate the moto log", err))?;
+        let service = ServiceDir::create("moto")?;
+        let (stdout, stderr) = service.log_stdio()?;
         let port = free_port();
         let child = command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .current_dir(dir.path())
+            .current_dir(service.dir.path())
             .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
+            .stdout(stdout)
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .map_err(|err| Error::io(format!("cannot start {}", binary.display()), err))?;
@@ -180,9 +174,9 @@ impl S3Server {
                 access_key_id: OPEN_ACCESS_KEY.to_owned(),
                 secret_access_key: OPEN_SECRET_KEY.to_owned(),
             },
-            log_path,
+            log_path: service.log_path,
             http: http_client()?,
-            _dir: dir,
+            _dir: service.dir,
         };
         if let Err(err) = wait_for_tcp(format!("127.0.0.1:{port}"), READY_TIMEOUT).await {
             let exit_code = server.child.try_wait().ok().flatten().and_then(|s| s.code());
