@@ -87,6 +87,11 @@ pub struct RunOutcome {
 const ARRIVALS_DONE: &str = "load-tester: arrival schedule complete";
 
 /// Runs the load and returns what was measured.
+///
+/// Under [`LoadModel::Staged`], standard output (file descriptor 1) points at
+/// standard error while goose runs, because goose's test-plan mode prints
+/// progress lines on stdout; the caller's own stdout writes in that window
+/// land on stderr too.
 pub async fn run_load(options: &RunOptions) -> Result<RunOutcome, LoadError> {
     let transactions: Vec<_> = options.plan.transactions().cloned().collect();
     if let Some(missing) = transactions.iter().find_map(|t| match &t.action {
@@ -169,9 +174,11 @@ pub async fn run_load(options: &RunOptions) -> Result<RunOutcome, LoadError> {
     };
 
     let result = {
-        // goose prints "N users launched." and the like on stdout, which
-        // belongs to the report (`--output json`): send it to stderr.
-        let _stdout = StdoutToStderr::redirect();
+        // In test-plan mode (stages) goose prints "N users launched." on
+        // stdout, which belongs to the report (`--output json`): send it to
+        // stderr for the run. Process-wide, so only when goose would print.
+        let _stdout =
+            matches!(options.model, LoadModel::Staged { .. }).then(StdoutToStderr::redirect);
         Box::pin(attack.execute()).await
     };
     // The open model's window is the arrival schedule: throughput is
