@@ -243,9 +243,11 @@ pub(crate) enum RestoreCommand {
         backup: String,
         #[arg(long)]
         table: String,
-        /// Database to restore into (an existing table of that name is replaced).
+        /// Database to restore into.
         #[arg(long)]
         pg_url: String,
+        #[command(flatten)]
+        guard: GuardArgs,
     },
     /// Restore a MongoDB dump.
     Mongo {
@@ -260,7 +262,28 @@ pub(crate) enum RestoreCommand {
         /// Restore into this database instead of the original one.
         #[arg(long)]
         to_db: Option<String>,
+        #[command(flatten)]
+        guard: GuardArgs,
     },
+}
+
+/// Safety of restores into a live database.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct GuardArgs {
+    /// Show what would be restored and replaced; change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Drop and replace a table or collection that already holds data.
+    #[arg(long)]
+    pub(crate) replace: bool,
+    /// A host that is not this machine but may be restored into (repeatable).
+    #[arg(
+        long = "allow-target",
+        env = "BACKUP_AGENT_ALLOW_TARGET",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub(crate) allow_target: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -45,6 +45,7 @@ pub mod crypt;
 pub mod daemon;
 pub mod drill;
 pub mod error;
+pub mod guard;
 pub mod manifest;
 pub mod mongo;
 pub mod object;

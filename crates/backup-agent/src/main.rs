@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use backup_agent::drill::{DrillOptions, DrillScenario};
 use backup_agent::error::{AgentError, Result};
+use backup_agent::guard;
 use backup_agent::manifest::{BackupCatalog, BackupKind, BackupState};
 use backup_agent::object::{Compression, UploadSettings};
 use backup_agent::postgres::{base, display_target, logical, scratch::ScratchCluster, wal};
@@ -346,17 +347,28 @@ async fn run_restore(command: RestoreCommand) -> Result<ExitCode> {
             report.finish();
             emit(&report, &output)
         }
-        RestoreCommand::Table { repo, output, backup, table, pg_url } => {
+        RestoreCommand::Table { repo, output, backup, table, pg_url, guard } => {
+            guard::check_target(&pg_url, &guard.allow_target, "restore a table")?;
             let repository = repo.open().await?;
             let catalog = BackupCatalog::load(&repository).await?;
             let manifest = catalog.resolve(&backup, Some(BackupKind::PgTable))?;
-            let rows = logical::restore_table(&repository, manifest, &table, &pg_url).await?;
-            let expected = manifest
-                .tables
-                .iter()
-                .find(|t| t.name == backup_agent::postgres::normalize_table(&table));
+            let normalized = backup_agent::postgres::normalize_table(&table);
+            let expected = manifest.tables.iter().find(|t| t.name == normalized);
+            let existing: Vec<guard::Existing> =
+                backup_agent::postgres::existing_rows(&pg_url, &normalized)
+                    .await?
+                    .map(|rows| guard::Existing { name: normalized.clone(), rows })
+                    .into_iter()
+                    .collect();
             let mut report =
                 Report::new("backup-agent", env!("CARGO_PKG_VERSION"), display_target(&pg_url));
+            if guard.dry_run {
+                report.push_check(dry_run_plan(&manifest.id, &existing, expected.map(|t| t.rows)));
+                report.finish();
+                return emit(&report, &output);
+            }
+            guard::check_replace(&existing, guard.replace)?;
+            let rows = logical::restore_table(&repository, manifest, &table, &pg_url).await?;
             report.push_check(shared_types::Check::from_bool(
                 "rows",
                 "rows restored == rows at backup time",
@@ -371,16 +383,55 @@ async fn run_restore(command: RestoreCommand) -> Result<ExitCode> {
             report.finish();
             emit(&report, &output)
         }
-        RestoreCommand::Mongo { repo, output, backup, mongo_url, to_db } => {
+        RestoreCommand::Mongo { repo, output, backup, mongo_url, to_db, guard } => {
+            guard::check_target(&mongo_url, &guard.allow_target, "restore MongoDB collections")?;
             let repository = repo.open().await?;
             let catalog = BackupCatalog::load(&repository).await?;
             let manifest = catalog.resolve(&backup, Some(BackupKind::Mongo))?;
+            let existing =
+                backup_agent::mongo::existing_documents(manifest, &mongo_url, to_db.as_deref())
+                    .await?;
+            if guard.dry_run {
+                let mut report = Report::new(
+                    "backup-agent",
+                    env!("CARGO_PKG_VERSION"),
+                    display_target(&mongo_url),
+                );
+                let total = manifest.tables.iter().map(|t| t.rows).sum();
+                report.push_check(dry_run_plan(&manifest.id, &existing, Some(total)));
+                report.finish();
+                return emit(&report, &output);
+            }
+            guard::check_replace(&existing, guard.replace)?;
             let report =
                 backup_agent::mongo::restore(&repository, manifest, &mongo_url, to_db.as_deref())
                     .await?;
             emit(&report, &output)
         }
     }
+}
+
+/// The check a `--dry-run` restore reports: what would be restored and replaced.
+fn dry_run_plan(
+    backup: &str,
+    existing: &[guard::Existing],
+    backed_up: Option<i64>,
+) -> shared_types::Check {
+    let replaced: Vec<String> = existing
+        .iter()
+        .filter(|e| e.rows > 0)
+        .map(|e| format!("{} ({} rows now)", e.name, e.rows))
+        .collect();
+    let detail = format!(
+        "dry run, nothing changed: would restore {} rows from {backup}{}",
+        backed_up.map_or_else(|| "?".to_owned(), |r| r.to_string()),
+        if replaced.is_empty() {
+            String::new()
+        } else {
+            format!(", dropping {} (needs --replace)", replaced.join(", "))
+        }
+    );
+    shared_types::Check::skipped("restore", "restore as planned", detail)
 }
 
 fn parse_time(text: Option<&str>, flag: &str) -> Result<Option<Timestamp>> {

@@ -154,6 +154,32 @@ pub fn split_bson(data: &[u8]) -> Result<Vec<RawDocumentBuf>> {
     Ok(out)
 }
 
+/// Documents already in the collections a restore of `manifest` would drop
+/// (in `to_db` if given, else each collection's own database).
+pub async fn existing_documents(
+    manifest: &BackupManifest,
+    url: &str,
+    to_db: Option<&str>,
+) -> Result<Vec<crate::guard::Existing>> {
+    let client = client(url).await?;
+    let mut out = Vec::new();
+    for table in &manifest.tables {
+        let (db, name) = table.name.split_once('.').unwrap_or(("test", &table.name));
+        let db = to_db.unwrap_or(db);
+        let rows = client
+            .database(db)
+            .collection::<Document>(name)
+            .count_documents(doc! {})
+            .await
+            .map_err(|e| mongo_err(&format!("counting {db}.{name}"), url, e))?;
+        out.push(crate::guard::Existing {
+            name: format!("{db}.{name}"),
+            rows: i64::try_from(rows).unwrap_or(i64::MAX),
+        });
+    }
+    Ok(out)
+}
+
 /// Restores `manifest` into a scratch database `verify_<backup>` on the
 /// server at `url`, compares the document counts, and drops the database
 /// whatever the outcome. Returns the problems found (empty: it matches).

@@ -342,3 +342,60 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Restores into a live database are guarded: a host that is not this
+/// machine needs --allow-target; a table that holds data is replaced only
+/// with --replace; --dry-run says what would happen and changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn restores_into_live_databases_need_consent_and_dry_run_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().to_str().unwrap();
+    let (db, _) = table_backup(repo).await;
+    let client = testkit::postgres::connect(db.url()).await.unwrap();
+    client.batch_execute("DELETE FROM t WHERE id > 500").await.unwrap();
+    let restore = |extra: &[&str]| {
+        let mut args =
+            vec!["restore", "table", "--repo", repo, "--table", "t", "--pg-url", db.url()];
+        args.extend_from_slice(extra);
+        agent(&args)
+    };
+
+    let out = restore(&["--dry-run", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("would restore 2000 rows")
+            && text(&out).contains("public.t (500 rows now)"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(rows_in_t(&client).await, 500, "a dry run changed the table");
+
+    let out = restore(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--replace"), "{}", text(&out));
+    assert_eq!(rows_in_t(&client).await, 500);
+
+    let out = restore(&["--replace", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(rows_in_t(&client).await, 2000);
+
+    let remote =
+        db.url().replace("127.0.0.1", "db.prod.invalid").replace("localhost", "db.prod.invalid");
+    let out = agent(&[
+        "restore",
+        "table",
+        "--repo",
+        repo,
+        "--table",
+        "t",
+        "--pg-url",
+        &remote,
+        "--replace",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--allow-target db.prod.invalid"), "{}", text(&out));
+}
+
+async fn rows_in_t(client: &tokio_postgres::Client) -> i64 {
+    client.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0)
+}

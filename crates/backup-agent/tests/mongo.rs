@@ -141,3 +141,36 @@ async fn verify_restores_a_mongodb_backup_into_a_scratch_database_and_drops_it()
         "scratch database left behind: {names:?}"
     );
 }
+
+/// `restore mongo` into collections that hold documents needs --replace;
+/// --dry-run counts what would be dropped and changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn restoring_over_live_collections_needs_replace() {
+    let server = support::mongo_server().await;
+    let client = mongodb::Client::with_uri_str(server.url()).await.unwrap();
+    let orders = client.database("shop").collection::<Document>("orders");
+    orders.insert_many((0..12).map(|i| doc! { "_id": i })).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().to_str().unwrap();
+    let url = server.url();
+    let out =
+        support::agent(&["backup", "mongo", "--repo", repo, "--mongo-url", &url, "--db", "shop"]);
+    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    orders.delete_many(doc! { "_id": { "$in": [4, 5, 6, 7, 8, 9, 10, 11] } }).await.unwrap();
+    assert_eq!(orders.count_documents(doc! {}).await.unwrap(), 4);
+
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", "mongo", "--repo", repo, "--mongo-url", &url];
+        args.extend_from_slice(extra);
+        support::agent(&args)
+    };
+    let out = restore(&["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    assert!(support::text(&out).contains("shop.orders (4 rows now)"), "{}", support::text(&out));
+    let out = restore(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", support::text(&out));
+    assert_eq!(orders.count_documents(doc! {}).await.unwrap(), 4);
+    let out = restore(&["--replace"]);
+    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    assert_eq!(orders.count_documents(doc! {}).await.unwrap(), 12);
+}

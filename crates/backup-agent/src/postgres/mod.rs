@@ -61,6 +61,25 @@ pub fn normalize_table(table: &str) -> String {
     if table.contains('.') { table.to_owned() } else { format!("public.{table}") }
 }
 
+/// Rows in `table` (`schema.table`) of the database at `url`, `None` if it does not exist.
+pub async fn existing_rows(url: &str, table: &str) -> Result<Option<i64>> {
+    let client = connect(url).await?;
+    let table = normalize_table(table);
+    let exists: Option<String> = client
+        .query_one("SELECT to_regclass($1)::text", &[&table])
+        .await
+        .map_err(|e| AgentError::CouldNotRun(format!("looking up {table}: {e}")))?
+        .get(0);
+    match exists {
+        None => Ok(None),
+        Some(name) => client
+            .query_one(&format!("SELECT count(*) FROM {name}"), &[])
+            .await
+            .map(|r| Some(r.get(0)))
+            .map_err(|e| AgentError::CouldNotRun(format!("counting {table}: {e}"))),
+    }
+}
+
 /// Foreign keys between user tables: (referencing, referenced), as `schema.table`.
 pub async fn foreign_keys(client: &Client) -> Result<Vec<(String, String)>> {
     let rows = client
