@@ -278,11 +278,16 @@ fn service_check(g: &SloGate, services: &[ServiceWatch]) -> Check {
             }
         }
         "restarts" => {
-            let restarts: u64 = scraped.iter().map(|s| s.restarts).sum();
+            // A crash shows as a new process start time, or (through a
+            // Prometheus server) as `up` dropping to 0; one crash usually
+            // shows both, so the larger count per service is taken.
+            let restarts: u64 = scraped.iter().map(|s| s.restarts.max(s.down)).sum();
+            let down: u64 = scraped.iter().map(|s| s.down).sum();
             let failed: u64 = scraped.iter().map(|s| s.failed_scrapes).sum();
             let detail = format!(
-                "process_start_time_seconds over {} scrapes ({failed} failed)",
-                scraped.iter().map(|s| s.scrapes).sum::<u64>()
+                "process_start_time_seconds over {} scrapes ({failed} failed){}",
+                scraped.iter().map(|s| s.scrapes).sum::<u64>(),
+                if down > 0 { format!("; up went to 0 {down} time(s)") } else { String::new() }
             );
             g.threshold.check(&g.id, Quantity::count(restarts as f64)).with_detail(detail)
         }

@@ -122,6 +122,8 @@ struct Snapshot {
     start_time: Option<f64>,
     cpu_seconds: Option<f64>,
     rss_bytes: Option<f64>,
+    /// Prometheus's `up` for the instance (Prometheus source only).
+    up: Option<f64>,
 }
 
 /// A point of a service's time series.
@@ -177,6 +179,9 @@ pub struct ServiceWatch {
     pub breaker_changes: Vec<BreakerChange>,
     /// Restarts seen (process start time changed).
     pub restarts: u64,
+    /// Times a Prometheus server saw the instance go down (`up` from 1 to 0).
+    #[serde(default)]
+    pub down: u64,
     /// Highest CPU use in cores.
     pub cpu_cores_max: Option<f64>,
     /// Highest resident memory.
@@ -373,6 +378,7 @@ fn snapshot_of(samples: &[Sample], m: &MetricMapping, t: f64) -> Snapshot {
     snap.start_time = sum(&m.start_time);
     snap.cpu_seconds = sum(&m.cpu_seconds);
     snap.rss_bytes = sum(&m.rss_bytes);
+    snap.up = sum("up");
     let label = |s: &Sample, l: &str| s.labels.get(l).cloned();
     for s in samples {
         if s.metric == m.breaker_state && s.value == 1.0 {
@@ -422,7 +428,7 @@ async fn query_prometheus(
 
 /// `{__name__=~"a|b|...",SELECTOR}`.
 fn prometheus_query(m: &MetricMapping, selector: &str) -> String {
-    let names: Vec<String> = m.names().iter().map(|n| regex_escape(n)).collect();
+    let names: Vec<String> = m.names().iter().chain(&["up"]).map(|n| regex_escape(n)).collect();
     let selector = selector.trim().trim_start_matches('{').trim_end_matches('}').trim();
     let extra = if selector.is_empty() { String::new() } else { format!(",{selector}") };
     format!("{{__name__=~\"{}\"{extra}}}", names.join("|"))
@@ -533,6 +539,9 @@ fn summarise(mut w: ServiceWatch, snaps: &[Snapshot]) -> ServiceWatch {
             {
                 w.restarts += 1;
             }
+            if p.up == Some(1.0) && s.up == Some(0.0) {
+                w.down += 1;
+            }
             w.breaker_changes.extend(breaker_changes(p, s));
         }
         w.pool_utilisation_max = max_opt(w.pool_utilisation_max, point.pool_utilisation);
@@ -636,7 +645,7 @@ mod tests {
         let m = MetricMapping::default();
         let q = prometheus_query(&m, r#"{job="marketplace"}"#);
         assert!(q.starts_with(r#"{__name__=~"cache_hits_total|cache_misses_total|"#), "{q}");
-        assert!(q.ends_with(r#"process_resident_memory_bytes",job="marketplace"}"#), "{q}");
+        assert!(q.ends_with(r#"process_resident_memory_bytes|up",job="marketplace"}"#), "{q}");
         assert_eq!(prometheus_query(&m, "").matches('{').count(), 1);
         let answer = serde_json::json!([
             {"metric": {"__name__": "cache_hits_total", "instance": "a:1"}, "value": [1.0, "80"]},
@@ -650,6 +659,20 @@ mod tests {
         assert_eq!(snaps[0].0, "a:1");
         assert_eq!((snaps[0].1.cache_hits, snaps[0].1.cache_misses), (Some(80.0), Some(20.0)));
         assert_eq!(snaps[1].1.breakers.get("db").map(String::as_str), Some("open"));
+    }
+
+    #[test]
+    fn prometheus_up_going_to_zero_counts_as_down() {
+        let m = MetricMapping::default();
+        let at = |t: f64, up: &str| {
+            let answer = serde_json::json!([
+                {"metric": {"__name__": "up", "instance": "a:1"}, "value": [t, up]},
+                {"metric": {"__name__": "process_start_time_seconds", "instance": "a:1"}, "value": [t, "100"]}
+            ]);
+            split_by_instance(&answer, &m, t).remove(0).1
+        };
+        let w = summarise(ServiceWatch::default(), &[at(0.0, "1"), at(1.0, "0"), at(2.0, "1")]);
+        assert_eq!((w.down, w.restarts), (1, 0));
     }
 
     #[test]

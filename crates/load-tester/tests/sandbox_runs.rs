@@ -300,3 +300,48 @@ async fn service_criteria_come_from_a_prometheus_server_when_given_one() {
     assert_eq!(check(&r, "cache-hit-rate").verdict, Verdict::Pass);
     assert!(check(&r, "cache-hit-rate").observed.is_some());
 }
+
+/// A target that dies during the run, watched through Prometheus: `up`
+/// drops to 0, and the restarts criterion fails, saying so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_that_goes_down_fails_the_restarts_criterion_through_prometheus() {
+    let mut sb = sandbox(&[]).await;
+    let instance = sb.url().trim_start_matches("http://").to_owned();
+    let prometheus = testkit::Prometheus::start(testkit::PrometheusOptions {
+        targets: vec![instance],
+        ..testkit::PrometheusOptions::default()
+    })
+    .await
+    .unwrap();
+    prometheus.wait_for_query("up == 1", std::time::Duration::from_secs(30)).await.unwrap();
+    let target = sb.url().to_owned();
+    let url = prometheus.url().to_owned();
+    let run = tokio::spawn(async move {
+        load_tester(&[
+            "run",
+            "--target",
+            &target,
+            "--users",
+            "4",
+            "--duration",
+            "7s",
+            "--think-time",
+            "10ms..50ms",
+            "--timeout",
+            "1s",
+            "--prometheus",
+            &url,
+            "--output",
+            "json",
+        ])
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    sb.kill().await.unwrap();
+    let out = run.await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r = report(&out);
+    let restarts = check(&r, "restarts");
+    assert_eq!(restarts.verdict, Verdict::Fail, "{restarts:?}");
+    assert!(restarts.detail.as_deref().unwrap_or("").contains("up went to 0"), "{restarts:?}");
+}
