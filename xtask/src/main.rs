@@ -197,9 +197,28 @@ fn schema(check: bool) -> anyhow::Result<()> {
             schema_text(&load_tester::metric_mapping_schema()),
             "load-tester's MetricMapping",
         ),
+        (
+            "docs/alert-linter/config.schema.json",
+            schema_text(&alert_linter::config_schema()),
+            "alert-linter's config types",
+        ),
+        (
+            "docs/reorg-sim/scenario.schema.json",
+            schema_text(&reorg_sim::scenario_schema()),
+            "reorg-sim's scenario types",
+        ),
+        (
+            "docs/reorg-sim/mapping.schema.json",
+            schema_text(&reorg_sim::mapping_schema()),
+            "reorg-sim's SQL mapping",
+        ),
     ];
     for (file, generated, source) in schemas {
         let path: PathBuf = workspace::root().join(file);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
         if check {
             let committed = std::fs::read_to_string(&path).unwrap_or_default();
             anyhow::ensure!(

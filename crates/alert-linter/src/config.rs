@@ -7,25 +7,44 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+#[cfg(feature = "schema")]
+use crate::model::format_duration;
 use crate::model::parse_duration;
+
+// With the `schema` feature these types also derive the JSON Schema of the
+// `--config` file ([`crate::config_schema`]); their doc comments are its
+// descriptions, and `schemars(with)` gives the YAML form where it differs
+// from the Rust type (durations are Prometheus duration strings). The
+// schema's `default`s are the fields of `Config::default()` as schemars
+// serializes them, so duration fields also name a `serialize_with` that
+// writes them as the file would (`10s`), not as serde's `{secs, nanos}`.
 
 /// The whole configuration. Every field has a marketplace default.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Config {
     /// How often targets are scraped (read from the server when online).
     #[serde(deserialize_with = "duration")]
+    #[cfg_attr(feature = "schema", schemars(with = "DurationText"))]
+    #[cfg_attr(feature = "schema", serde(serialize_with = "duration_text"))]
     pub scrape_interval: Duration,
     /// How often rule groups are evaluated when a group sets no `interval`.
     #[serde(deserialize_with = "duration")]
+    #[cfg_attr(feature = "schema", schemars(with = "DurationText"))]
+    #[cfg_attr(feature = "schema", serde(serialize_with = "duration_text"))]
     pub evaluation_interval: Duration,
     /// Time from firing to a notification (Alertmanager `group_wait`).
     #[serde(deserialize_with = "duration")]
+    #[cfg_attr(feature = "schema", schemars(with = "DurationText"))]
+    #[cfg_attr(feature = "schema", serde(serialize_with = "duration_text"))]
     pub notification_delay: Duration,
     /// Labels, annotations and severities every alert must have.
     pub policy: Policy,
     /// Worst-case detection time allowed per severity (`critical: 1m`).
     #[serde(deserialize_with = "duration_map")]
+    #[cfg_attr(feature = "schema", schemars(with = "BTreeMap<String, DurationText>"))]
+    #[cfg_attr(feature = "schema", serde(serialize_with = "duration_map_text"))]
     pub detection_targets: BTreeMap<String, Duration>,
     /// The critical paths alerts must cover.
     pub coverage: Coverage,
@@ -40,6 +59,7 @@ pub struct Config {
 /// Policy for labels and annotations.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Policy {
     /// Allowed values of `labels.severity`.
     pub severities: Vec<String>,
@@ -47,6 +67,8 @@ pub struct Policy {
     pub paging_severities: Vec<String>,
     /// Minimum `for` of a paging alert.
     #[serde(deserialize_with = "duration")]
+    #[cfg_attr(feature = "schema", schemars(with = "DurationText"))]
+    #[cfg_attr(feature = "schema", serde(serialize_with = "duration_text"))]
     pub min_for: Duration,
     /// At least one of these labels names the owner.
     pub owner_labels: Vec<String>,
@@ -61,6 +83,7 @@ pub struct Policy {
 /// Critical paths and the services they apply to.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Coverage {
     /// Whether `lint` reports coverage at all.
     pub enabled: bool,
@@ -68,13 +91,14 @@ pub struct Coverage {
     pub services: Vec<String>,
     /// The label that names a service in selectors.
     pub service_label: String,
-    /// The paths.
+    /// The critical paths; a list given here replaces the marketplace's.
     pub paths: Vec<CriticalPath>,
 }
 
 /// One thing that must be watched, recognised by the metrics an alert reads.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CriticalPath {
     /// Stable id, e.g. `http-error-rate`.
     pub id: String,
@@ -93,6 +117,7 @@ pub struct CriticalPath {
 /// Online-check settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Online {
     /// Regexes of metric names that are intentionally absent on the server.
     pub absent_ok: Vec<String>,
@@ -103,6 +128,7 @@ pub struct Online {
 /// Backtest settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Backtest {
     /// More firing episodes than this in the range is flapping.
     pub max_episodes: usize,
@@ -320,6 +346,51 @@ impl Config {
     pub fn enabled(&self, check: &str) -> bool {
         !self.disabled_checks.iter().any(|c| c == check)
     }
+}
+
+/// Schema of a duration as written in the file (parsed by [`parse_duration`]).
+#[cfg(feature = "schema")]
+struct DurationText;
+
+#[cfg(feature = "schema")]
+impl DurationText {
+    /// The strings [`parse_duration`] accepts: `0`, or one or more
+    /// `<digits><unit>` with each unit at most once, largest first.
+    const PATTERN: &'static str =
+        "^(0|([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?)$";
+}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for DurationText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A Prometheus duration: `0`, or numbers with units y, w, d, h, m, s, \
+                ms, largest first and each at most once (`1h30m`, `500ms`).",
+            "minLength": 1,
+            "pattern": DurationText::PATTERN,
+            "examples": ["10s", "1m", "1h30m", "0"]
+        })
+    }
+}
+
+/// A duration as the file writes it, for the schema's defaults.
+#[cfg(feature = "schema")]
+fn duration_text<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+
+/// Durations by name as the file writes them, for the schema's defaults.
+#[cfg(feature = "schema")]
+fn duration_map_text<S: serde::Serializer>(
+    map: &BTreeMap<String, Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(map.iter().map(|(k, d)| (k, format_duration(*d))))
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -350,3 +350,141 @@ pub fn lint_marketplace(paths: &[PathBuf]) -> shared_types::Report {
         }
     }
 }
+
+/// The JSON Schema of the config file (`--config FILE`), for editors and CI
+/// to check a config before a run. It checks the file's shape (keys, types,
+/// duration syntax); whether each coverage regex compiles is left to
+/// [`Config::from_yaml`].
+#[cfg(feature = "schema")]
+pub fn config_schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(Config);
+    schema.insert(
+        "$id".to_owned(),
+        "https://postlaunch.dev/schemas/alert-linter/config.schema.json".into(),
+    );
+    schema.insert("title".to_owned(), "alert-linter config".into());
+    schema.insert(
+        "description".to_owned(),
+        "What alert-linter holds rules to. Every key is optional: left out, it keeps the \
+         marketplace's launch policy; a list given replaces the default list. Unknown keys \
+         are errors."
+            .into(),
+    );
+    // Sorted keys: the committed file must not depend on whether some crate
+    // in the build turned on serde_json's `preserve_order`.
+    shared_types::sorted_keys(schema.to_value())
+}
+
+#[cfg(all(test, feature = "schema"))]
+mod config_schema_tests {
+    use super::*;
+
+    fn object(value: &serde_json::Value) -> &serde_json::Map<String, serde_json::Value> {
+        value.as_object().unwrap_or_else(|| panic!("not an object: {value}"))
+    }
+
+    #[test]
+    fn config_schema_is_an_object_with_id_and_title() {
+        let schema = config_schema();
+        let schema = object(&schema);
+        assert_eq!(
+            schema.get("$id").and_then(serde_json::Value::as_str),
+            Some("https://postlaunch.dev/schemas/alert-linter/config.schema.json")
+        );
+        assert_eq!(
+            schema.get("title").and_then(serde_json::Value::as_str),
+            Some("alert-linter config")
+        );
+    }
+
+    #[test]
+    fn config_schema_lists_every_config_key_and_rejects_others() {
+        // Exhaustive on purpose: a new `Config` field fails to compile here
+        // until it is added to the list the schema is checked against.
+        let Config {
+            scrape_interval: _,
+            evaluation_interval: _,
+            notification_delay: _,
+            policy: _,
+            detection_targets: _,
+            coverage: _,
+            online: _,
+            backtest: _,
+            disabled_checks: _,
+        } = Config::default();
+        let keys = [
+            "scrape_interval",
+            "evaluation_interval",
+            "notification_delay",
+            "policy",
+            "detection_targets",
+            "coverage",
+            "online",
+            "backtest",
+            "disabled_checks",
+        ];
+        let schema = config_schema();
+        let properties = object(&schema["properties"]);
+        for key in keys {
+            assert!(properties.contains_key(key), "`{key}` missing from the schema's properties");
+        }
+        assert_eq!(properties.len(), keys.len(), "{:?}", properties.keys());
+        assert_eq!(schema["additionalProperties"], serde_json::Value::Bool(false));
+        assert!(schema.get("required").is_none(), "every key is optional");
+        // Every nested section is `deny_unknown_fields` too.
+        for (name, def) in object(&schema["$defs"]) {
+            if def.get("properties").is_some() {
+                assert_eq!(
+                    def["additionalProperties"],
+                    serde_json::Value::Bool(false),
+                    "$defs/{name} accepts unknown keys"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn schema_defaults_are_the_built_in_config() {
+        // A config made of the schema's `default`s (top-level keys, and the
+        // keys of each section) must read back as `Config::default()`.
+        let schema = config_schema();
+        let defs = object(&schema["$defs"]);
+        let mut file = serde_json::Map::new();
+        for (key, property) in object(&schema["properties"]) {
+            if let Some(default) = property.get("default") {
+                file.insert(key.clone(), default.clone());
+            } else if let Some(reference) = property["$ref"].as_str() {
+                let name = reference.trim_start_matches("#/$defs/");
+                let section: serde_json::Map<_, _> = object(&defs[name]["properties"])
+                    .iter()
+                    .filter_map(|(k, p)| Some((k.clone(), p.get("default")?.clone())))
+                    .collect();
+                assert!(!section.is_empty(), "{key}: no defaults in $defs/{name}");
+                file.insert(key.clone(), section.into());
+            }
+        }
+        let text = serde_json::Value::Object(file).to_string();
+        assert_eq!(Config::from_yaml(&text), Ok(Config::default()), "{text}");
+    }
+
+    #[test]
+    fn duration_pattern_agrees_with_parse_duration() {
+        let schema = config_schema();
+        let duration = &schema["$defs"]["Duration"];
+        let pattern = duration["pattern"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no Duration pattern in {schema}"));
+        let pattern = regex::Regex::new(pattern).unwrap_or_else(|e| panic!("{e}"));
+        let min_length = duration["minLength"].as_u64().unwrap_or(0);
+        let schema_accepts =
+            |text: &str| text.chars().count() as u64 >= min_length && pattern.is_match(text);
+        for text in ["0", "10s", "1m", "1h30m", "500ms", "1m5ms", "2y3w4d5h6m7s8ms", "01s"] {
+            assert!(model::parse_duration(text).is_ok(), "{text}");
+            assert!(schema_accepts(text), "schema rejects {text:?}");
+        }
+        for text in ["", "5", "30m1h", "1.5m", "1m1m", "10 s", "-1s", "1sec", "0s0"] {
+            assert!(model::parse_duration(text).is_err(), "{text}");
+            assert!(!schema_accepts(text), "schema accepts {text:?}");
+        }
+    }
+}

@@ -109,6 +109,7 @@ impl SimBlock {
 /// Chain parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ChainConfig {
     /// `eth_chainId` (137: Polygon PoS).
     pub chain_id: u64,
@@ -143,6 +144,7 @@ impl Default for ChainConfig {
 /// What replaces the last `depth` blocks.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ReorgSpec {
     /// Blocks of the current branch replaced (the common ancestor is `head - depth`).
     pub depth: u64,
@@ -150,7 +152,8 @@ pub struct ReorgSpec {
     pub new_head: Option<u64>,
     /// When `new_head` is not given: how much longer the new branch is (default 1).
     pub longer_by: Option<u64>,
-    /// Fraction of the orphaned transactions that do not make it into the new branch.
+    /// Fraction of the orphaned transactions that do not make it into the new branch (0..=1).
+    #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = 1.0)))]
     pub drop: f64,
     /// A kept transaction lands up to this many blocks later than before.
     pub shift: u64,

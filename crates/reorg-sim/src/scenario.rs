@@ -20,9 +20,16 @@ use crate::chain::{ChainConfig, ReorgSpec};
 use crate::simulator::LagConfig;
 use crate::workload::{EventCounts, SeededRng};
 
+// With the `schema` feature the scenario file's types (these, and
+// `ChainConfig`, `ReorgSpec`, `LagConfig`, `EventCounts`, `WorkloadShape`
+// they hold) derive the JSON Schema of `crate::scenario_schema`; their doc
+// comments are its descriptions. The YAML form is the serde form: no field
+// needs `schemars(with)`.
+
 /// How fast blocks appear.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Pace {
     /// Every step's blocks at once.
     #[default]
@@ -34,6 +41,7 @@ pub enum Pace {
 /// What the indexer under test must end with.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Expectation {
     /// Equal to the oracle at the final head, every reorg recorded.
     #[default]
@@ -45,6 +53,7 @@ pub enum Expectation {
 /// One step of a scenario.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Step {
     /// Append blocks up to `to` carrying `events`.
     Extend {
@@ -61,6 +70,7 @@ pub enum Step {
 /// A reorg experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ReorgScenario {
     /// Name used in reports.
     pub name: String,

@@ -33,6 +33,7 @@ use crate::workload::{EventCounts, SeededRng};
 /// Which ones is drawn from a seeded stream, like a load balancer's choice.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LagConfig {
     /// One request in `every` (on average) goes to the lagging node; 0 disables lag.
     pub every: u64,

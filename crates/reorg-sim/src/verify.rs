@@ -19,6 +19,7 @@ use crate::oracle::{CanonicalState, CollectionStats, ReorgHistoryEntry, TokenKey
 /// (cast with `::text`; hashes and addresses as hex, `encode(x, 'hex')`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Mapping {
     /// `number, hash[, halted, halt_reason]` of the last indexed block (one row).
     pub checkpoint: String,

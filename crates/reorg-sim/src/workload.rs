@@ -50,6 +50,7 @@ impl SeededRng {
 /// How many events of each kind to spread over a range of blocks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EventCounts {
     /// `TransferSingle` from the zero address.
     pub mints: u32,
@@ -76,6 +77,7 @@ impl EventCounts {
 /// The shape of the marketplace the workload trades in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WorkloadShape {
     /// Number of ERC-1155 contracts.
     pub collections: u32,
