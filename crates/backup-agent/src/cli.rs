@@ -308,6 +308,10 @@ pub(crate) struct RepoArgs {
     /// Upload part size in MiB (5..=512).
     #[arg(long, default_value_t = 8)]
     pub(crate) part_size_mib: usize,
+    /// How long an upload waits out an outage of the S3 store, resending the
+    /// failed part with backoff, before the backup fails.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) s3_outage_budget: Duration,
     /// Client-side encryption key (64 hex digits, from `backup-agent keygen`):
     /// new objects are sealed with AES-256-GCM, sealed ones need it to be read.
     #[arg(long, env = "BACKUP_AGENT_ENCRYPTION_KEY_FILE", value_name = "FILE")]

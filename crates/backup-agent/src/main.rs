@@ -58,6 +58,7 @@ impl RepoArgs {
             storage_class: self.storage_class.clone(),
             server_side_encryption: self.sse.clone(),
             credentials: None,
+            outage_budget: Some(self.s3_outage_budget),
         };
         let key = self
             .encryption_key_file

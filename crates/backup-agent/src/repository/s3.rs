@@ -1,6 +1,14 @@
 //! A repository in an S3 bucket through `aws-sdk-s3`: credentials from the
 //! standard AWS chain, path-style addressing for S3-compatible endpoints,
 //! multipart uploads with a few parts in flight.
+//!
+//! An upload survives an outage of the store: a part that fails for a
+//! transient reason (connection refused or reset, timeout, 5xx, throttling)
+//! is kept in memory and sent again with exponential backoff until it is
+//! accepted or the outage budget runs out ([`S3Options::outage_budget`],
+//! default 5 minutes). The parts already accepted stay in the multipart
+//! upload, so the upload resumes where it stopped; the source stream just
+//! waits meanwhile (backpressure), and nothing is restarted.
 
 use std::time::Duration;
 
@@ -39,7 +47,13 @@ pub struct S3Options {
     /// Explicit credentials (for programs embedding the agent); `None` = the
     /// standard AWS chain. Their `Debug` output hides the secret.
     pub credentials: Option<aws_sdk_s3::config::Credentials>,
+    /// How long a part upload keeps retrying through an outage of the store;
+    /// `None` = [`DEFAULT_OUTAGE_BUDGET`].
+    pub outage_budget: Option<Duration>,
 }
+
+/// Default of [`S3Options::outage_budget`].
+pub const DEFAULT_OUTAGE_BUDGET: Duration = Duration::from_secs(300);
 
 /// A bucket and prefix holding backups.
 #[derive(Debug, Clone)]
@@ -377,21 +391,43 @@ impl S3Upload {
         let key = self.key.clone();
         let upload_id = self.upload_id.clone().unwrap_or_default();
         self.in_flight.spawn(async move {
-            let response = repo
-                .client
-                .upload_part()
-                .bucket(&repo.bucket)
-                .key(repo.full_key(&key))
-                .upload_id(upload_id)
-                .part_number(number)
-                .body(ByteStream::from(body))
-                .send()
-                .await
-                .map_err(|e| repo.classify(&format!("uploading part {number} of {key}"), e))?;
-            Ok(CompletedPart::builder()
-                .part_number(number)
-                .set_e_tag(response.e_tag().map(str::to_owned))
-                .build())
+            let budget = repo.options.outage_budget.unwrap_or(DEFAULT_OUTAGE_BUDGET);
+            let started = std::time::Instant::now();
+            let mut wait = Duration::from_millis(500);
+            loop {
+                let sent = repo
+                    .client
+                    .upload_part()
+                    .bucket(&repo.bucket)
+                    .key(repo.full_key(&key))
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .body(ByteStream::from(body.clone()))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) => {
+                        return Ok(CompletedPart::builder()
+                            .part_number(number)
+                            .set_e_tag(response.e_tag().map(str::to_owned))
+                            .build());
+                    }
+                    Err(e) if transient(&e) && started.elapsed() + wait < budget => {
+                        tracing::warn!(
+                            part = number,
+                            key,
+                            error = %DisplayErrorContext(&e),
+                            retry_in = ?wait,
+                            "part upload failed; the upload resumes when the store answers again"
+                        );
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(15));
+                    }
+                    Err(e) => {
+                        return Err(repo.classify(&format!("uploading part {number} of {key}"), e));
+                    }
+                }
+            }
         });
         Ok(())
     }
@@ -478,5 +514,27 @@ impl S3Upload {
 impl S3Repository {
     fn classify_text(&self, message: String) -> AgentError {
         AgentError::Repository { location: self.describe(), message }
+    }
+}
+
+/// Whether an S3 failure may pass: the store unreachable or overloaded, not
+/// a refusal (credentials, missing bucket, bad request).
+fn transient<E: ProvideErrorMetadata>(
+    err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> bool {
+    match err {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            status >= 500
+                || status == 429
+                || matches!(
+                    service.err().code(),
+                    Some("SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable")
+                )
+        }
+        _ => false,
     }
 }
