@@ -557,6 +557,6 @@ impl TlsProxy {
 
 impl Drop for TlsProxy {
     fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        crate::bench_load::stop_nginx(&mut self.child);
     }
 }

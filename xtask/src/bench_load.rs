@@ -60,8 +60,24 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        stop_nginx(&mut self.child);
     }
+}
+
+/// Stops an nginx master and its workers: SIGTERM lets the master take its
+/// workers down (SIGKILL would orphan them, still holding the port), then
+/// SIGKILL if it has not exited within 2 s.
+pub(crate) fn stop_nginx(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        for _ in 0..100 {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = child.start_kill();
 }
 
 /// Runs `program args` under a Python wrapper that prints the children's peak
