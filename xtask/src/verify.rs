@@ -445,7 +445,10 @@ async fn backup_step(sandbox_db: Option<&str>) -> Report {
         tool,
         env!("CARGO_PKG_VERSION"),
         match sandbox_db {
-            Some(url) => format!("sandbox database {} + local scratch cluster", redact(url)),
+            Some(url) => format!(
+                "sandbox database {} + local scratch cluster",
+                shared_types::redact_url(url)
+            ),
             None => "local scratch cluster".to_owned(),
         },
     );
@@ -491,7 +494,7 @@ async fn backup_step(sandbox_db: Option<&str>) -> Report {
 /// under `sandbox-db/<run>/`.
 async fn sandbox_database_backup(url: &str, report: &mut Report) {
     let tool = "backup-agent";
-    let target = redact(url);
+    let target = shared_types::redact_url(url);
     let repository =
         match tempfile::Builder::new().prefix("postlaunch-verify-sandbox-db-").tempdir() {
             Ok(dir) => dir,
@@ -551,18 +554,6 @@ fn absorb(into: &mut Report, prefix: &str, from: Report) {
 
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| (*a).to_owned()).collect()
-}
-
-/// `url` without a password.
-fn redact(url: &str) -> String {
-    match url.split_once("://").and_then(|(scheme, rest)| {
-        let (auth, host) = rest.split_once('@')?;
-        let user = auth.split(':').next().unwrap_or("");
-        Some(format!("{scheme}://{user}@{host}"))
-    }) {
-        Some(redacted) => redacted,
-        None => url.to_owned(),
-    }
 }
 
 /// The alerting step: the shipped marketplace rules lint clean (warnings

@@ -48,39 +48,3 @@ impl AgentError {
 
 /// Result of the agent's operations.
 pub type Result<T, E = AgentError> = std::result::Result<T, E>;
-
-/// `url` with any password replaced by `***`: `postgres://u:***@h:5432/db`.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let masked =
-                if userinfo.contains(':') { format!("{user}:***") } else { user.to_owned() };
-            format!("{}{masked}{}", &url[..scheme_end], &rest[at..])
-        }
-        None => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
-
-    #[test]
-    fn passwords_in_urls_are_masked() {
-        assert_eq!(
-            redact_url("postgres://app:s3cret@db:5432/app"),
-            "postgres://app:***@db:5432/app"
-        );
-        assert_eq!(redact_url("mongodb://u:p@h1,h2/db?x=1"), "mongodb://u:***@h1,h2/db?x=1");
-        assert_eq!(redact_url("postgres://app@db/app"), "postgres://app@db/app");
-        assert_eq!(redact_url("host=db user=x"), "host=db user=x");
-    }
-}

@@ -294,7 +294,7 @@ async fn run_backup(command: BackupCommand) -> Result<ExitCode> {
             let manifest =
                 backup_agent::mongo::backup(&repository, &mongo_url, &db, &repo.settings()?)
                     .await?;
-            let target = backup_agent::error::redact_url(&mongo_url);
+            let target = shared_types::redact_url(&mongo_url);
             (
                 backup_agent::backup_report(&target, &manifest, started.elapsed().as_secs_f64()),
                 output,

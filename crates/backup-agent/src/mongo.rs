@@ -14,7 +14,9 @@ use mongodb::{Client, options::ClientOptions};
 use shared_types::{Check, Measurement, Report, Timestamp};
 use tokio::io::AsyncWriteExt;
 
-use crate::error::{AgentError, Result, redact_url};
+use shared_types::redact_url;
+
+use crate::error::{AgentError, Result};
 use crate::manifest::{
     BACKUPS_PREFIX, BackupKind, BackupManifest, MANIFEST_FORMAT, TableSnapshot, mark_in_progress,
     new_backup_id, publish,

@@ -12,12 +12,13 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::chain::ReorgSpec;
-use crate::indexer::{IndexerConfig, IndexerError, ReferenceIndexer, connect_db, redact};
+use crate::indexer::{IndexerConfig, IndexerError, ReferenceIndexer, connect_db};
 use crate::oracle::CanonicalOracle;
 use crate::scenario::{Expectation, Pace, ReorgScenario, Step, resolve_new_head};
 use crate::simulator::ChainSimulator;
 use crate::verify::{self, Expected, Mapping};
 use crate::workload::EventCounts;
+use shared_types::redact_url;
 
 /// The indexer the run judges.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,7 +134,7 @@ pub async fn run_scenario(
         .await
         .map_err(|e| RunError::CouldNotRun(format!("cannot listen on {}: {e}", options.listen)))?;
     let mapping = options.mapping.clone().unwrap_or_else(|| Mapping::reference(&options.schema));
-    let target = format!("{} -> {}", server.http_url(), redact(&options.database_url));
+    let target = format!("{} -> {}", server.http_url(), redact_url(&options.database_url));
     let mut report = Report::new("reorg-sim", env!("CARGO_PKG_VERSION"), target);
     let db = connect_db(&options.database_url)
         .await
@@ -401,7 +402,7 @@ pub async fn verify_against_node(
     let mut report = Report::new(
         "reorg-sim",
         env!("CARGO_PKG_VERSION"),
-        format!("{rpc_url} -> {}", redact(database_url)),
+        format!("{rpc_url} -> {}", redact_url(database_url)),
     );
     let expected =
         Expected { state: CanonicalOracle::replay(&blocks), reorgs, ..Expected::default() };
@@ -472,17 +473,10 @@ pub async fn simulate(
 /// `run` and `bench` drop and recreate the reference indexer's schema: they
 /// act only on loopback databases and on hosts listed in `allowed`.
 pub fn check_allowed_database(url: &str, allowed: &[String]) -> Result<(), RunError> {
-    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = after_scheme.split(['/', '?']).next().unwrap_or_default();
-    let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     // A URL without a host (a Unix socket) is local.
-    for host_port in hosts.split(',').filter(|h| !h.is_empty()) {
-        let host = match host_port.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or_default(),
-            None => host_port.split(':').next().unwrap_or_default(),
-        };
-        if !shared_types::is_loopback_host(host)
-            && !allowed.iter().any(|a| a == host || a == host_port)
+    for shared_types::UrlHost { host, entry } in shared_types::url_hosts(url) {
+        if !shared_types::is_loopback_host(&host)
+            && !allowed.iter().any(|a| *a == host || *a == entry)
         {
             return Err(RunError::Usage(format!(
                 "refusing to reset schemas on {host}: not loopback and not in --allow-target; add --allow-target {host} if this is a scratch database"

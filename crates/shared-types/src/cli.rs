@@ -1,5 +1,6 @@
 //! Small pieces every tool's command line needs: printing the report and
-//! writing its JSON file, and the loopback test behind safety allow-lists.
+//! writing its JSON file, the loopback test and URL hosts behind safety
+//! allow-lists, and URLs with their passwords masked for messages.
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -56,9 +57,83 @@ pub fn is_loopback_host(host: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// One host of a database URL: the bare host (no port, no brackets) and the
+/// entry as written (`db:5432`, `[::1]:5432`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlHost {
+    /// `db`, `127.0.0.1`, `::1`.
+    pub host: String,
+    /// The authority entry it came from, port included.
+    pub entry: String,
+}
+
+/// The hosts of a `postgres://` or `mongodb://` URL (several for a
+/// multi-host or replica-set URL), never its credentials. Empty for a URL
+/// without a host (a Unix socket: this machine).
+pub fn url_hosts(url: &str) -> Vec<UrlHost> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|entry| {
+            let host = match entry.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or(v6),
+                None => entry.split(':').next().unwrap_or(entry),
+            };
+            UrlHost { host: host.to_owned(), entry: entry.to_owned() }
+        })
+        .collect()
+}
+
+/// `url` with any password replaced by `***`: `postgres://u:***@h:5432/db`.
+/// Only the authority is looked at, so an `@` in the path or query stays.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked =
+                if userinfo.contains(':') { format!("{user}:***") } else { user.to_owned() };
+            format!("{}{masked}{}", &url[..scheme_end], &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_come_out_of_every_url_shape() {
+        let hosts =
+            |url: &str| -> Vec<String> { url_hosts(url).into_iter().map(|h| h.host).collect() };
+        assert_eq!(hosts("postgres://u:p@db.prod:5432/app?x=1"), ["db.prod"]);
+        assert_eq!(hosts("postgres://127.0.0.1/app"), ["127.0.0.1"]);
+        assert_eq!(hosts("mongodb://u:p@m1:27017,m2:27017/?rs=x"), ["m1", "m2"]);
+        assert_eq!(hosts("postgres://[::1]:5432/app"), ["::1"]);
+        assert_eq!(url_hosts("postgres://[::1]:5432/app")[0].entry, "[::1]:5432");
+        assert!(url_hosts("postgres:///app?host=/run/postgresql").is_empty());
+    }
+
+    #[test]
+    fn passwords_in_urls_are_masked() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/app"),
+            "postgres://app:***@db:5432/app"
+        );
+        assert_eq!(redact_url("mongodb://u:p@h1,h2/db?x=1"), "mongodb://u:***@h1,h2/db?x=1");
+        assert_eq!(redact_url("postgres://app@db/app"), "postgres://app@db/app");
+        assert_eq!(redact_url("host=db user=x"), "host=db user=x");
+    }
 
     #[test]
     fn loopback_hosts_are_recognised() {

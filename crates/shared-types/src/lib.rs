@@ -59,7 +59,7 @@ pub mod threshold;
 pub mod time;
 pub mod verdict;
 
-pub use cli::{EmitError, is_loopback_host};
+pub use cli::{EmitError, UrlHost, is_loopback_host, redact_url, url_hosts};
 pub use render::{OutputFormat, RenderOptions, UnknownOutputFormat};
 pub use report::{Check, Measurement, Report, SCHEMA_VERSION};
 #[cfg(feature = "schema")]

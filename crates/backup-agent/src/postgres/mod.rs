@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
 
-use crate::error::{AgentError, Result, redact_url};
+use shared_types::redact_url;
+
+use crate::error::{AgentError, Result};
 use crate::manifest::TableSnapshot;
 
 /// Rows in the sample whose checksum is recorded.

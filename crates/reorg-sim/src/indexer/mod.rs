@@ -134,27 +134,13 @@ pub enum SyncOutcome {
 pub async fn connect_db(url: &str) -> Result<Client, IndexerError> {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
-        .map_err(db(format!("cannot connect to {}", redact(url))))?;
+        .map_err(db(format!("cannot connect to {}", shared_types::redact_url(url))))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!("PostgreSQL connection closed: {e}");
         }
     });
     Ok(client)
-}
-
-/// `url` without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
 }
 
 /// The reference indexer.
