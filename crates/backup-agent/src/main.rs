@@ -457,15 +457,10 @@ fn init_logs() {
         std::env::args().any(|a| a == "json") && std::env::args().any(|a| a == "--log-format");
     // The daemon logs each run; one-shot commands speak only when asked.
     let daemon = std::env::args().nth(1).as_deref() == Some("daemon");
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if daemon { "info" } else { "warn" })
-    });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    shared_types::init_logs(
+        if json { "json" } else { "text" },
+        if daemon { "info" } else { "warn" },
+    );
 }
 
 /// One backup of `list --json`.

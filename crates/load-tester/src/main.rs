@@ -183,11 +183,14 @@ struct LoadArgs {
 
 fn main() {
     let cli = Cli::parse();
-    init_logs(match &cli.command {
-        Command::Run { test, .. } | Command::Capacity { test, .. } => &test.output.log_format,
-        Command::Merge { output, .. } => &output.log_format,
-        Command::Scenario { .. } => "text",
-    });
+    shared_types::init_logs(
+        match &cli.command {
+            Command::Run { test, .. } | Command::Capacity { test, .. } => &test.output.log_format,
+            Command::Merge { output, .. } => &output.log_format,
+            Command::Scenario { .. } => "text",
+        },
+        "warn",
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => fail(&LoadError::CouldNotRun(format!("cannot start the async runtime: {e}"))),
@@ -370,15 +373,4 @@ fn emit(report: &Report, output: &OutputArgs) -> Result<ExitCode, LoadError> {
     };
     print!("{text}");
     Ok(report.exit_code())
-}
-
-fn init_logs(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

@@ -154,7 +154,7 @@ struct OutputArgs {
 
 fn main() {
     let cli = Cli::parse();
-    init_logs(&cli.log_format);
+    shared_types::init_logs(&cli.log_format, "warn");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => fail(ExitCode::CouldNotRun, &format!("cannot start the async runtime: {e}")),
@@ -330,16 +330,5 @@ fn emit(report: &Report, output: &OutputArgs) -> Outcome {
 async fn ctrl_c() {
     if tokio::signal::ctrl_c().await.is_err() {
         std::future::pending::<()>().await;
-    }
-}
-
-fn init_logs(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

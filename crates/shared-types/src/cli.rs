@@ -50,6 +50,20 @@ impl Report {
     }
 }
 
+/// Logs to stderr, as JSON when `format` is `json`, filtered by `RUST_LOG`
+/// or else by `default_filter` (e.g. `warn`). Call once, first thing in `main`.
+#[cfg(feature = "logs")]
+pub fn init_logs(format: &str, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
 /// Whether `host` (a name or an IP address, without port or brackets) is this
 /// machine: `localhost` or a loopback address. Tools that change a target act
 /// on such hosts without an explicit allow-list entry.

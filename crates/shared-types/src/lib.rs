@@ -59,6 +59,8 @@ pub mod threshold;
 pub mod time;
 pub mod verdict;
 
+#[cfg(feature = "logs")]
+pub use cli::init_logs;
 pub use cli::{EmitError, UrlHost, is_loopback_host, redact_url, url_hosts};
 pub use render::{OutputFormat, RenderOptions, UnknownOutputFormat};
 pub use report::{Check, Measurement, Report, SCHEMA_VERSION};
