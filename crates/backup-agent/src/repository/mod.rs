@@ -18,7 +18,7 @@ use std::pin::Pin;
 use tokio::io::AsyncRead;
 
 pub use local::LocalRepository;
-pub use s3::{S3Options, S3Repository};
+pub use s3::{DEFAULT_OUTAGE_BUDGET, S3Options, S3Repository};
 
 use crate::error::{AgentError, Result};
 
