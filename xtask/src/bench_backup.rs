@@ -251,14 +251,7 @@ async fn run_ours(
 /// Runs `program args` as the `postgres` user when root (PostgreSQL and
 /// pgBackRest refuse to run as root), else as is; fails with its output.
 async fn as_postgres(program: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let mut command = if is_root() {
-        let mut c = tokio::process::Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        tokio::process::Command::new(program)
-    };
-    let output = command
+    let output = tokio::process::Command::from(testkit::postgres_user_command(program))
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -277,16 +270,8 @@ async fn as_postgres(program: &Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 async fn chown_postgres(path: &Path) -> anyhow::Result<()> {
-    if is_root() {
+    if testkit::is_root() {
         let status = tokio::process::Command::new("chown")
             .args(["-R", "postgres"])
             .arg(path)
@@ -427,14 +412,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if let Ok(pg_ctl) = testkit::binaries::postgres_tool("pg_ctl") {
-            let mut command = if is_root() {
-                let mut c = std::process::Command::new("runuser");
-                c.args(["-u", "postgres", "--"]).arg(pg_ctl);
-                c
-            } else {
-                std::process::Command::new(pg_ctl)
-            };
-            let _ = command
+            let _ = testkit::postgres_user_command(&pg_ctl)
                 .arg("-D")
                 .arg(&self.data)
                 .args(["-m", "immediate", "stop"])

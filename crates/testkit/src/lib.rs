@@ -71,7 +71,8 @@ pub use local::{
 };
 pub use mongo::MongoServer;
 pub use ports::{free_port, wait_for_http_ok, wait_for_tcp};
-pub use postgres::{PgPair, PgPairOptions};
+pub use postgres::{PgPair, PgPairOptions, postgres_user_command};
 pub use prometheus::{Prometheus, PrometheusOptions};
 pub use s3::{S3Credentials, S3Server};
 pub use sandbox::{Sandbox, target_dir, workspace_binary};
+pub use unix_user::is_root;

@@ -547,13 +547,7 @@ impl PgPair {
     }
 
     fn pg_std_command(&self, program: &Path) -> std::process::Command {
-        let mut cmd = if unix_user::is_root() {
-            let mut cmd = std::process::Command::new(runuser());
-            cmd.args(["-u", POSTGRES_USER, "--"]).arg(program);
-            cmd
-        } else {
-            std::process::Command::new(program)
-        };
+        let mut cmd = postgres_user_command(program);
         cmd.current_dir(self.dir.path())
             .stdin(Stdio::null())
             .env_remove("PGDATA")
@@ -607,6 +601,19 @@ async fn set_primary_conninfo(standby: &Client, conninfo: &str) -> Result<()> {
 async fn run(mut cmd: Command, what: &str) -> Result<Output> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.output().await.map_err(|err| Error::io(format!("cannot run {what}"), err))
+}
+
+/// `program` run as the `postgres` user when this process is root
+/// (PostgreSQL's server tools and pgBackRest refuse to run as root), else
+/// as is.
+pub fn postgres_user_command(program: &Path) -> std::process::Command {
+    if unix_user::is_root() {
+        let mut cmd = std::process::Command::new(runuser());
+        cmd.args(["-u", POSTGRES_USER, "--"]).arg(program);
+        cmd
+    } else {
+        std::process::Command::new(program)
+    }
 }
 
 fn runuser() -> PathBuf {

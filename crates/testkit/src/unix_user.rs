@@ -15,7 +15,7 @@ pub(crate) fn effective_uid() -> Option<u32> {
 
 /// True when running as root, where PostgreSQL's server tools refuse to run
 /// and must be started as the `postgres` user.
-pub(crate) fn is_root() -> bool {
+pub fn is_root() -> bool {
     effective_uid() == Some(0)
 }
 
