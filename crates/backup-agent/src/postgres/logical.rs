@@ -5,7 +5,9 @@
 //! snapshot `pg_dump --snapshot` shares, so they describe exactly what was
 //! dumped.
 
+use std::pin::Pin;
 use std::process::Stdio;
+use std::task::{Context, Poll};
 
 use shared_types::Timestamp;
 use tokio::io::AsyncReadExt;
@@ -276,52 +278,44 @@ struct UntilClosed<W> {
     closed: bool,
 }
 
+impl<W> UntilClosed<W> {
+    /// `polled` as is, except that a broken pipe (the reader left) closes
+    /// the writer and counts as `done`; once closed, everything is `done`.
+    fn absorb<T>(
+        &mut self,
+        done: T,
+        poll: impl FnOnce(Pin<&mut W>) -> Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>>
+    where
+        W: Unpin,
+    {
+        if self.closed {
+            return Poll::Ready(Ok(done));
+        }
+        match poll(Pin::new(&mut self.inner)) {
+            Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Poll::Ready(Ok(done))
+            }
+            other => other,
+        }
+    }
+}
+
 impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for UntilClosed<W> {
     fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
         buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        if self.closed {
-            return std::task::Poll::Ready(Ok(buf.len()));
-        }
-        match std::pin::Pin::new(&mut self.inner).poll_write(cx, buf) {
-            std::task::Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                self.closed = true;
-                std::task::Poll::Ready(Ok(buf.len()))
-            }
-            other => other,
-        }
+    ) -> Poll<std::io::Result<usize>> {
+        self.absorb(buf.len(), |w| w.poll_write(cx, buf))
     }
 
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        if self.closed {
-            return std::task::Poll::Ready(Ok(()));
-        }
-        match std::pin::Pin::new(&mut self.inner).poll_flush(cx) {
-            std::task::Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                self.closed = true;
-                std::task::Poll::Ready(Ok(()))
-            }
-            other => other,
-        }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.absorb((), |w| w.poll_flush(cx))
     }
 
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        if self.closed {
-            return std::task::Poll::Ready(Ok(()));
-        }
-        match std::pin::Pin::new(&mut self.inner).poll_shutdown(cx) {
-            std::task::Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                std::task::Poll::Ready(Ok(()))
-            }
-            other => other,
-        }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.absorb((), |w| w.poll_shutdown(cx))
     }
 }
