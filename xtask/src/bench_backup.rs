@@ -349,8 +349,9 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Starts the server; the directory is already the `postgres` user's
+    /// (chowned before initdb or before pgBackRest restores into it).
     async fn start(&self, options: &[&str]) -> anyhow::Result<()> {
-        chown_postgres(self.data.parent().unwrap_or(&self.data)).await?;
         let pg_ctl = testkit::binaries::postgres_tool("pg_ctl")?;
         let mut opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -k {}",
