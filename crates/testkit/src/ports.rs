@@ -91,9 +91,34 @@ pub async fn wait_for_http_ok(url: &str, timeout: Duration) -> Result<()> {
 
 /// The HTTP client testkit uses: plain HTTP, no proxy from the environment
 /// (every target is on loopback).
+/// Percent-encodes everything but RFC 3986 unreserved characters (query
+/// values and form fields of the HTTP APIs testkit talks to).
+pub(crate) fn percent_encode(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
 pub(crate) fn http_client() -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .no_proxy()
         .build()
         .map_err(|source| Error::Http { what: "cannot build an HTTP client".to_owned(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promql_is_percent_encoded() {
+        assert_eq!(percent_encode("up{job=\"a b\"}"), "up%7Bjob%3D%22a%20b%22%7D");
+    }
 }

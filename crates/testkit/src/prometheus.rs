@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep};
 
 use crate::error::tail_of_file;
-use crate::ports::{free_port, http_client};
+use crate::ports::{free_port, http_client, percent_encode};
 use crate::service_dir::ServiceDir;
 use crate::{Error, Result, binaries};
 
@@ -332,27 +332,9 @@ fn is_empty_result(result: &Value) -> bool {
     }
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-pub(crate) fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            let _ = write!(out, "%{byte:02X}");
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn promql_is_percent_encoded() {
-        assert_eq!(percent_encode("up{job=\"a b\"}"), "up%7Bjob%3D%22a%20b%22%7D");
-    }
 
     #[test]
     fn config_lists_targets_rules_and_self() {

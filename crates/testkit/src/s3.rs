@@ -22,8 +22,7 @@ use tempfile::TempDir;
 use tokio::process::{Child, Command};
 
 use crate::error::tail_of_file;
-use crate::ports::{free_port, http_client, wait_for_tcp};
-use crate::prometheus::percent_encode;
+use crate::ports::{free_port, http_client, percent_encode, wait_for_tcp};
 use crate::service_dir::ServiceDir;
 use crate::{Error, Result, binaries};
 
