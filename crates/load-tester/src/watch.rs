@@ -197,20 +197,11 @@ pub struct Watcher {
     tasks: Vec<JoinHandle<Vec<ServiceWatch>>>,
 }
 
-/// The Prometheus task's results, as one more handle of the watcher.
-struct PrometheusTask(tokio::sync::oneshot::Receiver<Vec<ServiceWatch>>);
-
-impl PrometheusTask {
-    fn into_handle(self) -> JoinHandle<Vec<ServiceWatch>> {
-        tokio::spawn(async move { self.0.await.unwrap_or_default() })
-    }
-}
-
 impl Watcher {
     /// Scrapes each endpoint now and then every `interval` until stopped.
     pub fn start(options: &WatchOptions, client: reqwest::Client, started: Instant) -> Watcher {
         let (stop, rx) = watch::channel(false);
-        let tasks = options
+        let mut tasks: Vec<JoinHandle<Vec<ServiceWatch>>> = options
             .urls
             .iter()
             .map(|url| {
@@ -230,80 +221,20 @@ impl Watcher {
                                 result.first_error.get_or_insert(e);
                             }
                         }
-                        if *rx.borrow() {
+                        if !next_round(&mut rx, interval).await {
                             break;
-                        }
-                        tokio::select! {
-                            _ = tokio::time::sleep(interval) => {}
-                            _ = rx.changed() => {}
                         }
                     }
                     vec![summarise(result, &snapshots)]
                 })
             })
-            .collect::<Vec<_>>();
-        let mut tasks = tasks;
+            .collect();
         if let Some(source) = &options.prometheus {
-            let (source, client, mut rx) = (source.clone(), client.clone(), rx.clone());
+            let (source, client, rx) = (source.clone(), client.clone(), rx.clone());
             let (mapping, interval) = (options.mapping.clone(), options.interval);
-            let (results_tx, results_rx) = tokio::sync::oneshot::channel();
-            tokio::spawn(async move {
-                let mut by_instance: BTreeMap<String, Vec<Snapshot>> = BTreeMap::new();
-                let (mut queries, mut failed, mut first_error) = (0u64, 0u64, None);
-                loop {
-                    match query_prometheus(&client, &source, &mapping, started).await {
-                        Ok(snapshots) => {
-                            queries += 1;
-                            for (instance, snapshot) in snapshots {
-                                by_instance.entry(instance).or_default().push(snapshot);
-                            }
-                        }
-                        Err(e) => {
-                            failed += 1;
-                            first_error.get_or_insert(e);
-                        }
-                    }
-                    if *rx.borrow() {
-                        break;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(interval) => {}
-                        _ = rx.changed() => {}
-                    }
-                }
-                let base = source.url.trim_end_matches('/').to_owned();
-                let mut out: Vec<ServiceWatch> = by_instance
-                    .into_iter()
-                    .map(|(instance, snapshots)| {
-                        let w = ServiceWatch {
-                            url: format!("{base} instance={instance}"),
-                            scrapes: snapshots.len() as u64,
-                            failed_scrapes: failed,
-                            first_error: first_error.clone(),
-                            ..ServiceWatch::default()
-                        };
-                        summarise(w, &snapshots)
-                    })
-                    .collect();
-                if out.is_empty() {
-                    out.push(ServiceWatch {
-                        url: base.clone(),
-                        scrapes: 0,
-                        failed_scrapes: failed,
-                        first_error: first_error.or_else(|| {
-                            (queries > 0).then(|| {
-                                format!(
-                                    "{base} has none of the mapped series for {{{}}}: check --prometheus-selector and the mapping",
-                                    source.selector
-                                )
-                            })
-                        }),
-                        ..ServiceWatch::default()
-                    });
-                }
-                let _ = results_tx.send(out);
-            });
-            tasks.push(PrometheusTask(results_rx).into_handle());
+            tasks.push(tokio::spawn(async move {
+                watch_prometheus(&source, &client, &mapping, interval, rx, started).await
+            }));
         }
         Watcher { stop, tasks }
     }
@@ -319,6 +250,81 @@ impl Watcher {
         }
         out
     }
+}
+
+/// After one poll: `false` once the watcher is stopped, else waits out
+/// `interval` (cut short by a stop, for a last poll) and returns `true`.
+async fn next_round(rx: &mut watch::Receiver<bool>, interval: Duration) -> bool {
+    if *rx.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(interval) => {}
+        _ = rx.changed() => {}
+    }
+    true
+}
+
+/// Queries `source` every `interval` until stopped; one [`ServiceWatch`]
+/// per `instance`, or one saying why nothing was seen.
+async fn watch_prometheus(
+    source: &PrometheusSource,
+    client: &reqwest::Client,
+    mapping: &MetricMapping,
+    interval: Duration,
+    mut rx: watch::Receiver<bool>,
+    started: Instant,
+) -> Vec<ServiceWatch> {
+    let mut by_instance: BTreeMap<String, Vec<Snapshot>> = BTreeMap::new();
+    let (mut queries, mut failed, mut first_error) = (0u64, 0u64, None);
+    loop {
+        match query_prometheus(client, source, mapping, started).await {
+            Ok(snapshots) => {
+                queries += 1;
+                for (instance, snapshot) in snapshots {
+                    by_instance.entry(instance).or_default().push(snapshot);
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+        if !next_round(&mut rx, interval).await {
+            break;
+        }
+    }
+    let base = source.url.trim_end_matches('/').to_owned();
+    let mut out: Vec<ServiceWatch> = by_instance
+        .into_iter()
+        .map(|(instance, snapshots)| {
+            let w = ServiceWatch {
+                url: format!("{base} instance={instance}"),
+                scrapes: snapshots.len() as u64,
+                failed_scrapes: failed,
+                first_error: first_error.clone(),
+                ..ServiceWatch::default()
+            };
+            summarise(w, &snapshots)
+        })
+        .collect();
+    if out.is_empty() {
+        out.push(ServiceWatch {
+            url: base.clone(),
+            scrapes: 0,
+            failed_scrapes: failed,
+            first_error: first_error.or_else(|| {
+                (queries > 0).then(|| {
+                    format!(
+                        "{base} has none of the mapped series for {{{}}}: check --prometheus-selector and the mapping",
+                        source.selector
+                    )
+                })
+            }),
+            ..ServiceWatch::default()
+        });
+    }
+    out
 }
 
 async fn scrape(
