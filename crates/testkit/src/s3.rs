@@ -81,12 +81,7 @@ pub struct S3Server {
 impl S3Server {
     /// Starts `moto_server` on 127.0.0.1 accepting any credentials.
     pub async fn start() -> Result<S3Server> {
-        let mut server = Self::spawn(false).await?;
-        server.credentials = S3Credentials {
-            access_key_id: OPEN_ACCESS_KEY.to_owned(),
-            secret_access_key: OPEN_SECRET_KEY.to_owned(),
-        };
-        Ok(server)
+        Self::spawn(false).await
     }
 
     /// Starts `moto_server`, creates `buckets`, an IAM user allowed `s3:*` and
