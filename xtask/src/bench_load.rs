@@ -107,6 +107,17 @@ async fn measured(program: &Path, args: &[String]) -> anyhow::Result<(String, St
     Ok((stdout, stderr, rss))
 }
 
+/// load-tester under [`measured`]: its JSON report and peak RSS.
+async fn measured_report(
+    program: &Path,
+    args: &[String],
+) -> anyhow::Result<(shared_types::Report, f64)> {
+    let (out, err, rss) = measured(program, args).await?;
+    let report = shared_types::Report::from_json(&out)
+        .with_context(|| format!("load-tester printed no report: {err}"))?;
+    Ok((report, rss))
+}
+
 fn find(name: &str) -> anyhow::Result<PathBuf> {
     testkit::binaries::which(name)
         .with_context(|| format!("{name} not found: run `scripts/install-deps.sh load-bench`"))
@@ -182,9 +193,7 @@ pub(crate) async fn load_tester() -> anyhow::Result<()> {
     ]
     .map(String::from)
     .to_vec();
-    let (out, err, rss) = measured(&ours, &args).await?;
-    let report = shared_types::Report::from_json(&out)
-        .with_context(|| format!("load-tester printed no report: {err}"))?;
+    let (report, rss) = measured_report(&ours, &args).await?;
     let rps = report
         .data
         .get("summary")
@@ -303,9 +312,7 @@ pub(crate) async fn load_tester() -> anyhow::Result<()> {
     ]
     .map(String::from)
     .to_vec();
-    let (out, err, rss) = measured(&ours, &args).await?;
-    let report = shared_types::Report::from_json(&out)
-        .with_context(|| format!("load-tester printed no report: {err}"))?;
+    let (report, rss) = measured_report(&ours, &args).await?;
     let summary = report.data.get("summary").cloned().unwrap_or_default();
     println!();
     println!(
