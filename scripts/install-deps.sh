@@ -201,7 +201,19 @@ ensure_backup_agent_services() {
   if command -v pyenv >/dev/null; then pyenv rehash >/dev/null 2>&1 || true; fi
 }
 
+# The upstream Kubernetes control plane for testkit's KubeCluster, built once
+# per machine from Debian's source package into a cache outside the checkout
+# (scripts/build-kubernetes.sh; about 9 minutes cold on 2 cores, instant after).
+ensure_kubernetes() {
+  bash "$(dirname "${BASH_SOURCE[0]}")/build-kubernetes.sh" >/dev/null \
+    || die "building the Kubernetes control plane failed (scripts/build-kubernetes.sh, output above)"
+}
+
 main() {
+  if [[ ${1:-} == kubernetes ]]; then
+    ensure_kubernetes
+    return 0
+  fi
   if [[ ${1:-} == load-bench ]]; then
     ensure_load_bench_tools
     return 0
@@ -218,6 +230,7 @@ main() {
   ensure_local_rabbitmq
   ensure_backup_agent_services
   ensure_reorg_sim_node_packages
+  ensure_kubernetes
 }
 
 main "$@"
