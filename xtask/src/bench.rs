@@ -98,7 +98,7 @@ async fn pg_failover_probe(runs: usize) -> anyhow::Result<()> {
                 &[&run_id],
             )
             .await?
-            .get(0);
+            .try_get(0)?;
         let error = measured - gap;
         errors.push(error);
         println!("{run_index:>4} {measured:>12.1} {gap:>14.1} {error:>12.1} {drill:>12.1}");

@@ -179,7 +179,7 @@ fn test(no_install: bool, args: &[String]) -> anyhow::Result<()> {
     }
     build_binaries()?;
     let mut test = cargo();
-    test.args(["test", "--workspace"]).args(args).env("POSTLAUNCH_REQUIRE_SERVICES", "1");
+    test.args(["test", "--workspace"]).args(args);
     run(test)
 }
 

@@ -8,7 +8,7 @@
 //!
 //! Steps today: `sandbox` (health, readiness, the runbook series, and a smoke
 //! load judged by the launch plan's criteria) and `pg-failover-probe` (a crash
-//! drill on a local primary + synchronous standby, skipped with a reason when
+//! drill on a local primary + synchronous standby, not evaluated (exit 3) when
 //! the PostgreSQL server binaries are absent), `load-tester` (a short run of the
 //! built-in marketplace scenario against the sandbox, judged by the launch
 //! plan's latency, error, cache and breaker criteria), `reorg-sim` (the launch
@@ -315,7 +315,7 @@ async fn sandbox_step(base: &str, options: &VerifyOptions) -> Report {
 }
 
 /// A step's report holding one check that could not be evaluated as asked
-/// (an error, or skipped with the reason).
+/// (an error, or not evaluated with the reason).
 fn unevaluated(tool: &str, target: &str, check: Check) -> Report {
     let mut report = Report::new(tool, env!("CARGO_PKG_VERSION"), target);
     report.push_check(check);
@@ -338,13 +338,16 @@ async fn tool_report(
     }
 }
 
-/// A skipped check when the machine has no PostgreSQL server binaries, which
-/// the steps that build local clusters need.
+/// A not-evaluated check when the machine has no PostgreSQL server binaries,
+/// which the steps that build local clusters need: the criterion applies, so a
+/// missing binary is missing evidence (exit 3), never a skip.
 fn without_postgres(tool: &str, target: &str, id: &str, criterion: &str) -> Option<Report> {
     let missing = testkit::binaries::postgres_tool("initdb").err()?;
-    let reason =
-        format!("skipped: no PostgreSQL server binaries to build a local cluster ({missing})");
-    Some(unevaluated(tool, target, Check::skipped(id, criterion, reason)))
+    let reason = format!(
+        "no PostgreSQL server binaries to build a local cluster ({missing}): \
+         install postgresql-15 (scripts/install-deps.sh does)"
+    );
+    Some(unevaluated(tool, target, Check::not_evaluated(id, criterion, reason)))
 }
 
 /// The failover step: a crash of the primary and promotion of a synchronous

@@ -17,7 +17,7 @@ pub fn render(report: &Report) -> String {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title><style>\
          body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:1em 0}}\
          td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}\
-         .pass{{color:#080}}.fail{{color:#c00;font-weight:bold}}.skipped{{color:#888}}.error{{color:#c60}}\
+         .pass{{color:#080}}.fail{{color:#c00;font-weight:bold}}.skipped{{color:#888}}.error{{color:#c60}}.not-evaluated{{color:#c60;font-weight:bold}}\
          svg{{background:#fafafa;border:1px solid #ddd;margin:0.5em 1em 0.5em 0}}</style></head><body>\
          <h1>{title}</h1><p>verdict: <b class=\"{}\">{}</b> · started {} · exit {}</p>",
         report.verdict().label().to_lowercase(),
@@ -31,6 +31,7 @@ pub fn render(report: &Report) -> String {
             Verdict::Pass => "pass",
             Verdict::Fail => "fail",
             Verdict::Skipped => "skipped",
+            Verdict::NotEvaluated => "not-evaluated",
             Verdict::Error => "error",
         };
         let _ = write!(

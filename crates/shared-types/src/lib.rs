@@ -17,12 +17,21 @@
 //!
 //! | code | [`ExitCode`]        | meaning                                                        |
 //! |------|---------------------|----------------------------------------------------------------|
-//! | 0    | `Success`           | every criterion met (checks may have been skipped)             |
+//! | 0    | `Success`           | every criterion that applies was evaluated and met             |
 //! | 1    | `CriterionNotMet`   | the run completed and at least one check failed                |
 //! | 2    | `Usage`             | invalid command line or configuration; nothing was run         |
-//! | 3    | `CouldNotRun`       | a check could not be evaluated (target unreachable, ...)       |
+//! | 3    | `CouldNotRun`       | could not run, a criterion was not evaluated, or none was      |
 //!
 //! A failed check outranks an error: a report with both exits 1.
+//!
+//! # No verdict without evidence
+//!
+//! A criterion that does not apply (no MongoDB configured) is
+//! [`Verdict::Skipped`]. A criterion that applies but could not be measured
+//! (no metrics endpoint, the series is missing) is [`Verdict::NotEvaluated`]
+//! and the run exits 3, unless the user waived it by name with
+//! `--skip-check ID` ([`Report::waive`]). A report with no check, or with
+//! only skipped ones, has evaluated nothing and exits 3 too.
 //!
 //! # Example
 //!
@@ -34,15 +43,18 @@
 //! report
 //!     .push_check(p95.check("p95-latency", Quantity::millis(412.0)))
 //!     .push_check(Check::skipped("ws-latency", "ws_p95 < 200ms", "no websocket endpoint configured"))
+//!     .push_check(Check::not_evaluated("cache-hit-rate", "hit_rate > 80%", "no metrics source: pass --metrics-url"))
 //!     .push_measurement(Measurement::new("requests_total", 12_000.0, ""));
 //! report.finish();
 //!
 //! assert_eq!(report.checks[0].criterion, "p95 < 500ms");
 //! assert_eq!(report.checks[0].observed.as_deref(), Some("412 ms"));
+//! assert_eq!(report.exit_code(), ExitCode::CouldNotRun, "the hit rate was not measured");
+//! report.waive(&["cache-hit-rate"]);
 //! assert_eq!(report.exit_code(), ExitCode::Success);
 //!
 //! let table = report.render(OutputFormat::Human, &RenderOptions::default());
-//! assert!(table.ends_with("verdict: PASS · 1 passed, 0 failed, 1 skipped, 0 errors · exit 0\n"));
+//! assert!(table.ends_with("verdict: PASS · 1 passed, 0 failed, 2 skipped, 0 errors · exit 0\n"));
 //! let back = Report::from_json(&report.to_json_pretty())?;
 //! assert_eq!(back, report);
 //! # Ok::<(), Box<dyn std::error::Error>>(())

@@ -10,14 +10,15 @@ use crate::verdict::{ExitCode, Verdict, VerdictCounts};
 
 /// The version of the report format, written to [`Report::schema_version`].
 /// It changes only when a field changes meaning or is removed.
-pub const SCHEMA_VERSION: &str = "1";
+pub const SCHEMA_VERSION: &str = "2";
 
 /// The result of one tool run: which criteria were checked against which
 /// target, with what outcome, and what was measured along the way.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Report {
-    /// Version of the report format; "1" for this schema.
+    /// Version of the report format; "2" for this schema (2 added the
+    /// `not_evaluated` verdict and made a report that evaluated nothing exit 3).
     pub schema_version: String,
     /// Name of the tool that produced the report, e.g. "load-tester".
     pub tool: String,
@@ -77,14 +78,16 @@ impl Report {
     }
 
     /// The overall verdict: any `Fail` makes it `Fail`; otherwise any `Error`
-    /// makes it `Error`; if every check was skipped, or there are no checks,
-    /// it is `Skipped`; otherwise `Pass`.
+    /// makes it `Error`, then any `NotEvaluated`; if every check was skipped,
+    /// or there are no checks, it is `Skipped` (nothing was evaluated);
+    /// otherwise `Pass`.
     pub fn verdict(&self) -> Verdict {
         self.counts().verdict()
     }
 
-    /// The exit code for this report: `Fail` exits 1 (criterion not met),
-    /// `Error` exits 3 (could not run), `Pass` and `Skipped` exit 0.
+    /// The exit code for this report, always derived from its checks: `Pass`
+    /// exits 0, `Fail` exits 1 (criterion not met); `Error`, `NotEvaluated`
+    /// and a report that evaluated nothing (no checks, or all skipped) exit 3.
     pub fn exit_code(&self) -> ExitCode {
         self.verdict().exit_code()
     }
@@ -92,6 +95,35 @@ impl Report {
     /// How many checks ended with each verdict.
     pub fn counts(&self) -> VerdictCounts {
         VerdictCounts::from_verdicts(self.checks.iter().map(|c| c.verdict))
+    }
+
+    /// Waives the named checks: each not-evaluated (or errored) check whose
+    /// id is in `ids` becomes skipped, its detail saying it was waived and
+    /// why it was not evaluated. Passes and failures are never changed.
+    /// Returns the ids that named no check of this report, so a tool can
+    /// warn about a misspelt waiver (which then waives nothing: safe).
+    pub fn waive<S: AsRef<str>>(&mut self, ids: &[S]) -> Vec<String> {
+        let mut unknown = Vec::new();
+        for id in ids {
+            let id = id.as_ref();
+            let mut found = false;
+            for check in self.checks.iter_mut().filter(|c| c.id == id) {
+                found = true;
+                if matches!(check.verdict, Verdict::NotEvaluated | Verdict::Error) {
+                    let why = check.detail.take().unwrap_or_default();
+                    check.verdict = Verdict::Skipped;
+                    check.detail = Some(if why.is_empty() {
+                        format!("waived by --skip-check {id}")
+                    } else {
+                        format!("waived by --skip-check {id}; not evaluated: {why}")
+                    });
+                }
+            }
+            if !found {
+                unknown.push(id.to_owned());
+            }
+        }
+        unknown
     }
 
     /// Renders the report for people or machines. The result always ends
@@ -182,7 +214,20 @@ impl Check {
         Check::with_verdict(id, criterion, Verdict::Error).with_detail(detail)
     }
 
-    /// A check that was deliberately not run; `reason` becomes the detail.
+    /// A criterion that applies but could not be judged for lack of
+    /// evidence; `missing` says what is missing and how to supply it (which
+    /// flag, which series). The run exits 3 unless the check is waived.
+    pub fn not_evaluated(
+        id: impl Into<String>,
+        criterion: impl Into<String>,
+        missing: impl Into<String>,
+    ) -> Check {
+        Check::with_verdict(id, criterion, Verdict::NotEvaluated).with_detail(missing)
+    }
+
+    /// A check that does not apply to this target; `reason` becomes the
+    /// detail. Never use it for missing evidence: that is
+    /// [`Check::not_evaluated`].
     pub fn skipped(
         id: impl Into<String>,
         criterion: impl Into<String>,
@@ -268,13 +313,16 @@ impl schemars::JsonSchema for NumberOrNull {
 #[cfg(feature = "schema")]
 pub fn report_schema() -> serde_json::Value {
     let mut schema = schemars::schema_for!(Report);
-    schema.insert("$id".to_owned(), "https://postlaunch.dev/schemas/report-v1.json".into());
+    schema.insert("$id".to_owned(), "https://postlaunch.dev/schemas/report-v2.json".into());
     schema.insert("title".to_owned(), "postlaunch report".into());
     schema.insert(
         "description".to_owned(),
-        "The result of one postlaunch tool run: checks with verdicts (pass, fail, skipped, \
-         error) and measurements. Exit code 0 = every criterion met, 1 = a criterion not \
-         met, 2 = usage error, 3 = the run could not be carried out."
+        "The result of one postlaunch tool run: checks with verdicts (pass, fail, skipped = \
+         not applicable or waived by name, not_evaluated = applies but the evidence is \
+         missing, error = could not run) and measurements. Exit code 0 = every criterion \
+         that applies was evaluated and met, 1 = a criterion not met, 2 = usage error, \
+         3 = the run could not be carried out, a criterion was not evaluated, or nothing \
+         was evaluated."
             .into(),
     );
     sorted_keys(schema.to_value())
@@ -318,6 +366,33 @@ mod tests {
             (Verdict::Pass, Some("0"), Some("ok"))
         );
         assert_eq!(Check::from_bool("x", "c", "1", false).verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn unmeasured_criteria_and_empty_reports_never_pass() {
+        let mut report = Report::new("t", "1", "x");
+        assert_eq!(report.exit_code(), ExitCode::CouldNotRun, "an empty report evaluated nothing");
+        report.push_check(Check::skipped("mongo", "restore", "no MongoDB configured"));
+        assert_eq!(report.exit_code(), ExitCode::CouldNotRun, "all skipped evaluated nothing");
+        report.push_check(Check::pass("p95", "p95 < 500ms", "12 ms"));
+        assert_eq!(report.exit_code(), ExitCode::Success);
+        report.push_check(Check::not_evaluated("hit", "hit_rate > 80%", "no --metrics-url"));
+        assert_eq!(report.exit_code(), ExitCode::CouldNotRun);
+        assert_eq!(report.waive(&["hit", "typo"]), ["typo"]);
+        assert_eq!(report.exit_code(), ExitCode::Success);
+        let waived = &report.checks[2];
+        assert_eq!(waived.verdict, Verdict::Skipped);
+        assert!(waived.detail.as_deref().is_some_and(|d| d.contains("no --metrics-url")));
+        // A failure is never waived away.
+        report.push_check(Check::fail("err", "error_rate < 0.1%", "3%"));
+        report.waive(&["err"]);
+        assert_eq!(report.exit_code(), ExitCode::CriterionNotMet);
+    }
+
+    #[test]
+    fn not_evaluated_serializes_with_an_underscore() {
+        let json = serde_json::to_string(&Verdict::NotEvaluated).unwrap_or_default();
+        assert_eq!(json, "\"not_evaluated\"");
     }
 
     #[test]

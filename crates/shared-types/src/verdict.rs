@@ -13,35 +13,48 @@ pub enum Verdict {
     Pass,
     /// The criterion was evaluated and not met.
     Fail,
-    /// The check was deliberately not run (disabled, not applicable to this target).
+    /// The check does not apply to this target (no MongoDB configured), or the
+    /// user waived it by name (`--skip-check ID`). Never a pass: a report whose
+    /// checks are all skipped has evaluated nothing and exits 3.
     Skipped,
-    /// The criterion could not be evaluated (target unreachable, bad response, tool bug).
+    /// The criterion applies but the evidence to judge it is missing (no
+    /// metrics endpoint, the series is absent, the query failed). Not a pass:
+    /// the run exits 3 unless the check is waived by name; `detail` says what
+    /// evidence is missing and how to supply it.
+    #[serde(rename = "not_evaluated")]
+    NotEvaluated,
+    /// The run could not be carried out for this check (target unreachable,
+    /// dependency missing, tool bug).
     Error,
 }
 
 impl Verdict {
-    /// The short upper-case label used in tables: `PASS`, `FAIL`, `SKIP`, `ERROR`.
+    /// The short upper-case label used in tables: `PASS`, `FAIL`, `SKIP`,
+    /// `UNMEASURED`, `ERROR`.
     pub fn label(self) -> &'static str {
         match self {
             Verdict::Pass => "PASS",
             Verdict::Fail => "FAIL",
             Verdict::Skipped => "SKIP",
+            Verdict::NotEvaluated => "UNMEASURED",
             Verdict::Error => "ERROR",
         }
     }
 
-    /// The process exit code a run with this overall verdict ends with.
+    /// The process exit code a run with this overall verdict ends with. Only
+    /// `Pass` exits 0: an overall `Skipped` (nothing evaluated) or
+    /// `NotEvaluated` exits 3 like `Error`.
     pub fn exit_code(self) -> ExitCode {
         match self {
+            Verdict::Pass => ExitCode::Success,
             Verdict::Fail => ExitCode::CriterionNotMet,
-            Verdict::Error => ExitCode::CouldNotRun,
-            Verdict::Pass | Verdict::Skipped => ExitCode::Success,
+            Verdict::Error | Verdict::NotEvaluated | Verdict::Skipped => ExitCode::CouldNotRun,
         }
     }
 
     /// Combines check verdicts into an overall one: any `Fail` wins, then any
-    /// `Error`; if every check was skipped (or there are none) the result is
-    /// `Skipped`; otherwise `Pass`.
+    /// `Error`, then any `NotEvaluated`; if no check passed (all skipped, or
+    /// there are none) the result is `Skipped`, which exits 3; otherwise `Pass`.
     pub fn aggregate(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
         VerdictCounts::from_verdicts(verdicts).verdict()
     }
@@ -62,7 +75,9 @@ pub struct VerdictCounts {
     pub failed: usize,
     /// Checks that were not run.
     pub skipped: usize,
-    /// Checks that could not be evaluated.
+    /// Checks that applied but lacked the evidence to judge them.
+    pub not_evaluated: usize,
+    /// Checks that could not be run.
     pub errors: usize,
 }
 
@@ -75,6 +90,7 @@ impl VerdictCounts {
                 Verdict::Pass => &mut counts.passed,
                 Verdict::Fail => &mut counts.failed,
                 Verdict::Skipped => &mut counts.skipped,
+                Verdict::NotEvaluated => &mut counts.not_evaluated,
                 Verdict::Error => &mut counts.errors,
             };
             *slot = slot.saturating_add(1);
@@ -87,6 +103,7 @@ impl VerdictCounts {
         self.passed
             .saturating_add(self.failed)
             .saturating_add(self.skipped)
+            .saturating_add(self.not_evaluated)
             .saturating_add(self.errors)
     }
 
@@ -96,6 +113,8 @@ impl VerdictCounts {
             Verdict::Fail
         } else if self.errors > 0 {
             Verdict::Error
+        } else if self.not_evaluated > 0 {
+            Verdict::NotEvaluated
         } else if self.passed == 0 {
             Verdict::Skipped
         } else {
@@ -105,13 +124,14 @@ impl VerdictCounts {
 }
 
 impl fmt::Display for VerdictCounts {
-    /// `3 passed, 1 failed, 0 skipped, 0 errors`
+    /// `3 passed, 1 failed, 0 skipped, 0 errors`, with `, 2 not evaluated`
+    /// before the errors when any check lacked evidence.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} passed, {} failed, {} skipped, {} errors",
-            self.passed, self.failed, self.skipped, self.errors
-        )
+        write!(f, "{} passed, {} failed, {} skipped", self.passed, self.failed, self.skipped)?;
+        if self.not_evaluated > 0 {
+            write!(f, ", {} not evaluated", self.not_evaluated)?;
+        }
+        write!(f, ", {} errors", self.errors)
     }
 }
 
@@ -120,14 +140,15 @@ impl fmt::Display for VerdictCounts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(i32)]
 pub enum ExitCode {
-    /// 0: every criterion was met (or every check was skipped).
+    /// 0: every criterion that applies was evaluated and met.
     Success = 0,
     /// 1: the run completed and at least one criterion was not met.
     CriterionNotMet = 1,
     /// 2: the command line or configuration was invalid; nothing was run.
     Usage = 2,
     /// 3: the run could not be carried out (target unreachable, dependency
-    /// missing), so at least one criterion could not be evaluated.
+    /// missing), or a criterion that applies was not evaluated (evidence
+    /// missing and not waived), or nothing at all was evaluated.
     CouldNotRun = 3,
 }
 
@@ -170,7 +191,8 @@ mod tests {
         assert_eq!(Verdict::aggregate([]), Skipped);
         assert_eq!(Verdict::aggregate([Skipped, Skipped]), Skipped);
         assert_eq!(Verdict::aggregate([Skipped, Pass]), Pass);
-        assert_eq!(Verdict::aggregate([Pass, Error, Skipped]), Error);
+        assert_eq!(Verdict::aggregate([Pass, NotEvaluated, Skipped]), NotEvaluated);
+        assert_eq!(Verdict::aggregate([Pass, Error, NotEvaluated]), Error);
         assert_eq!(Verdict::aggregate([Error, Fail, Pass]), Fail);
     }
 
@@ -181,7 +203,10 @@ mod tests {
         assert_eq!(ExitCode::CouldNotRun.code(), 3);
         assert_eq!(Verdict::Fail.exit_code(), ExitCode::CriterionNotMet);
         assert_eq!(Verdict::Error.exit_code(), ExitCode::CouldNotRun);
-        assert_eq!(Verdict::Skipped.exit_code(), ExitCode::Success);
+        assert_eq!(Verdict::Pass.exit_code(), ExitCode::Success);
+        // Nothing evaluated, or evidence missing, is never a pass.
+        assert_eq!(Verdict::Skipped.exit_code(), ExitCode::CouldNotRun);
+        assert_eq!(Verdict::NotEvaluated.exit_code(), ExitCode::CouldNotRun);
         assert_eq!(format!("{:<6}|", Verdict::Skipped), "SKIP  |");
     }
 }

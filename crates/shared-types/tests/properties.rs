@@ -14,6 +14,7 @@ fn verdict() -> impl Strategy<Value = Verdict> {
         Just(Verdict::Pass),
         Just(Verdict::Fail),
         Just(Verdict::Skipped),
+        Just(Verdict::NotEvaluated),
         Just(Verdict::Error)
     ]
 }
@@ -121,23 +122,28 @@ proptest! {
     }
 
     #[test]
-    fn any_fail_exits_1_else_any_error_exits_3_else_0(verdicts in proptest::collection::vec(verdict(), 0..12)) {
+    fn any_fail_exits_1_else_missing_evidence_exits_3_else_0(verdicts in proptest::collection::vec(verdict(), 0..12)) {
         let mut report = Report::new("t", "1", "x");
         for (i, v) in verdicts.iter().enumerate() {
             report.push_check(Check { verdict: *v, ..Check::pass(i.to_string(), "c", "o") });
         }
+        // Only evidence passes: an error, a criterion not evaluated, or a
+        // report where nothing passed (empty, or all skipped) exits 3.
+        let all_skipped = verdicts.iter().all(|v| *v == Verdict::Skipped);
         let want = if verdicts.contains(&Verdict::Fail) {
             1
-        } else if verdicts.contains(&Verdict::Error) {
+        } else if verdicts.contains(&Verdict::Error)
+            || verdicts.contains(&Verdict::NotEvaluated)
+            || all_skipped
+        {
             3
         } else {
             0
         };
         prop_assert_eq!(report.exit_code().code(), want);
         prop_assert_eq!(report.counts().total(), verdicts.len());
-        let all_skipped = verdicts.iter().all(|v| *v == Verdict::Skipped);
         prop_assert_eq!(report.verdict() == Verdict::Skipped, all_skipped);
-        prop_assert_eq!(report.verdict() == Verdict::Pass, want == 0 && !all_skipped);
+        prop_assert_eq!(report.verdict() == Verdict::Pass, want == 0);
         report.checks.reverse();
         prop_assert_eq!(report.exit_code().code(), want);
     }

@@ -74,18 +74,21 @@ fn sample_report_aggregates_to_fail() {
     let report = sample_report();
     assert_eq!(report.verdict(), Verdict::Fail);
     assert_eq!(report.exit_code(), ExitCode::CriterionNotMet);
-    let want = VerdictCounts { passed: 2, failed: 1, skipped: 1, errors: 1 };
+    let want = VerdictCounts { passed: 2, failed: 1, skipped: 1, not_evaluated: 0, errors: 1 };
     assert_eq!(report.counts(), want);
 }
 
 #[test]
 fn verdicts_map_to_exit_codes() {
     let mut report = Report::new("t", "1", "x");
-    assert_eq!((report.verdict(), report.exit_code().code()), (Verdict::Skipped, 0));
+    // Nothing evaluated is never a pass.
+    assert_eq!((report.verdict(), report.exit_code().code()), (Verdict::Skipped, 3));
     report.push_check(Check::skipped("a", "c", "not configured"));
-    assert_eq!((report.verdict(), report.exit_code().code()), (Verdict::Skipped, 0));
+    assert_eq!((report.verdict(), report.exit_code().code()), (Verdict::Skipped, 3));
     report.push_check(Check::pass("b", "c", "ok"));
     assert_eq!((report.verdict(), report.exit_code().code()), (Verdict::Pass, 0));
+    report.push_check(Check::not_evaluated("e", "c", "no metrics: pass --metrics-url"));
+    assert_eq!((report.verdict(), report.exit_code().code()), (Verdict::NotEvaluated, 3));
     report.push_check(Check::error("c", "c", "unreachable"));
     assert_eq!((report.verdict(), report.exit_code().code()), (Verdict::Error, 3));
     report

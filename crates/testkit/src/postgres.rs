@@ -261,8 +261,8 @@ impl PgPair {
             let receivers: i64 = standby
                 .query_one("SELECT count(*) FROM pg_stat_wal_receiver", &[])
                 .await
-                .map_err(|err| Error::pg("reading pg_stat_wal_receiver on the standby", err))?
-                .get(0);
+                .and_then(|row| row.try_get(0))
+                .map_err(|err| Error::pg("reading pg_stat_wal_receiver on the standby", err))?;
             let senders: i64 = match &primary {
                 Some(primary) => primary
                     .query_one(
@@ -270,7 +270,7 @@ impl PgPair {
                         &[&STANDBY_NAME],
                     )
                     .await
-                    .map(|row| row.get(0))
+                    .and_then(|row| row.try_get(0))
                     .unwrap_or(0),
                 None => 0,
             };
@@ -302,8 +302,8 @@ impl PgPair {
         let names: String = primary
             .query_one("SHOW synchronous_standby_names", &[])
             .await
-            .map_err(|err| Error::pg("SHOW synchronous_standby_names on the primary", err))?
-            .get(0);
+            .and_then(|row| row.try_get(0))
+            .map_err(|err| Error::pg("SHOW synchronous_standby_names on the primary", err))?;
         self.wait_for_standby(!names.trim().is_empty()).await
     }
 
@@ -438,8 +438,11 @@ impl PgPair {
                 .await
                 .map_err(|err| Error::pg("reading pg_stat_replication on the primary", err))?;
             if let Some(row) = rows.first() {
-                let state: Option<String> = row.get(0);
-                let sync_state: Option<String> = row.get(1);
+                let column = |i| {
+                    row.try_get::<_, Option<String>>(i)
+                        .map_err(|err| Error::pg("reading pg_stat_replication on the primary", err))
+                };
+                let (state, sync_state) = (column(0)?, column(1)?);
                 let state = state.unwrap_or_default();
                 let sync_state = sync_state.unwrap_or_default();
                 if state == "streaming" && (!sync || sync_state == "sync") {

@@ -231,12 +231,12 @@ impl PgCatalog {
         let rows = self
             .rows(&self.collection_sql("ORDER BY id OFFSET $1 LIMIT $2"), &[&offset, &limit])
             .await?;
-        Ok(rows.iter().map(collection).collect())
+        rows.iter().map(collection).collect()
     }
 
     pub(super) async fn collection(&self, id: i64) -> Result<Option<Collection>, CatalogError> {
         let rows = self.rows(&self.collection_sql("WHERE id = $1"), &[&id]).await?;
-        Ok(rows.first().map(collection))
+        rows.first().map(collection).transpose()
     }
 
     pub(super) async fn collection_nfts(
@@ -247,12 +247,12 @@ impl PgCatalog {
     ) -> Result<Vec<Nft>, CatalogError> {
         let sql = self.nft_sql("WHERE collection_id = $1 ORDER BY token_id OFFSET $2 LIMIT $3");
         let rows = self.rows(&sql, &[&collection_id, &offset, &limit]).await?;
-        Ok(rows.iter().map(nft).collect())
+        rows.iter().map(nft).collect()
     }
 
     pub(super) async fn nft(&self, id: i64) -> Result<Option<Nft>, CatalogError> {
         let rows = self.rows(&self.nft_sql("WHERE id = $1"), &[&id]).await?;
-        Ok(rows.first().map(nft))
+        rows.first().map(nft).transpose()
     }
 
     pub(super) async fn search(
@@ -264,7 +264,7 @@ impl PgCatalog {
             format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
         let sql = self.collection_sql("WHERE name ILIKE $1 ORDER BY id LIMIT $2");
         let rows = self.rows(&sql, &[&pattern, &limit]).await?;
-        Ok(rows.iter().map(collection).collect())
+        rows.iter().map(collection).collect()
     }
 
     pub(super) async fn owner_nfts(
@@ -276,7 +276,7 @@ impl PgCatalog {
         let rows = self
             .rows(&self.nft_sql("WHERE owner = $1 ORDER BY id LIMIT $2"), &[&owner, &limit])
             .await?;
-        Ok(rows.iter().map(nft).collect())
+        rows.iter().map(nft).collect()
     }
 
     pub(super) async fn ping(&self) -> Result<(), CatalogError> {
@@ -284,27 +284,40 @@ impl PgCatalog {
     }
 }
 
-fn collection(row: &Row) -> Collection {
-    Collection {
-        id: row.get(0),
-        name: row.get(1),
-        slug: row.get(2),
-        contract: row.get(3),
-        creator: row.get(4),
-        nft_count: row.get(5),
-        floor_price_wei: row.get(6),
-    }
+fn collection(row: &Row) -> Result<Collection, CatalogError> {
+    Ok(Collection {
+        id: column(row, "collections", 0)?,
+        name: column(row, "collections", 1)?,
+        slug: column(row, "collections", 2)?,
+        contract: column(row, "collections", 3)?,
+        creator: column(row, "collections", 4)?,
+        nft_count: column(row, "collections", 5)?,
+        floor_price_wei: column(row, "collections", 6)?,
+    })
 }
 
-fn nft(row: &Row) -> Nft {
-    Nft {
-        id: row.get(0),
-        collection_id: row.get(1),
-        token_id: row.get(2),
-        name: row.get(3),
-        owner: row.get(4),
-        image_url: row.get(5),
-    }
+fn nft(row: &Row) -> Result<Nft, CatalogError> {
+    Ok(Nft {
+        id: column(row, "nfts", 0)?,
+        collection_id: column(row, "nfts", 1)?,
+        token_id: column(row, "nfts", 2)?,
+        name: column(row, "nfts", 3)?,
+        owner: column(row, "nfts", 4)?,
+        image_url: column(row, "nfts", 5)?,
+    })
+}
+
+/// Column `index` of a row read from `table`, or an error naming both (a
+/// schema that drifted from ours must not panic the service).
+fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    table: &str,
+    index: usize,
+) -> Result<T, CatalogError> {
+    row.try_get(index).map_err(|e| {
+        let name = row.columns().get(index).map_or("?", |c| c.name());
+        CatalogError::Database(format!("{table}.{name} (column {index}): {e}"))
+    })
 }
 
 fn db_error(e: tokio_postgres::Error) -> CatalogError {

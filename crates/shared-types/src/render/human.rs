@@ -15,7 +15,7 @@ fn verdict_color(verdict: Verdict) -> &'static str {
         Verdict::Pass => "\x1b[32m",
         Verdict::Fail => "\x1b[31m",
         Verdict::Skipped => "\x1b[33m",
-        Verdict::Error => "\x1b[35m",
+        Verdict::NotEvaluated | Verdict::Error => "\x1b[35m",
     }
 }
 
@@ -105,7 +105,7 @@ pub(crate) fn render(report: &Report, options: &RenderOptions) -> String {
                 Cell::plain(check.observed.as_deref().unwrap_or("-")),
             ];
             let details = match (&check.detail, check.verdict) {
-                (Some(detail), Verdict::Fail | Verdict::Error | Verdict::Skipped) => detail
+                (Some(detail), Verdict::Fail | Verdict::Error | Verdict::NotEvaluated | Verdict::Skipped) => detail
                     .lines()
                     .map(|line| format!("{DETAIL_INDENT}{}", single_line(line)))
                     .collect(),
@@ -124,6 +124,24 @@ pub(crate) fn render(report: &Report, options: &RenderOptions) -> String {
             rows.push((vec![Cell::plain(&m.name), Cell::plain(&measurement_value(m))], Vec::new()));
         }
         table(&mut out, &paint, &rows);
+    }
+
+    let unmeasured: Vec<String> = report
+        .checks
+        .iter()
+        .filter(|c| c.verdict == Verdict::NotEvaluated)
+        .map(|c| single_line(&c.id))
+        .collect();
+    if !unmeasured.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} {}: the evidence is missing (see each detail for how to supply it).\n\
+             Waive a criterion you accept unmeasured with --skip-check ID.",
+            paint.style(BOLD, "not evaluated:"),
+            unmeasured.join(", ")
+        );
+    } else if report.counts().passed == 0 && report.counts().failed == 0 {
+        out.push_str("\nno criterion was evaluated: nothing here is evidence of a pass\n");
     }
 
     let verdict = report.verdict();

@@ -120,6 +120,11 @@ fn testcase(out: &mut String, tool: &str, check: &Check) {
         Verdict::Error => {
             format!("<error message=\"{criterion}\" type=\"error\">{}</error>", escape_text(&body))
         }
+        // Missing evidence is an error to a CI dashboard, never a skip.
+        Verdict::NotEvaluated => format!(
+            "<error message=\"{criterion}\" type=\"not-evaluated\">{}</error>",
+            escape_text(&body)
+        ),
         Verdict::Skipped => {
             let reason = check.detail.as_deref().unwrap_or(&check.criterion);
             format!("<skipped message=\"{}\"/>", escape_attr(reason))
