@@ -64,6 +64,8 @@
 //! and `std::process::exit(report.exit_code().code())`.
 
 pub mod cli;
+#[cfg(feature = "postgres")]
+pub mod pg;
 mod quantity;
 pub mod render;
 pub mod report;

@@ -1,0 +1,275 @@
+//! A real PostgreSQL that requires TLS (`ssl = on`, `hostnossl ... reject`),
+//! with a throw-away CA made by openssl at start, for testing that every tool
+//! honours `sslmode` and `sslrootcert`.
+//!
+//! ```text
+//! <tmp>/ca.crt, ca.key          the CA that signed the server certificate
+//! <tmp>/other-ca.crt            a second CA that signed nothing here (the "wrong CA")
+//! <tmp>/server.crt, server.key  CN=localhost, SAN DNS:localhost, IP:127.0.0.1
+//! <tmp>/data/                   the cluster; <tmp>/server.log its log
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tempfile::TempDir;
+
+use crate::error::tail_of_file;
+use crate::ports::free_port;
+use crate::postgres::{POSTGRES_USER, postgres_user_command};
+use crate::{Error, Result, binaries, unix_user};
+
+/// A PostgreSQL 15 server on 127.0.0.1 that refuses connections without TLS.
+/// Dropping it stops the server and removes its directory.
+#[derive(Debug)]
+pub struct TlsPostgres {
+    dir: TempDir,
+    port: u16,
+    pg_ctl: PathBuf,
+}
+
+impl TlsPostgres {
+    /// Makes the certificates, initialises and starts the server.
+    pub async fn start() -> Result<TlsPostgres> {
+        let dir = tempfile::Builder::new()
+            .prefix("postlaunch-pgtls-")
+            .tempdir()
+            .map_err(|err| Error::io("cannot create a temporary directory for TlsPostgres", err))?;
+        let pg_ctl = binaries::postgres_tool("pg_ctl")?;
+        let initdb = binaries::postgres_tool("initdb")?;
+        let path = dir.path().to_owned();
+        let port = free_port();
+        let server = TlsPostgres { dir, port, pg_ctl };
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            make_certificates(&path)?;
+            if unix_user::is_root() {
+                unix_user::chown_to(&path, POSTGRES_USER)?;
+                for file in ["server.key", "server.crt"] {
+                    unix_user::chown_to(&path.join(file), POSTGRES_USER)?;
+                }
+            }
+            init_cluster(&initdb, &path, port)
+        })
+        .await
+        .map_err(|err| {
+            Error::io("the TlsPostgres set-up task failed", std::io::Error::other(err))
+        })??;
+        server.pg_ctl_run(&["-w", "-t", "30", "-l"], true)?;
+        Ok(server)
+    }
+
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The CA that signed the server's certificate.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// A CA that did not sign it.
+    pub fn other_ca_path(&self) -> PathBuf {
+        self.dir.path().join("other-ca.crt")
+    }
+
+    /// `postgres://postgres@{host}:{port}/postgres` with `query` appended
+    /// (e.g. `sslmode=verify-full&sslrootcert=/…/ca.crt`). `host` is
+    /// `localhost` or `127.0.0.1`: both are in the certificate.
+    pub fn url(&self, host: &str, query: &str) -> String {
+        let base = format!("postgres://postgres@{host}:{}/postgres", self.port);
+        if query.is_empty() { base } else { format!("{base}?{query}") }
+    }
+
+    /// The verify-full URL with the right CA: what a production URL looks like.
+    pub fn verify_full_url(&self) -> String {
+        self.url(
+            "localhost",
+            &format!("sslmode=verify-full&sslrootcert={}", self.ca_path().display()),
+        )
+    }
+
+    /// The server log, for error messages.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    fn pg_ctl_run(&self, args: &[&str], start: bool) -> Result<()> {
+        let mut cmd = postgres_user_command(&self.pg_ctl);
+        cmd.arg("-D").arg(self.dir.path().join("data")).args(args);
+        if start {
+            cmd.arg(self.log_path()).arg("start");
+        }
+        cmd.current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let status = cmd.status().map_err(|err| Error::io("cannot run pg_ctl", err))?;
+        if !status.success() && start {
+            return Err(Error::ProcessFailed {
+                what: format!("pg_ctl start of the TLS server on 127.0.0.1:{}", self.port),
+                exit_code: status.code(),
+                log_tail: tail_of_file(&self.log_path(), 30),
+                log_path: Some(self.log_path()),
+                hint: "is the key readable by the postgres user only (0600)?".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TlsPostgres {
+    fn drop(&mut self) {
+        if self.dir.path().join("data/postmaster.pid").exists() {
+            let _ = self.pg_ctl_run(&["-m", "immediate", "-w", "-t", "30", "stop"], false);
+        }
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
+    let openssl = binaries::which("openssl").ok_or_else(|| Error::BinaryNotFound {
+        name: "openssl".to_owned(),
+        searched: "on PATH".to_owned(),
+        hint: "apt-get install openssl".to_owned(),
+    })?;
+    let output = std::process::Command::new(openssl)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| Error::io("cannot run openssl", err))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(Error::ProcessFailed {
+        what: format!("openssl {}", args.join(" ")),
+        exit_code: output.status.code(),
+        log_tail: String::from_utf8_lossy(&output.stderr).into_owned(),
+        log_path: None,
+        hint: "openssl 3 is expected (Debian's)".to_owned(),
+    })
+}
+
+fn make_certificates(dir: &Path) -> Result<()> {
+    for (key, crt, cn) in
+        [("ca.key", "ca.crt", "postlaunch test CA"), ("other-ca.key", "other-ca.crt", "another CA")]
+    {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                key,
+                "-out",
+                crt,
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={cn}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        )?;
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    )?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .map_err(|err| Error::io("cannot write server.ext", err))?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    )?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600))
+        .map_err(|err| Error::io("cannot chmod server.key", err))
+}
+
+fn init_cluster(initdb: &Path, dir: &Path, port: u16) -> Result<()> {
+    let data = dir.join("data");
+    let output = postgres_user_command(initdb)
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-locale", "--no-sync"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| Error::io("cannot run initdb", err))?;
+    if !output.status.success() {
+        return Err(Error::ProcessFailed {
+            what: format!("initdb -D {}", data.display()),
+            exit_code: output.status.code(),
+            log_tail: String::from_utf8_lossy(&output.stderr).into_owned(),
+            log_path: None,
+            hint: "is the temporary directory writable by the postgres user?".to_owned(),
+        });
+    }
+    let conf = format!(
+        "\n# postlaunch testkit TlsPostgres\n\
+         listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{dir}'\n\
+         ssl = on\nssl_cert_file = '{dir}/server.crt'\nssl_key_file = '{dir}/server.key'\n\
+         fsync = off\nshared_buffers = 16MB\nmax_connections = 40\n",
+        dir = dir.display()
+    );
+    let append = |file: &str, text: &str, replace: bool| -> Result<()> {
+        use std::io::Write;
+        let path = data.join(file);
+        std::fs::OpenOptions::new()
+            .append(!replace)
+            .write(true)
+            .truncate(replace)
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|err| Error::io(format!("cannot write {}", path.display()), err))
+    };
+    append("postgresql.conf", &conf, false)?;
+    append(
+        "pg_hba.conf",
+        "# postlaunch testkit TlsPostgres: TLS required on TCP\n\
+         local     all all              trust\n\
+         hostssl   all all 127.0.0.1/32 trust\n\
+         hostnossl all all 127.0.0.1/32 reject\n",
+        true,
+    )
+}
