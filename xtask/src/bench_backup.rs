@@ -287,7 +287,7 @@ async fn chown_postgres(path: &Path) -> anyhow::Result<()> {
 async fn count_accounts(url: &str) -> anyhow::Result<u64> {
     let client = testkit::postgres::connect(url).await?;
     let row = client.query_one("SELECT count(*) FROM pgbench_accounts", &[]).await?;
-    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    Ok(u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0))
 }
 
 async fn stop_dir(data: &Path) {

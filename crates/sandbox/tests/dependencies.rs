@@ -104,3 +104,30 @@ async fn cache_hits_come_from_redis_and_show_in_metrics() {
     assert!(ttl > 0 && ttl <= 60_000, "ttl {ttl}");
     let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
 }
+
+/// Production databases require TLS: the catalog is read over
+/// `sslmode=verify-full` with the server's CA from a server that rejects
+/// plaintext (testkit's TlsPostgres), and a wrong CA stops the start with the
+/// host and the TLS reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn catalog_reads_postgres_over_verify_full_tls() {
+    let server = testkit::TlsPostgres::start().await.expect("TLS PostgreSQL");
+    let url = server.verify_full_url();
+    let sandbox = start(&["--database-url", &url, "--collections", "5", "--nfts", "20"]).await;
+    let ready = get_json(&sandbox, "/readyz").await;
+    assert_eq!(ready["catalog"], "postgres");
+    assert_eq!(get_json(&sandbox, "/api/collections/3").await["id"], 3);
+
+    let wrong = server.url(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={}", server.other_ca_path().display()),
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .args(["--listen", "127.0.0.1:0", "--database-url", &wrong])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&format!("localhost:{}", server.port())), "{stderr}");
+    assert!(stderr.contains("UnknownIssuer"), "the TLS reason: {stderr}");
+}

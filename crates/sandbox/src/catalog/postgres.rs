@@ -1,12 +1,12 @@
 //! The catalog in PostgreSQL: seeded once per shape, read through a
 //! `deadpool-postgres` pool.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts};
 use prometheus::IntGauge;
-use tokio_postgres::{NoTls, Row};
+use shared_types::pg::describe;
+use tokio_postgres::Row;
 
 use super::{CatalogError, CatalogShape, Collection, Nft, injected_query_latency};
 use crate::faults::Faults;
@@ -52,9 +52,13 @@ impl PgCatalog {
         faults: Faults,
         in_use: IntGauge,
     ) -> Result<Self, ConnectError> {
-        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
-            ConnectError::InvalidUrl(format!("{e} (expected postgres://user@host:port/dbname)"))
-        })?;
+        // sslmode and sslrootcert are honoured as libpq does (shared-types' pg).
+        let shared_types::pg::PgConnectOptions { mut config, tls, .. } =
+            shared_types::pg::PgConnectOptions::parse(url).map_err(|e| {
+                ConnectError::InvalidUrl(format!(
+                    "{e} (expected postgres://user@host:port/dbname[?sslmode=verify-full&sslrootcert=CA])"
+                ))
+            })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
@@ -62,7 +66,7 @@ impl PgCatalog {
         let target = describe(&config);
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
         let pool = Pool::builder(manager)
@@ -88,7 +92,7 @@ impl PgCatalog {
     /// Creates the tables and loads the generated rows, unless the catalog
     /// already matches `shape`. Concurrent sandboxes serialise on an advisory lock.
     async fn seed(&self, shape: CatalogShape) -> Result<(), String> {
-        let mut client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let mut client = self.pool.get().await.map_err(|e| shared_types::pg::error_chain(&e))?;
         let tx = client.transaction().await.map_err(|e| e.to_string())?;
         let s = &self.schema;
         tx.batch_execute(&format!(
@@ -105,7 +109,11 @@ impl PgCatalog {
             .query_opt(&format!("SELECT collections, nfts, seed FROM {s}.catalog_meta"), &[])
             .await
             .map_err(|e| e.to_string())?
-            .map(|r| (r.get::<_, i32>(0), r.get::<_, i32>(1), r.get::<_, i64>(2)));
+            .map(|r| -> Result<(i32, i32, i64), tokio_postgres::Error> {
+                Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
+            })
+            .transpose()
+            .map_err(|e| format!("{s}.catalog_meta: {e}"))?;
         if current == Some(wanted) {
             tx.commit().await.map_err(|e| e.to_string())?;
             tracing::info!(schema = s, "catalog already seeded");
@@ -322,15 +330,4 @@ fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
 
 fn db_error(e: tokio_postgres::Error) -> CatalogError {
     CatalogError::Database(e.to_string())
-}
-
-/// `host:port/dbname` of a config, never its password.
-fn describe(config: &tokio_postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".to_owned(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}/{}", config.get_dbname().unwrap_or("postgres"))
 }
