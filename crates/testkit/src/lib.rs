@@ -44,6 +44,7 @@
 //! - [`local`] points at the machine's pre-started PostgreSQL and Redis and
 //!   makes a [`TempDatabase`].
 //! - [`postgres`] builds a [`PgPair`], a primary and a streaming standby.
+//! - [`pg_tls`] starts a [`TlsPostgres`] that requires TLS, with a throw-away CA.
 //! - [`prometheus`] starts a [`Prometheus`].
 //! - [`sandbox`] starts the [`Sandbox`], the marketplace service under test.
 //! - [`s3`] starts an [`S3Server`] (moto), open or with signatures enforced.
@@ -56,6 +57,7 @@ mod error;
 pub mod local;
 pub mod metrics;
 pub mod mongo;
+pub mod pg_tls;
 pub mod ports;
 pub mod postgres;
 pub mod prometheus;
@@ -70,6 +72,7 @@ pub use local::{
     TempDatabase, local_postgres_url, local_redis_url, postgres_writable_dir, unique_name,
 };
 pub use mongo::MongoServer;
+pub use pg_tls::TlsPostgres;
 pub use ports::{free_port, wait_for_http_ok, wait_for_tcp};
 pub use postgres::{PgPair, PgPairOptions, postgres_user_command};
 pub use prometheus::{Prometheus, PrometheusOptions};

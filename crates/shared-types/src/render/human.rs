@@ -105,7 +105,10 @@ pub(crate) fn render(report: &Report, options: &RenderOptions) -> String {
                 Cell::plain(check.observed.as_deref().unwrap_or("-")),
             ];
             let details = match (&check.detail, check.verdict) {
-                (Some(detail), Verdict::Fail | Verdict::Error | Verdict::NotEvaluated | Verdict::Skipped) => detail
+                (
+                    Some(detail),
+                    Verdict::Fail | Verdict::Error | Verdict::NotEvaluated | Verdict::Skipped,
+                ) => detail
                     .lines()
                     .map(|line| format!("{DETAIL_INDENT}{}", single_line(line)))
                     .collect(),
