@@ -19,7 +19,10 @@ async fn catalog_is_seeded_into_and_read_from_postgres() {
         .query_one("SELECT (SELECT count(*) FROM sandbox.collections), (SELECT count(*) FROM sandbox.nfts)", &[])
         .await
         .unwrap();
-    assert_eq!((counts.get::<_, i64>(0), counts.get::<_, i64>(1)), (40, 1000));
+    assert_eq!(
+        (counts.try_get::<_, i64>(0).unwrap(), counts.try_get::<_, i64>(1).unwrap()),
+        (40, 1000)
+    );
 
     // A row changed behind the sandbox's back shows up: reads go to PostgreSQL.
     client
@@ -43,7 +46,7 @@ async fn catalog_is_seeded_into_and_read_from_postgres() {
         )
         .await
         .unwrap()
-        .get(0);
+        .try_get(0).unwrap();
     assert!(sessions >= 1, "the sandbox holds pooled connections to {}", db.name());
 }
 
@@ -57,14 +60,16 @@ async fn a_second_start_reuses_the_seeded_catalog() {
         .query_one("SELECT seeded_at::text FROM sandbox.catalog_meta", &[])
         .await
         .unwrap()
-        .get(0);
+        .try_get(0)
+        .unwrap();
     let _second =
         start(&["--database-url", db.url(), "--collections", "10", "--nfts", "100"]).await;
     let again: String = client
         .query_one("SELECT seeded_at::text FROM sandbox.catalog_meta", &[])
         .await
         .unwrap()
-        .get(0);
+        .try_get(0)
+        .unwrap();
     assert_eq!(seeded_at, again, "same shape: not seeded twice");
 }
 

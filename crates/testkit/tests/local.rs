@@ -11,7 +11,7 @@ async fn database_exists(name: &str) -> bool {
         .query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[&name])
         .await
         .expect("query pg_database");
-    row.get::<_, i64>(0) == 1
+    row.try_get::<_, i64>(0).unwrap() == 1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,7 +25,8 @@ async fn temp_database_is_created_and_dropped() {
     // An open connection must not keep the database alive: the drop uses FORCE.
     let client = connect(db.url()).await.unwrap();
     client.batch_execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1)").await.unwrap();
-    let current: String = client.query_one("SELECT current_database()", &[]).await.unwrap().get(0);
+    let current: String =
+        client.query_one("SELECT current_database()", &[]).await.unwrap().try_get(0).unwrap();
     assert_eq!(current, name);
 
     drop(db); // inside a multi-thread runtime, on purpose

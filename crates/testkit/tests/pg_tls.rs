@@ -39,7 +39,7 @@ async fn a_wrong_ca_is_refused_naming_the_host_and_the_tls_reason() {
     for mode in ["verify-full", "verify-ca"] {
         let url =
             server.url("localhost", &format!("sslmode={mode}&sslrootcert={}", other.display()));
-        let err = connect(&url).await.err().expect("a wrong CA must be refused");
+        let err = connect(&url).await.expect_err("a wrong CA must be refused");
         assert!(
             err.contains(&format!("localhost:{}", server.port())),
             "{mode}: names the host: {err}"
@@ -54,7 +54,7 @@ async fn a_wrong_ca_is_refused_naming_the_host_and_the_tls_reason() {
 #[tokio::test]
 async fn sslmode_disable_against_a_tls_only_server_gets_the_servers_refusal() {
     let server = TlsPostgres::start().await.expect("TLS PostgreSQL starts");
-    let err = connect(&server.url("127.0.0.1", "sslmode=disable")).await.err().expect("refused");
+    let err = connect(&server.url("127.0.0.1", "sslmode=disable")).await.expect_err("refused");
     assert!(
         err.contains("pg_hba.conf") && err.contains("no encryption"),
         "the server's words: {err}"

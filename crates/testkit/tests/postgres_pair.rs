@@ -14,7 +14,7 @@ async fn wait_for_row(client: &Client, value: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Ok(row) = client.query_one("SELECT count(*) FROM t WHERE v = $1", &[&value]).await
-            && row.get::<_, i64>(0) == 1
+            && row.try_get::<_, i64>(0).unwrap() == 1
         {
             return true;
         }
@@ -33,7 +33,7 @@ async fn primary_and_standby_stream_writes() {
     let primary = connect(&pair.primary_url()).await.unwrap();
     let standby = connect(&pair.standby_url()).await.unwrap();
     let in_recovery: bool =
-        standby.query_one("SELECT pg_is_in_recovery()", &[]).await.unwrap().get(0);
+        standby.query_one("SELECT pg_is_in_recovery()", &[]).await.unwrap().try_get(0).unwrap();
     assert!(in_recovery, "the standby must be in recovery");
 
     primary
@@ -57,8 +57,8 @@ async fn synchronous_pair_reports_sync_state() {
         )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, String>(0), "streaming");
-    assert_eq!(row.get::<_, String>(1), "sync");
+    assert_eq!(row.try_get::<_, String>(0).unwrap(), "streaming");
+    assert_eq!(row.try_get::<_, String>(1).unwrap(), "sync");
 
     // A synchronous commit returns only once the standby has it.
     primary.batch_execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('acked')").await.unwrap();
@@ -81,7 +81,7 @@ async fn promoted_standby_accepts_writes() {
 
     let promoted = connect(&pair.standby_url()).await.unwrap();
     let in_recovery: bool =
-        promoted.query_one("SELECT pg_is_in_recovery()", &[]).await.unwrap().get(0);
+        promoted.query_one("SELECT pg_is_in_recovery()", &[]).await.unwrap().try_get(0).unwrap();
     assert!(!in_recovery, "the promoted standby must have left recovery");
     assert!(
         wait_for_row(&promoted, "before", Duration::from_secs(1)).await,
@@ -104,8 +104,12 @@ async fn partitioned_standby_falls_behind_until_healed() {
         !wait_for_row(&standby, "during partition", Duration::from_secs(1)).await,
         "a partitioned standby must not receive WAL"
     );
-    let senders: i64 =
-        primary.query_one("SELECT count(*) FROM pg_stat_replication", &[]).await.unwrap().get(0);
+    let senders: i64 = primary
+        .query_one("SELECT count(*) FROM pg_stat_replication", &[])
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
     assert_eq!(senders, 0, "the primary must have lost its standby");
 
     pair.heal_standby().await.unwrap();
