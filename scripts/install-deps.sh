@@ -91,6 +91,19 @@ ensure_prometheus() {
   fi
 }
 
+# nginx (Debian's nginx-light): testkit's Nginx, a real HTTP server without
+# /metrics that load-tester's no-evidence test targets; openssl for the
+# throw-away CAs of testkit's TlsPostgres.
+ensure_nginx_and_openssl() {
+  local missing=()
+  command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+  command -v openssl >/dev/null || missing+=(openssl)
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    log "installing ${missing[*]}"
+    apt_install "${missing[@]}"
+  fi
+}
+
 # PostgreSQL server binaries used by testkit's PgPair (primary + standby).
 check_postgres_binaries() {
   local bin found=""
@@ -224,6 +237,7 @@ main() {
     return 0
   fi
   ensure_prometheus
+  ensure_nginx_and_openssl
   check_postgres_binaries
   ensure_local_postgres
   ensure_local_redis

@@ -4,7 +4,6 @@
 //! Peak RSS of each tool is read from its rusage through a tiny Python wrapper.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 
@@ -15,69 +14,10 @@ const SECONDS: u64 = 5;
 /// Connections / users / VUs of the saturation runs.
 const CONNECTIONS: u32 = 50;
 
-/// nginx serving `index.html` from a temp dir on a free loopback port.
-struct Nginx {
-    child: tokio::process::Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    async fn start() -> anyhow::Result<Self> {
-        let nginx = testkit::binaries::which("nginx")
-            .or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.exists()))
-            .context("nginx not found: run `scripts/install-deps.sh load-bench`")?;
-        let dir = tempfile::tempdir()?;
-        let port = testkit::free_port();
-        std::fs::write(
-            dir.path().join("index.html"),
-            "<html><body>postlaunch bench</body></html>\n".repeat(10),
-        )?;
-        let conf = dir.path().join("nginx.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-                 events {{ worker_connections 4096; }}\n\
-                 http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
-                   uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-                   server {{ listen 127.0.0.1:{port}; root {d}; }} }}\n",
-                d = dir.path().display()
-            ),
-        )?;
-        let child = tokio::process::Command::new(nginx)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir.path())
-            .kill_on_drop(true)
-            .spawn()?;
-        let url = format!("http://127.0.0.1:{port}");
-        testkit::wait_for_http_ok(&format!("{url}/index.html"), Duration::from_secs(10)).await?;
-        Ok(Self { child, url, _dir: dir })
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        stop_nginx(&mut self.child);
-    }
-}
-
-/// Stops an nginx master and its workers: SIGTERM lets the master take its
-/// workers down (SIGKILL would orphan them, still holding the port), then
-/// SIGKILL if it has not exited within 2 s.
+/// Stops an nginx master and its workers (testkit's rule, shared with the
+/// backup bench's TLS proxy).
 pub(crate) fn stop_nginx(child: &mut tokio::process::Child) {
-    if let Some(pid) = child.id() {
-        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-        for _ in 0..100 {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let _ = child.start_kill();
+    testkit::nginx::stop(child);
 }
 
 /// Runs `program args` under a Python wrapper that prints the children's peak
@@ -132,8 +72,8 @@ struct Row {
 pub(crate) async fn load_tester() -> anyhow::Result<()> {
     crate::bench::build_release("load-tester")?;
     let ours = tools::binary("release", "load-tester");
-    let nginx = Nginx::start().await?;
-    let url = nginx.url.clone();
+    let nginx = testkit::Nginx::start().await?;
+    let url = nginx.url().to_owned();
     let dir = tempfile::tempdir()?;
     let root = crate::workspace::root();
     let mut rows = Vec::new();

@@ -102,6 +102,11 @@ struct OutputArgs {
     /// Log format on stderr.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Accept this criterion unmeasured: a check that could not be evaluated
+    /// (e.g. cache-hit-rate with no metrics source) becomes skipped instead of
+    /// making the run exit 3. Repeatable; passes and failures never change.
+    #[arg(long = "skip-check", value_name = "ID")]
+    skip_checks: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -345,6 +350,11 @@ fn write(path: &Path, text: &str) -> Result<(), LoadError> {
 }
 
 fn emit(report: &Report, output: &OutputArgs) -> Result<ExitCode, LoadError> {
+    let mut waived = report.clone();
+    for id in waived.waive(&output.skip_checks) {
+        tracing::warn!("--skip-check {id}: no check has this id; nothing waived");
+    }
+    let report = &waived;
     if let Some(path) = &output.report {
         write(path, &report.to_json_pretty())?;
     }

@@ -207,10 +207,15 @@ fn service_check(g: &SloGate, services: &[ServiceWatch]) -> Check {
     let scraped: Vec<&ServiceWatch> = services.iter().filter(|s| s.scrapes > 0).collect();
     if scraped.is_empty() {
         let why = match services.first() {
-            None => "no metrics endpoint watched: pass --metrics-url URL (the target's /metrics is tried by default)".to_owned(),
-            Some(s) => format!("no scrape of {} succeeded: {}", s.url, s.first_error.clone().unwrap_or_default()),
+            None => "no metrics source: pass --metrics-url URL (the target's /metrics is tried by default) or --prometheus URL; or waive with --skip-check ID".to_owned(),
+            Some(s) => format!(
+                "no scrape of {} succeeded: {}; pass --metrics-url or --prometheus with the service's series, or waive with --skip-check {}",
+                s.url,
+                s.first_error.clone().unwrap_or_default(),
+                g.id
+            ),
         };
-        return Check::skipped(&g.id, criterion, why);
+        return Check::not_evaluated(&g.id, criterion, why);
     }
     let urls = scraped.iter().map(|s| s.url.as_str()).collect::<Vec<_>>().join(", ");
     match g.threshold.metric.as_str() {
@@ -219,7 +224,7 @@ fn service_check(g: &SloGate, services: &[ServiceWatch]) -> Check {
             let hits: f64 =
                 scraped.iter().filter_map(|s| Some(s.cache_hit_rate? * s.cache_lookups)).sum();
             if scraped.iter().all(|s| s.cache_hit_rate.is_none()) || lookups == 0.0 {
-                return Check::skipped(
+                return Check::not_evaluated(
                     &g.id,
                     criterion,
                     format!(
@@ -233,7 +238,7 @@ fn service_check(g: &SloGate, services: &[ServiceWatch]) -> Check {
         }
         "breakers_open" => {
             if scraped.iter().all(|s| s.breakers_at_end.is_empty()) {
-                return Check::skipped(
+                return Check::not_evaluated(
                     &g.id,
                     criterion,
                     format!("{urls} exports no circuit_breaker_state series"),
@@ -270,7 +275,7 @@ fn service_check(g: &SloGate, services: &[ServiceWatch]) -> Check {
                     .threshold
                     .check(&g.id, Quantity::ratio(peak))
                     .with_detail("peak of db_connections_in_use / db_connections_max"),
-                None => Check::skipped(
+                None => Check::not_evaluated(
                     &g.id,
                     criterion,
                     format!("{urls} exports no db_connections_in_use / db_connections_max"),
@@ -295,7 +300,7 @@ fn service_check(g: &SloGate, services: &[ServiceWatch]) -> Check {
             Some(peak) => {
                 g.threshold.check(&g.id, Quantity::count(peak)).with_detail("peak CPU in cores")
             }
-            None => Check::skipped(
+            None => Check::not_evaluated(
                 &g.id,
                 criterion,
                 format!("{urls} exports no process_cpu_seconds_total"),
@@ -305,7 +310,7 @@ fn service_check(g: &SloGate, services: &[ServiceWatch]) -> Check {
             Some(peak) => {
                 g.threshold.check(&g.id, Quantity::bytes(peak)).with_detail("peak resident memory")
             }
-            None => Check::skipped(
+            None => Check::not_evaluated(
                 &g.id,
                 criterion,
                 format!("{urls} exports no process_resident_memory_bytes"),
@@ -334,10 +339,12 @@ mod tests {
     }
 
     #[test]
-    fn service_checks_are_skipped_without_a_scrape() {
+    fn service_checks_are_not_evaluated_without_a_scrape() {
         let checks = Criteria::default().evaluate(&RunStats::default(), &[]);
-        let cache = checks.iter().find(|c| c.id == "cache-hit-rate").map(|c| c.verdict);
-        assert_eq!(cache, Some(shared_types::Verdict::Skipped));
+        for id in ["cache-hit-rate", "circuit-breakers", "pool-utilisation", "restarts"] {
+            let verdict = checks.iter().find(|c| c.id == id).map(|c| c.verdict);
+            assert_eq!(verdict, Some(shared_types::Verdict::NotEvaluated), "{id}");
+        }
         let p95 = checks.iter().find(|c| c.id == "p95-latency").map(|c| c.verdict);
         assert_eq!(p95, Some(shared_types::Verdict::Error));
     }

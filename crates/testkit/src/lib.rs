@@ -49,6 +49,7 @@
 //! - [`sandbox`] starts the [`Sandbox`], the marketplace service under test.
 //! - [`s3`] starts an [`S3Server`] (moto), open or with signatures enforced.
 //! - [`mongo`] starts a [`MongoServer`] (nx-27017).
+//! - [`nginx`] starts an [`Nginx`] serving a static file (no `/metrics`).
 //! - [`anvil`] starts an [`Anvil`], a real Ethereum node (npm `@foundry-rs/anvil`).
 
 pub mod anvil;
@@ -57,6 +58,7 @@ mod error;
 pub mod local;
 pub mod metrics;
 pub mod mongo;
+pub mod nginx;
 pub mod pg_tls;
 pub mod ports;
 pub mod postgres;
@@ -72,6 +74,7 @@ pub use local::{
     TempDatabase, local_postgres_url, local_redis_url, postgres_writable_dir, unique_name,
 };
 pub use mongo::MongoServer;
+pub use nginx::Nginx;
 pub use pg_tls::TlsPostgres;
 pub use ports::{free_port, wait_for_http_ok, wait_for_tcp};
 pub use postgres::{PgPair, PgPairOptions, postgres_user_command};
