@@ -564,7 +564,15 @@ fn strings(args: &[&str]) -> Vec<String> {
 async fn alert_rules_step() -> Report {
     let rules = workspace::root().join("docs/alert-linter/marketplace-rules.yml");
     let target = rules.display().to_string();
-    let args = ["lint".to_owned(), target.clone(), "--fail-on".to_owned(), "warning".to_owned()];
+    let config = workspace::root().join("docs/alert-linter/marketplace.yml");
+    let args = [
+        "lint".to_owned(),
+        target.clone(),
+        "--config".to_owned(),
+        config.display().to_string(),
+        "--fail-on".to_owned(),
+        "warning".to_owned(),
+    ];
     tool_report("alert-linter", &args, &target, "lint", "the marketplace alert rules lint clean")
         .await
 }

@@ -87,6 +87,12 @@ pub struct Policy {
 pub struct Coverage {
     /// Whether `lint` reports coverage at all.
     pub enabled: bool,
+    /// Whether an uncovered critical path fails the run. Off by default, so
+    /// a third-party rules file linted on its own is judged on its rules
+    /// alone (uncovered paths are listed, the coverage check is skipped);
+    /// the marketplace's own config (`docs/alert-linter/marketplace.yml`,
+    /// used by `cargo xtask verify`) turns it on.
+    pub required: bool,
     /// Services that per-service paths must be covered for.
     pub services: Vec<String>,
     /// The label that names a service in selectors.
@@ -180,6 +186,7 @@ impl Default for Coverage {
             };
         Coverage {
             enabled: true,
+            required: false,
             services: ["auth", "user", "media", "gateway", "indexer"].map(String::from).to_vec(),
             service_label: "job".into(),
             paths: vec![

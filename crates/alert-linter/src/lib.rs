@@ -168,19 +168,9 @@ impl LintOutcome {
         if with_coverage {
             self.ran.insert("coverage/path-uncovered");
             self.coverage = coverage::evaluate(&self.files, &self.config.coverage);
-            let anchor = self.files.first().map(|f| f.path.clone()).unwrap_or_default();
-            for cov in self.coverage.iter().filter(|c| c.alerts.is_empty()) {
-                self.diagnostics.push(
-                    Diagnostic::new(
-                        "coverage/path-uncovered",
-                        Severity::Error,
-                        &anchor,
-                        yaml::Pos { line: 1, col: 1 },
-                        format!("no alert watches {} (`{}`)", cov.description, cov.key()),
-                    )
-                    .help("add an alert on one of the path's metrics, or remove the path from the config's coverage.paths"),
-                );
-            }
+            // Coverage is a property of the whole rule set: it is one check in
+            // the report (output::report), never a diagnostic pinned to line 1
+            // of some file.
         }
         let config = &self.config;
         self.diagnostics.retain(|d| config.enabled(d.check));
@@ -329,13 +319,16 @@ fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Lints `paths` with the marketplace's default config, coverage included,
+/// Lints `paths` with the marketplace's default config, coverage included
+/// and required,
 /// and returns the report (`cargo xtask verify` runs this on
 /// `docs/alert-linter/marketplace-rules.yml`). Unreadable paths become an
 /// error check (exit 3).
 pub fn lint_marketplace(paths: &[PathBuf]) -> shared_types::Report {
     let target = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
-    match LintOutcome::lint_paths(paths, &Config::default(), true) {
+    let mut config = Config::default();
+    config.coverage.required = true;
+    match LintOutcome::lint_paths(paths, &config, true) {
         Ok(outcome) => outcome.report(Severity::Warning, &target),
         Err(e) => {
             let mut report =

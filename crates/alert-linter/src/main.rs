@@ -178,7 +178,9 @@ async fn run(cli: Cli) -> ExitCode {
     let target = common.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
     let report = outcome.report(fail_on, &target);
     let text = match common.output {
-        Format::Human => output::human(&outcome, fail_on, std::io::stdout().is_terminal()),
+        Format::Human => {
+            output::human(&outcome, fail_on, std::io::stdout().is_terminal(), report.exit_code())
+        }
         Format::Sarif => output::sarif(&outcome),
         Format::Github => output::github(&outcome),
         Format::Json => report.render(OutputFormat::Json, &RenderOptions::default()),
@@ -192,10 +194,8 @@ async fn run(cli: Cli) -> ExitCode {
     }
     // A closed pipe (`| head`) is not an error worth reporting.
     let _ = std::io::stdout().write_all(text.as_bytes());
-    if !outcome.run_errors.is_empty() && !outcome.fails(fail_on) {
-        return ExitCode::CouldNotRun;
-    }
-    if outcome.fails(fail_on) { ExitCode::CriterionNotMet } else { ExitCode::Success }
+    // The exit code is the printed report's, never computed beside it.
+    report.exit_code()
 }
 
 fn usage(message: &str) -> ExitCode {

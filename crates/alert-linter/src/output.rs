@@ -12,7 +12,14 @@ use crate::diag::{CHECKS, Diagnostic, Severity, criterion};
 const DOCS_BASE: &str = "https://github.com/postlaunch/postlaunch/blob/main/docs/alert-linter/";
 
 /// Compiler-style diagnostics with source snippets, then a summary line.
-pub fn human(outcome: &LintOutcome, fail_on: Severity, color: bool) -> String {
+/// `exit` is the run's exit code, derived from the report (so the verdict
+/// line and the process agree).
+pub fn human(
+    outcome: &LintOutcome,
+    fail_on: Severity,
+    color: bool,
+    exit: shared_types::ExitCode,
+) -> String {
     let paint = |code: &str, text: &str| {
         if color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
     };
@@ -67,15 +74,67 @@ pub fn human(outcome: &LintOutcome, fail_on: Severity, color: bool) -> String {
     );
     if !outcome.coverage.is_empty() {
         let _ = write!(out, "; coverage {covered}/{} paths", outcome.coverage.len());
+        let uncovered = uncovered_keys(outcome);
+        if !uncovered.is_empty() {
+            let required =
+                if outcome.config.coverage.required { "required" } else { "not required" };
+            let _ = write!(out, " (uncovered, {required} by the config: {})", uncovered.join(", "));
+        }
     }
-    let failed = outcome.fails(fail_on);
-    let _ = writeln!(
-        out,
-        "\nverdict: {} (--fail-on {fail_on}) · exit {}",
-        if failed { "FAIL" } else { "PASS" },
-        i32::from(failed)
-    );
+    let verdict = match exit {
+        shared_types::ExitCode::Success => "PASS",
+        shared_types::ExitCode::CriterionNotMet => "FAIL",
+        _ => "NOT EVALUATED",
+    };
+    let _ = writeln!(out, "\nverdict: {verdict} (--fail-on {fail_on}) · exit {}", exit.code());
     out
+}
+
+/// The one coverage check of a run: every critical path has an alert. An
+/// uncovered path fails it only where the config requires coverage;
+/// otherwise the check does not apply to this rule set and is skipped, with
+/// the uncovered paths listed.
+fn coverage_check(outcome: &LintOutcome) -> Option<Check> {
+    if outcome.coverage.is_empty() {
+        return None;
+    }
+    let (id, crit) =
+        ("coverage/critical-paths", "an alert watches every critical path of the marketplace");
+    let uncovered: Vec<String> = outcome
+        .coverage
+        .iter()
+        .filter(|c| c.alerts.is_empty())
+        .map(|c| format!("{}: {}", c.key(), c.description))
+        .collect();
+    let total = outcome.coverage.len();
+    let observed = format!("{} of {total} paths covered", total - uncovered.len());
+    Some(if uncovered.is_empty() {
+        let covered: Vec<String> = outcome
+            .coverage
+            .iter()
+            .map(|c| format!("{}: {}", c.key(), c.alerts.join(", ")))
+            .collect();
+        Check::pass(id, crit, observed).with_detail(covered.join("\n"))
+    } else if outcome.config.coverage.required {
+        Check::fail(id, crit, observed).with_detail(format!(
+            "uncovered (add an alert on one of the path's metrics, or remove the path from coverage.paths):\n{}",
+            uncovered.join("\n")
+        ))
+    } else {
+        Check::skipped(
+            id,
+            crit,
+            format!(
+                "{observed}; coverage is not required by the config (coverage.required: false), uncovered:\n{}",
+                uncovered.join("\n")
+            ),
+        )
+    })
+}
+
+/// The uncovered paths, for the human summary.
+fn uncovered_keys(outcome: &LintOutcome) -> Vec<String> {
+    outcome.coverage.iter().filter(|c| c.alerts.is_empty()).map(|c| c.key()).collect()
 }
 
 /// Drops control characters (terminal escapes in a hostile file).
@@ -203,14 +262,8 @@ pub fn report(outcome: &LintOutcome, fail_on: Severity, target: &str) -> Report 
         };
         report.push_check(check);
     }
-    for cov in &outcome.coverage {
-        let id = format!("coverage/{}", cov.key());
-        let crit = format!("an alert watches {}", cov.description);
-        report.push_check(if cov.alerts.is_empty() {
-            Check::fail(id, crit, "not covered")
-        } else {
-            Check::pass(id, crit, format!("covered by {}", cov.alerts.join(", ")))
-        });
+    if let Some(check) = coverage_check(outcome) {
+        report.push_check(check);
     }
     for error in &outcome.run_errors {
         report.push_check(Check::error(error.0.clone(), criterion(&error.0), error.1.clone()));

@@ -32,13 +32,16 @@ fn marketplace_rules_are_lint_clean_covered_and_promtool_valid() {
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).contains("0 error(s), 0 warning(s)"), "{}", stdout(&o));
     let report = alert_linter::lint_marketplace(&[root().join(MARKETPLACE)]);
-    assert!(report.checks.iter().any(|c| c.id == "coverage/http-error-rate[auth]"));
+    let coverage = report.checks.iter().find(|c| c.id == "coverage/critical-paths");
     assert!(
-        report
-            .checks
-            .iter()
-            .filter(|c| c.id.starts_with("coverage/"))
-            .all(|c| c.verdict == shared_types::Verdict::Pass)
+        coverage.is_some_and(|c| c.verdict == shared_types::Verdict::Pass
+            && c.detail.as_deref().is_some_and(|d| d.contains("http-error-rate[auth]"))),
+        "{coverage:?}"
+    );
+    assert_eq!(
+        report.checks.iter().filter(|c| c.id.starts_with("coverage/")).count(),
+        1,
+        "one coverage check per run"
     );
     assert_eq!(report.exit_code(), shared_types::ExitCode::Success);
     assert!(report.measurements.iter().any(|m| m.name == "alerts" && m.value >= 20.0));
@@ -167,4 +170,33 @@ fn directories_and_globs_expand_to_rule_files() {
     let o = run(&["lint", "--no-coverage", "tests/rules/bad/yaml-*.yml"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("in 4 file(s)"), "{}", stdout(&o));
+}
+
+/// Coverage belongs to the whole rule set and fails only where the config
+/// asks for it: a clean third-party file linted on its own exits 0 with the
+/// uncovered paths listed once (not an error at line 1 of the file); the
+/// marketplace's config (coverage.required) makes the same file fail.
+#[test]
+fn coverage_fails_only_where_the_config_requires_it() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let rules = dir.path().join("third-party.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n- name: node\n  rules:\n  - alert: NodeDiskFull\n    expr: node_filesystem_avail_bytes / node_filesystem_size_bytes < 0.05\n    for: 10m\n    labels:\n      severity: warning\n      team: infra\n    annotations:\n      summary: Disk almost full on {{ $labels.instance }}\n      description: Less than 5% disk left on {{ $labels.instance }}.\n      runbook_url: https://runbooks.example.com/node-disk-full\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rules = rules.to_string_lossy().into_owned();
+    let o = run(&["lint", &rules, "--output", "json"]);
+    let report = shared_types::Report::from_json(&stdout(&o))
+        .unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
+    let coverage = report.checks.iter().find(|c| c.id == "coverage/critical-paths");
+    assert!(coverage.is_some_and(|c| c.verdict == shared_types::Verdict::Skipped), "{coverage:?}");
+    assert_eq!(o.status.code(), Some(0), "a clean third-party file passes: {}", stdout(&o));
+    let human = stdout(&run(&["lint", &rules]));
+    assert!(!human.contains("path-uncovered"), "no per-path diagnostics: {human}");
+    assert!(human.contains("uncovered, not required by the config"), "{human}");
+
+    let o = run(&["lint", &rules, "--config", "docs/alert-linter/marketplace.yml"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("verdict: FAIL"), "the verdict line agrees with the exit code");
 }

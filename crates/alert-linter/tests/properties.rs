@@ -32,7 +32,7 @@ proptest! {
         text.push_str(&insert);
         text.extend(SEED.chars().skip(cut + len));
         let outcome = lint(&text);
-        let _ = alert_linter::output::human(&outcome, alert_linter::Severity::Error, false);
+        let _ = alert_linter::output::human(&outcome, alert_linter::Severity::Error, false, shared_types::ExitCode::Success);
         let _ = alert_linter::output::sarif(&outcome);
     }
 
