@@ -11,7 +11,7 @@ pub mod wal;
 
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use shared_types::redact_url;
 
@@ -21,30 +21,16 @@ use crate::manifest::TableSnapshot;
 /// Rows in the sample whose checksum is recorded.
 pub const SAMPLE_ROWS: i64 = 1000;
 
-/// Connects without TLS (loopback and private networks; put a TLS proxy or
-/// `sslmode` support in front for anything else).
+/// Connects as libpq would: `sslmode` (disable/prefer/require/verify-ca/
+/// verify-full) and `sslrootcert` in the URL are honoured (shared-types'
+/// `pg`); the default `prefer` encrypts when the server offers TLS.
 pub async fn connect(url: &str) -> Result<Client> {
-    let connecting = tokio_postgres::connect(url, NoTls);
-    let (client, connection) = tokio::time::timeout(Duration::from_secs(10), connecting)
+    let options = shared_types::pg::PgConnectOptions::parse(url)
+        .map_err(|e| AgentError::Usage(format!("--pg-url {}: {e}", redact_url(url))))?;
+    options
+        .connect(Duration::from_secs(10))
         .await
-        .map_err(|_| {
-            AgentError::CouldNotRun(format!(
-                "connecting to PostgreSQL at {} timed out after 10s",
-                redact_url(url)
-            ))
-        })?
-        .map_err(|e| {
-            AgentError::CouldNotRun(format!(
-                "cannot connect to PostgreSQL at {} ({e}): is the server running? check --pg-url",
-                redact_url(url)
-            ))
-        })?;
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::debug!("postgres connection closed: {err}");
-        }
-    });
-    Ok(client)
+        .map_err(|e| AgentError::CouldNotRun(format!("{e}: is the server running? check --pg-url")))
 }
 
 /// `"name"` with quotes doubled.

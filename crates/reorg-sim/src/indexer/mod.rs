@@ -18,7 +18,7 @@ pub mod store;
 use std::time::Duration;
 
 use alloy_primitives::BloomInput;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::erc1155::event_signatures;
 use crate::node::{HeaderInfo, NodeClient, NodeError};
@@ -88,6 +88,10 @@ pub enum IndexerError {
     /// Bad configuration.
     #[error("{0}")]
     Config(String),
+    /// PostgreSQL could not be reached (the message names the host and,
+    /// for TLS, the handshake's reason).
+    #[error("{0} (is the database up? check --database-url and its sslmode/sslrootcert)")]
+    Connect(String),
 }
 
 impl IndexerError {
@@ -95,11 +99,6 @@ impl IndexerError {
     pub fn is_halt(&self) -> bool {
         matches!(self, IndexerError::ReorgBeyondFinality { .. } | IndexerError::Halted(_))
     }
-}
-
-fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> IndexerError {
-    let context = context.into();
-    move |source| IndexerError::Db { context, source }
 }
 
 /// What one step did.
@@ -130,17 +129,13 @@ pub enum SyncOutcome {
     },
 }
 
-/// Connects to PostgreSQL (no TLS: loopback or a trusted network).
+/// Connects to PostgreSQL as libpq would: `sslmode` and `sslrootcert` in
+/// the URL are honoured (shared-types' `pg`).
 pub async fn connect_db(url: &str) -> Result<Client, IndexerError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(db(format!("cannot connect to {}", shared_types::redact_url(url))))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!("PostgreSQL connection closed: {e}");
-        }
-    });
-    Ok(client)
+    let options = shared_types::pg::PgConnectOptions::parse(url).map_err(|e| {
+        IndexerError::Config(format!("--database-url {}: {e}", shared_types::redact_url(url)))
+    })?;
+    options.connect(Duration::from_secs(10)).await.map_err(|e| IndexerError::Connect(e.to_string()))
 }
 
 /// The reference indexer.
