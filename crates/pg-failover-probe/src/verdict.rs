@@ -17,6 +17,10 @@ pub struct Criteria {
     pub downtime: Threshold,
     /// Longest read unavailability.
     pub read_downtime: Threshold,
+    /// Sum of every write outage in the run (the launch plan's "total
+    /// downtime"). Default `total_downtime < 30s`: the whole failover budget,
+    /// however it is split into several outages.
+    pub total_downtime: Threshold,
     /// Acknowledged commits missing after the failover.
     pub lost: Threshold,
     /// Writes found more than once.
@@ -26,7 +30,8 @@ pub struct Criteria {
 }
 
 /// Metrics `--threshold` may name.
-pub const METRICS: [&str; 4] = ["downtime", "read_downtime", "lost", "duplicates"];
+pub const METRICS: [&str; 5] =
+    ["downtime", "read_downtime", "total_downtime", "lost", "duplicates"];
 
 impl Default for Criteria {
     fn default() -> Self {
@@ -36,6 +41,7 @@ impl Default for Criteria {
         Self {
             downtime: parse("downtime < 30s"),
             read_downtime: parse("read_downtime < 30s"),
+            total_downtime: parse("total_downtime < 30s"),
             lost: parse("lost == 0"),
             duplicates: parse("duplicates == 0"),
             accept_async: false,
@@ -49,6 +55,7 @@ impl Criteria {
         let slot = match threshold.metric.as_str() {
             "downtime" => &mut self.downtime,
             "read_downtime" => &mut self.read_downtime,
+            "total_downtime" => &mut self.total_downtime,
             "lost" => &mut self.lost,
             "duplicates" => &mut self.duplicates,
             other => {
@@ -104,6 +111,37 @@ pub fn longest_outage(attempts: &[Attempt], kind: AttemptKind, end: Duration) ->
         }
     }
     longest
+}
+
+/// Every outage of `kind`: each gap between consecutive successes in which an
+/// attempt failed, plus the tail from the last success to `end` when failures
+/// follow it. Gaps between successes without a failure are pacing, not outages.
+pub fn outages(attempts: &[Attempt], kind: AttemptKind, end: Duration) -> Vec<Window> {
+    let mut successes: Vec<Duration> = attempts
+        .iter()
+        .filter(|a| a.kind == kind && a.outcome == Outcome::Ok)
+        .map(|a| a.finished)
+        .collect();
+    successes.sort_unstable();
+    let failed_between = |from: Duration, to: Option<Duration>| {
+        attempts.iter().any(|a| {
+            a.kind == kind
+                && a.outcome != Outcome::Ok
+                && a.finished >= from
+                && to.is_none_or(|to| a.finished <= to)
+        })
+    };
+    let mut windows: Vec<Window> = successes
+        .windows(2)
+        .filter(|pair| failed_between(pair[0], Some(pair[1])))
+        .map(|pair| Window { from: pair[0], to: pair[1], recovered: true })
+        .collect();
+    if let Some(&last) = successes.last()
+        && attempts.iter().any(|a| a.kind == kind && a.outcome != Outcome::Ok && a.started >= last)
+    {
+        windows.push(Window { from: last, to: end, recovered: false });
+    }
+    windows
 }
 
 /// What the servers did during the run.
@@ -250,13 +288,43 @@ pub fn judge(report: &mut Report, observations: &Observations, criteria: &Criter
             ));
         }
     }
-    if let Some(window) = reads {
-        report.push_check(
-            criteria
-                .read_downtime
-                .check("read-availability", Quantity::seconds(window.length().as_secs_f64())),
-        );
+    let write_outages = outages(attempts, AttemptKind::Write, observations.elapsed);
+    let total_write_downtime: Duration = write_outages.iter().map(Window::length).sum();
+    if writes.is_some() {
+        let check = criteria
+            .total_downtime
+            .check("total-downtime", Quantity::seconds(total_write_downtime.as_secs_f64()))
+            .with_detail(format!(
+                "{} write outage(s), longest {:.3} s",
+                write_outages.len(),
+                write_outages.iter().map(Window::length).max().unwrap_or_default().as_secs_f64()
+            ));
+        report.push_check(check);
+    } else {
+        report.push_check(Check::error(
+            "total-downtime",
+            criteria.total_downtime.to_string(),
+            "no write ever succeeded",
+        ));
     }
+    let read_attempts = attempts.iter().filter(|a| a.kind == AttemptKind::Read).count();
+    let read_check = match reads {
+        Some(window) => criteria
+            .read_downtime
+            .check("read-availability", Quantity::seconds(window.length().as_secs_f64())),
+        None if read_attempts > 0 => Check::fail(
+            "read-availability",
+            criteria.read_downtime.to_string(),
+            format!("no read succeeded ({read_attempts} attempted)"),
+        ),
+        // No read was attempted (--readers 0): no evidence either way.
+        None => Check::not_evaluated(
+            "read-availability",
+            criteria.read_downtime.to_string(),
+            "no read was attempted: run with --readers 1 or more, or --skip-check read-availability",
+        ),
+    };
+    report.push_check(read_check);
 
     match &observations.ledger {
         Ok(check) => {
@@ -365,6 +433,8 @@ pub fn judge(report: &mut Report, observations: &Observations, criteria: &Criter
         ("reads_failed", reads_failed as f64, ""),
         ("write_downtime", writes.map_or(f64::NAN, |w| w.length().as_secs_f64() * 1000.0), "ms"),
         ("read_downtime", reads.map_or(f64::NAN, |w| w.length().as_secs_f64() * 1000.0), "ms"),
+        ("total_write_downtime", total_write_downtime.as_secs_f64() * 1000.0, "ms"),
+        ("write_outages", write_outages.len() as f64, ""),
         ("run_length", seconds, "s"),
     ];
     if let Some(lag) = topology.max_replay_lag_ms {
@@ -462,6 +532,82 @@ mod tests {
         let window = longest_outage(&attempts, w, Duration::from_secs(5)).unwrap();
         assert!(!window.recovered);
         assert_eq!(window.length(), Duration::from_millis(4_900));
+    }
+
+    fn judged(attempts: Vec<Attempt>, criteria: &Criteria) -> Report {
+        let mut report = Report::new("pg-failover-probe", "test", "local");
+        let observations = Observations {
+            attempts,
+            samples: Vec::new(),
+            ledger: Err("not checked".to_owned()),
+            elapsed: Duration::from_secs(10),
+            failover_expected: true,
+            drill_window: None,
+        };
+        judge(&mut report, &observations, criteria);
+        report
+    }
+
+    fn check<'a>(report: &'a Report, id: &str) -> &'a Check {
+        report.checks.iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no check {id}"))
+    }
+
+    #[test]
+    fn total_downtime_sums_every_write_outage_and_is_judged() {
+        let w = AttemptKind::Write;
+        let r = AttemptKind::Read;
+        // Two outages of 2 s and 1.5 s, separated by normal pacing gaps.
+        let attempts = vec![
+            attempt(w, 100, Outcome::Ok),
+            attempt(w, 200, Outcome::Ok),
+            attempt(w, 1_000, Outcome::Failed),
+            attempt(w, 2_200, Outcome::Ok),
+            attempt(w, 3_000, Outcome::Ok),
+            attempt(w, 4_000, Outcome::Ok),
+            attempt(w, 4_500, Outcome::Indeterminate),
+            attempt(w, 5_500, Outcome::Ok),
+            attempt(r, 100, Outcome::Ok),
+            attempt(r, 5_500, Outcome::Ok),
+        ];
+        let windows = outages(&attempts, w, Duration::from_secs(10));
+        let total: Duration = windows.iter().map(Window::length).sum();
+        assert_eq!(windows.len(), 2);
+        assert_eq!(total, Duration::from_millis(3_500));
+
+        let mut criteria = Criteria::default();
+        let report = judged(attempts.clone(), &criteria);
+        let total_check = check(&report, "total-downtime");
+        assert_eq!(total_check.verdict, shared_types::Verdict::Pass);
+        let measured = report.measurements.iter().find(|m| m.name == "total_write_downtime");
+        assert_eq!(measured.map(|m| m.value), Some(3_500.0));
+        // The longest outage (2 s) meets 3 s; the total (3.5 s) does not.
+        criteria.set("downtime < 3s".parse().unwrap()).unwrap();
+        criteria.set("total_downtime < 3s".parse().unwrap()).unwrap();
+        let report = judged(attempts, &criteria);
+        assert_eq!(check(&report, "failover-time").verdict, shared_types::Verdict::Pass);
+        assert_eq!(check(&report, "total-downtime").verdict, shared_types::Verdict::Fail);
+    }
+
+    #[test]
+    fn reads_that_never_succeed_fail_read_availability() {
+        let w = AttemptKind::Write;
+        let r = AttemptKind::Read;
+        let attempts = vec![
+            attempt(w, 100, Outcome::Ok),
+            attempt(w, 200, Outcome::Ok),
+            attempt(r, 100, Outcome::Failed),
+            attempt(r, 900, Outcome::Failed),
+        ];
+        let report = judged(attempts.clone(), &Criteria::default());
+        let read = check(&report, "read-availability");
+        assert_eq!(read.verdict, shared_types::Verdict::Fail);
+        assert!(read.observed.as_deref().unwrap_or("").contains("no read succeeded"));
+        // No read attempted at all: not evaluated, never left out.
+        let report = judged(attempts[..2].to_vec(), &Criteria::default());
+        assert_eq!(
+            check(&report, "read-availability").verdict,
+            shared_types::Verdict::NotEvaluated
+        );
     }
 
     #[test]
