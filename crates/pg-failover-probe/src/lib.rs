@@ -343,8 +343,23 @@ pub async fn check_ledger_report(
     Ok(report)
 }
 
-/// Drops the probe schema from the primary.
+/// Schemas cleanup never drops: `public` (the application's tables live
+/// there) and PostgreSQL's own (`pg_catalog`, `information_schema`,
+/// `pg_toast`, `pg_temp_*`, anything starting with `pg_`).
+pub fn refuse_shared_schema(schema: &str) -> Result<(), ProbeError> {
+    let lower = schema.to_ascii_lowercase();
+    if lower == "public" || lower == "information_schema" || lower.starts_with("pg_") {
+        return Err(ProbeError::Usage(format!(
+            "refusing to drop schema {schema:?}: it is not the probe's own (public and system schemas are never dropped); pass the probe's --schema"
+        )));
+    }
+    Ok(())
+}
+
+/// Drops the probe schema from the primary. Refuses `public` and system
+/// schemas ([`refuse_shared_schema`]).
 pub async fn cleanup(target: &Target, schema: &str) -> Result<(), ProbeError> {
+    refuse_shared_schema(schema)?;
     let (client, connection) = target
         .writer_config(Duration::from_secs(5))
         .connect(tokio_postgres::NoTls)

@@ -91,6 +91,12 @@ enum Command {
         /// The probe schema.
         #[arg(long, default_value = "postlaunch_probe")]
         schema: String,
+        /// Hosts (host or host:port) cleanup may act on besides loopback ones (repeatable).
+        #[arg(long = "allow-target", value_name = "HOST")]
+        allow: Vec<String>,
+        /// Print what cleanup would drop and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -108,6 +114,11 @@ struct OutputArgs {
     /// Accept asynchronous replication (it can lose the last commits on failover).
     #[arg(long)]
     accept_async: bool,
+    /// Accept this criterion unmeasured: a check that could not be evaluated
+    /// (e.g. read-availability with --readers 0) becomes skipped instead of
+    /// making the run exit 3. Repeatable; passes and failures never change.
+    #[arg(long = "skip-check", value_name = "ID")]
+    skip_checks: Vec<String>,
     /// Log format on stderr.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -182,7 +193,7 @@ async fn execute(command: Command) -> Result<ExitCode, ProbeError> {
         }
         Command::Drill { run, steps, warmup, settle, max_wait, step_timeout, allow, dry_run } => {
             let options = run_options(&run)?;
-            refuse_unlisted(&options.target, &allow)?;
+            refuse_unlisted(&options.target, &allow, "drill against")?;
             let plan = DrillPlan { steps, warmup, settle, max_wait, step_timeout };
             if dry_run {
                 println!("dry run: nothing is changed. The drill would:");
@@ -214,9 +225,18 @@ async fn execute(command: Command) -> Result<ExitCode, ProbeError> {
                 pg_failover_probe::check_ledger_report(&target, &ledger, wait, &criteria).await?;
             emit(&report, &output)
         }
-        Command::Cleanup { url, schema } => {
+        Command::Cleanup { url, schema, allow, dry_run } => {
             let target = parse_target(&url)?;
             check_identifier(&schema)?;
+            pg_failover_probe::refuse_shared_schema(&schema)?;
+            refuse_unlisted(&target, &allow, "clean up")?;
+            if dry_run {
+                println!(
+                    "dry run: nothing is changed. Cleanup would run DROP SCHEMA IF EXISTS {schema} CASCADE on the primary of {}",
+                    target.display()
+                );
+                return Ok(ExitCode::Success);
+            }
             pg_failover_probe::cleanup(&target, &schema).await?;
             eprintln!("dropped schema {schema} on {}", target.display());
             Ok(ExitCode::Success)
@@ -278,8 +298,9 @@ fn run_options(run: &RunArgs) -> Result<RunOptions, ProbeError> {
     Ok(options)
 }
 
-/// Drills act only on loopback hosts and hosts listed with --allow-target.
-fn refuse_unlisted(target: &Target, allow: &[String]) -> Result<(), ProbeError> {
+/// Drills and cleanup act only on loopback hosts and hosts listed with
+/// --allow-target; `action` names what was refused ("drill against").
+fn refuse_unlisted(target: &Target, allow: &[String], action: &str) -> Result<(), ProbeError> {
     let refused: Vec<String> = target
         .hosts()
         .into_iter()
@@ -293,13 +314,17 @@ fn refuse_unlisted(target: &Target, allow: &[String]) -> Result<(), ProbeError> 
         Ok(())
     } else {
         Err(ProbeError::Usage(format!(
-            "refusing to drill against {}: not loopback and not in --allow-target; add --allow-target HOST for each server you mean to fail over",
+            "refusing to {action} {}: not loopback and not in --allow-target; add --allow-target HOST for each server you mean to change",
             refused.join(", ")
         )))
     }
 }
 
 fn emit(report: &Report, output: &OutputArgs) -> Result<ExitCode, ProbeError> {
+    let mut report = report.clone();
+    for id in report.waive(&output.skip_checks) {
+        tracing::warn!("--skip-check {id}: no check has this id; nothing waived");
+    }
     report
         .emit(output.output, output.report.as_deref())
         .map_err(|e| ProbeError::CouldNotRun(e.to_string()))

@@ -141,3 +141,60 @@ fn a_threshold_on_an_unknown_metric_exits_2() {
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(text(&output).contains("unknown metric \"p95\""), "{}", text(&output));
 }
+
+async fn schema_exists(url: &str, schema: &str) -> bool {
+    let client = testkit::postgres::connect(url).await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1",
+            &[&schema],
+        )
+        .await
+        .unwrap();
+    row.try_get::<_, i64>(0).unwrap() == 1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cleanup_honours_dry_run_the_allow_list_and_never_drops_shared_schemas() {
+    let db = TempDatabase::create().await.unwrap();
+    let client = testkit::postgres::connect(db.url()).await.unwrap();
+    client
+        .batch_execute("CREATE SCHEMA probe_cleanup; CREATE TABLE public.keep (x int)")
+        .await
+        .unwrap();
+
+    for shared in ["public", "pg_catalog", "information_schema", "pg_toast"] {
+        let output = probe(&["cleanup", "--url", db.url(), "--schema", shared]);
+        assert_eq!(output.status.code(), Some(2), "{shared}: {}", text(&output));
+        assert!(text(&output).contains("refusing to drop schema"), "{}", text(&output));
+    }
+    assert!(schema_exists(db.url(), "public").await);
+
+    let output = probe(&["cleanup", "--url", db.url(), "--schema", "probe_cleanup", "--dry-run"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains("DROP SCHEMA IF EXISTS probe_cleanup CASCADE"),
+        "{}",
+        text(&output)
+    );
+    assert!(schema_exists(db.url(), "probe_cleanup").await, "a dry run drops nothing");
+
+    let output = probe(&[
+        "cleanup",
+        "--url",
+        "postgres://app@db.prod.example:5432/app",
+        "--schema",
+        "probe_cleanup",
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        text(&output).contains("refusing to clean up db.prod.example:5432"),
+        "{}",
+        text(&output)
+    );
+
+    let output = probe(&["cleanup", "--url", db.url(), "--schema", "probe_cleanup"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(!schema_exists(db.url(), "probe_cleanup").await);
+    assert!(schema_exists(db.url(), "public").await);
+}
