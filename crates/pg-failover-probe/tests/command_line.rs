@@ -198,3 +198,37 @@ async fn cleanup_honours_dry_run_the_allow_list_and_never_drops_shared_schemas()
     assert!(!schema_exists(db.url(), "probe_cleanup").await);
     assert!(schema_exists(db.url(), "public").await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unmeasured_reads_exit_3_unless_waived_by_skip_check() {
+    let db = TempDatabase::create().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.jsonl");
+    let base = [
+        "watch",
+        "--url",
+        db.url(),
+        "--ledger",
+        ledger.to_str().unwrap(),
+        "--duration",
+        "1s",
+        "--readers",
+        "0",
+        "--accept-async",
+        "--output",
+        "json",
+    ];
+    let output = probe(&base);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let checks = report["checks"].as_array().unwrap();
+    let read = checks.iter().find(|c| c["id"] == "read-availability").unwrap();
+    assert_eq!(read["verdict"], "not_evaluated", "{read}");
+    let total = checks.iter().find(|c| c["id"] == "total-downtime").unwrap();
+    assert_eq!(total["verdict"], "pass", "{total}");
+
+    let mut waived = base.to_vec();
+    waived.extend(["--skip-check", "read-availability"]);
+    let output = probe(&waived);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+}
