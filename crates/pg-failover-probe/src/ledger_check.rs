@@ -65,8 +65,10 @@ pub async fn check_ledger(
             &[],
         )
         .await
-        .map_err(|e| error(e.to_string()))?
-        .get(0);
+        .map_err(|e| error(e.to_string()))
+        .and_then(|row| {
+            crate::observe::column(&row, "the server-address query", 0, "server").map_err(error)
+        })?;
     let rows = client
         .query(
             &format!(
@@ -77,15 +79,19 @@ pub async fn check_ledger(
         )
         .await
         .map_err(|e| error(format!("{e}; was the probe table created on this cluster?")))?;
+    let table = format!("{}.probe_writes", ledger.schema);
     let found: BTreeMap<WriteKey, i64> = rows
         .iter()
         .map(|r| {
-            (
-                (r.get::<_, i32>(0) as u32, r.get::<_, i32>(1) as u32, r.get::<_, i64>(2) as u64),
-                r.get(3),
-            )
+            let col = |i, name| crate::observe::column::<i64>(r, &table, i, name);
+            let int = |i, name| crate::observe::column::<i32>(r, &table, i, name);
+            Ok((
+                (int(0, "incarnation")? as u32, int(1, "writer")? as u32, col(2, "seq")? as u64),
+                col(3, "count")?,
+            ))
         })
-        .collect();
+        .collect::<Result<_, String>>()
+        .map_err(error)?;
     Ok(compare(server, ledger, &found))
 }
 

@@ -154,15 +154,23 @@ async fn sample(
             &[],
         )
         .await;
+    let read = |row: &tokio_postgres::Row, sample: &mut ServerSample| -> Result<(), String> {
+        const Q: &str = "the server-state query";
+        sample.in_recovery = column(row, Q, 0, "pg_is_in_recovery")?;
+        sample.system_identifier = column(row, Q, 1, "system_identifier")?;
+        sample.timeline = column(row, Q, 2, "timeline")?;
+        sample.wal_lsn = column(row, Q, 3, "wal_lsn")?;
+        sample.synchronous_commit = column(row, Q, 4, "synchronous_commit")?;
+        sample.synchronous_standby_names = column(row, Q, 5, "synchronous_standby_names")?;
+        Ok(())
+    };
     match row {
         Ok(row) => {
             sample.reachable = true;
-            sample.in_recovery = row.get(0);
-            sample.system_identifier = row.get(1);
-            sample.timeline = row.get(2);
-            sample.wal_lsn = row.get(3);
-            sample.synchronous_commit = row.get(4);
-            sample.synchronous_standby_names = row.get(5);
+            if let Err(e) = read(&row, &mut sample) {
+                sample.error = Some(e);
+                return sample;
+            }
         }
         Err(e) => {
             sample.error = Some(e.to_string());
@@ -181,16 +189,34 @@ async fn sample(
             )
             .await
     {
-        sample.replicas = rows
+        const Q: &str = "pg_stat_replication";
+        let replicas: Result<Vec<Replica>, String> = rows
             .iter()
-            .map(|r| Replica {
-                name: r.get(0),
-                state: r.get(1),
-                sync_state: r.get(2),
-                replay_gap_bytes: r.get(3),
-                replay_lag_ms: r.get(4),
+            .map(|r| {
+                Ok(Replica {
+                    name: column(r, Q, 0, "application_name")?,
+                    state: column(r, Q, 1, "state")?,
+                    sync_state: column(r, Q, 2, "sync_state")?,
+                    replay_gap_bytes: column(r, Q, 3, "replay_gap_bytes")?,
+                    replay_lag_ms: column(r, Q, 4, "replay_lag")?,
+                })
             })
             .collect();
+        match replicas {
+            Ok(replicas) => sample.replicas = replicas,
+            Err(e) => sample.error = Some(e),
+        }
     }
     sample
+}
+
+/// Column `index` (`name`) of a row `query` returned, or an error naming both:
+/// a server that answers with an unexpected type never panics the probe.
+pub(crate) fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    query: &str,
+    index: usize,
+    name: &str,
+) -> Result<T, String> {
+    row.try_get(index).map_err(|e| format!("{query}: cannot read column {name} (#{index}): {e}"))
 }

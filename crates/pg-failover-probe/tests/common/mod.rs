@@ -18,6 +18,9 @@ pub async fn probe_rows(url: &str, run_id: &str) -> BTreeSet<WriteKey> {
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get::<_, i32>(0) as u32, r.get::<_, i32>(1) as u32, r.get::<_, i64>(2) as u64))
+        .map(|r| {
+            let int = |i| r.try_get::<_, i32>(i).unwrap() as u32;
+            (int(0), int(1), r.try_get::<_, i64>(2).unwrap() as u64)
+        })
         .collect()
 }
