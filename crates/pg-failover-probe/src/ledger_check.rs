@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use tokio_postgres::NoTls;
-
 use crate::ledger::{LedgerContents, WriteKey};
 use crate::target::Target;
 
@@ -48,7 +46,7 @@ pub async fn check_ledger(
     let config = target.writer_config(connect_timeout);
     let error = |reason: String| CheckError { target: target.display(), reason };
     let client = loop {
-        match config.connect(NoTls).await {
+        match config.connect(target.tls()).await {
             Ok((client, connection)) => {
                 tokio::spawn(connection);
                 break client;

@@ -153,8 +153,9 @@ pub async fn run(
     let target = &options.target;
     workload::prepare(target, &options.workload).await.map_err(|e| {
         ProbeError::CouldNotRun(format!(
-            "cannot reach a primary at {}: {e}; is PostgreSQL running and does --url name the right hosts?",
-            target.display()
+            "cannot reach a primary at {}: {}; is PostgreSQL running and does --url name the right hosts (and sslmode/sslrootcert the right CA)?",
+            target.display(),
+            shared_types::pg::error_chain(&e)
         ))
     })?;
     let ledger = AckLedger::open(
@@ -360,12 +361,13 @@ pub fn refuse_shared_schema(schema: &str) -> Result<(), ProbeError> {
 /// schemas ([`refuse_shared_schema`]).
 pub async fn cleanup(target: &Target, schema: &str) -> Result<(), ProbeError> {
     refuse_shared_schema(schema)?;
-    let (client, connection) = target
-        .writer_config(Duration::from_secs(5))
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| {
-            ProbeError::CouldNotRun(format!("cannot reach a primary at {}: {e}", target.display()))
+    let (client, connection) =
+        target.writer_config(Duration::from_secs(5)).connect(target.tls()).await.map_err(|e| {
+            ProbeError::CouldNotRun(format!(
+                "cannot reach a primary at {}: {}",
+                target.display(),
+                shared_types::pg::error_chain(&e)
+            ))
         })?;
     tokio::spawn(connection);
     client

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::target::Target;
 
@@ -79,13 +79,14 @@ impl Observer {
         let (stop, mut stopped) = watch::channel(false);
         let samples = Arc::new(Mutex::new(Vec::new()));
         let hosts = target.per_host_configs(connect_timeout);
+        let tls = target.tls();
         let sink = samples.clone();
         let task = tokio::spawn(async move {
             let mut clients: Vec<Option<Client>> = hosts.iter().map(|_| None).collect();
             loop {
                 for ((server, config), client) in hosts.iter().zip(clients.iter_mut()) {
                     let at_ms = started.elapsed().as_millis() as u64;
-                    let sample = sample(server, config, client, at_ms).await;
+                    let sample = sample(server, config, &tls, client, at_ms).await;
                     sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(sample);
                 }
                 if *stopped.borrow()
@@ -109,6 +110,7 @@ impl Observer {
 async fn sample(
     server: &str,
     config: &tokio_postgres::Config,
+    tls: &tokio_postgres_rustls::MakeRustlsConnect,
     client: &mut Option<Client>,
     at_ms: u64,
 ) -> ServerSample {
@@ -126,7 +128,7 @@ async fn sample(
         error: None,
     };
     if client.as_ref().is_none_or(Client::is_closed) {
-        match config.connect(NoTls).await {
+        match config.connect(tls.clone()).await {
             Ok((c, connection)) => {
                 tokio::spawn(connection);
                 *client = Some(c);

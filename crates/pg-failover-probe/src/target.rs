@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use tokio_postgres::config::{Host, TargetSessionAttrs};
 
-/// A parsed target.
+/// A parsed target: its config and the TLS connector its `sslmode` and
+/// `sslrootcert` call for (libpq's rules, shared-types' `pg`).
 #[derive(Debug, Clone)]
 pub struct Target {
     config: tokio_postgres::Config,
+    tls: shared_types::pg::PgConnectOptions,
 }
 
 /// The URL does not parse or names no host.
@@ -21,16 +23,23 @@ impl FromStr for Target {
     type Err = InvalidTarget;
 
     fn from_str(url: &str) -> Result<Self, Self::Err> {
-        let config =
-            tokio_postgres::Config::from_str(url).map_err(|e| InvalidTarget(e.to_string()))?;
+        let tls = shared_types::pg::PgConnectOptions::parse(url)
+            .map_err(|e| InvalidTarget(e.to_string()))?;
+        let config = tls.config.clone();
         if config.get_hosts().is_empty() {
             return Err(InvalidTarget("no host given".to_owned()));
         }
-        Ok(Self { config })
+        Ok(Self { config, tls })
     }
 }
 
 impl Target {
+    /// The TLS connector for every connection to this target (unused when
+    /// `sslmode=disable`).
+    pub fn tls(&self) -> tokio_postgres_rustls::MakeRustlsConnect {
+        self.tls.tls.clone()
+    }
+
     /// `host:port,host:port/dbname`: printable, never the password.
     pub fn display(&self) -> String {
         let hosts: Vec<String> = self.hosts().iter().map(|(h, p)| format!("{h}:{p}")).collect();
@@ -100,6 +109,7 @@ impl Target {
                 if let Some(db) = self.config.get_dbname() {
                     config.dbname(db);
                 }
+                config.ssl_mode(self.config.get_ssl_mode());
                 config
                     .connect_timeout(connect_timeout)
                     .application_name("pg-failover-probe-observer");

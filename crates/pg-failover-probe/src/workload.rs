@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use tokio::sync::watch;
-use tokio_postgres::NoTls;
 
 use crate::ledger::AckLedger;
 use crate::target::Target;
@@ -116,12 +115,13 @@ impl Timeline {
 /// A pool configured the way a service would configure it.
 pub fn pool(
     config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     size: usize,
     timeout: Duration,
 ) -> Result<Pool, String> {
     let manager = Manager::from_config(
         config,
-        NoTls,
+        tls,
         ManagerConfig { recycling_method: RecyclingMethod::Fast },
     );
     Pool::builder(manager)
@@ -137,7 +137,8 @@ pub async fn prepare(
     target: &Target,
     config: &WorkloadConfig,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, connection) = target.writer_config(config.connect_timeout).connect(NoTls).await?;
+    let (client, connection) =
+        target.writer_config(config.connect_timeout).connect(target.tls()).await?;
     tokio::spawn(connection);
     let s = &config.schema;
     client
@@ -172,11 +173,13 @@ impl Workload {
     ) -> Result<Self, String> {
         let writer_pool = pool(
             target.writer_config(config.connect_timeout),
+            target.tls(),
             config.writers as usize,
             config.connect_timeout,
         )?;
         let reader_pool = pool(
             target.reader_config(config.connect_timeout),
+            target.tls(),
             config.readers.max(1) as usize,
             config.connect_timeout,
         )?;
