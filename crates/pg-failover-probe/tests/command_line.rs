@@ -232,3 +232,33 @@ async fn unmeasured_reads_exit_3_unless_waived_by_skip_check() {
     let output = probe(&waived);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_column_of_an_unexpected_type_is_an_error_naming_table_and_column() {
+    let db = TempDatabase::create().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.jsonl");
+    let ledger_arg = ledger.to_str().unwrap();
+    let output = probe(&[
+        "watch",
+        "--url",
+        db.url(),
+        "--ledger",
+        ledger_arg,
+        "--duration",
+        "1s",
+        "--accept-async",
+    ]);
+    assert!(ledger.exists(), "{}", text(&output));
+    let client = testkit::postgres::connect(db.url()).await.unwrap();
+    client
+        .batch_execute("ALTER TABLE postlaunch_probe.probe_writes ALTER incarnation TYPE bigint")
+        .await
+        .unwrap();
+    let output = probe(&["check-ledger", "--url", db.url(), "--ledger", ledger_arg]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{message}");
+    assert!(message.contains("postlaunch_probe.probe_writes"), "{message}");
+    assert!(message.contains("column incarnation"), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+}
