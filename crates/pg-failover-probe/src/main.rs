@@ -108,7 +108,8 @@ struct OutputArgs {
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
-    /// Override a criterion: 'downtime < 10s', 'read_downtime < 5s', 'lost == 0', 'duplicates == 0'.
+    /// Override a criterion: 'downtime < 10s', 'read_downtime < 5s', 'total_downtime < 30s',
+    /// 'lag_before < 1s', 'success_rate >= 50%', 'lost == 0', 'duplicates == 0'.
     #[arg(long = "threshold", value_name = "CRITERION")]
     thresholds: Vec<Threshold>,
     /// Accept asynchronous replication (it can lose the last commits on failover).

@@ -21,6 +21,14 @@ pub struct Criteria {
     /// downtime"). Default `total_downtime < 30s`: the whole failover budget,
     /// however it is split into several outages.
     pub total_downtime: Threshold,
+    /// Largest standby replay lag seen before the fault (the drill's first
+    /// step; the whole run when watching). Default `lag_before < 1s`.
+    pub lag_before: Threshold,
+    /// Share of queries (writes and reads) that succeed from the fault's start
+    /// to the end of the run (the whole run when watching). Default
+    /// `success_rate >= 50%`: the outage itself fails every query, the rest
+    /// of the window must make up for it.
+    pub success_rate: Threshold,
     /// Acknowledged commits missing after the failover.
     pub lost: Threshold,
     /// Writes found more than once.
@@ -42,6 +50,8 @@ impl Default for Criteria {
             downtime: parse("downtime < 30s"),
             read_downtime: parse("read_downtime < 30s"),
             total_downtime: parse("total_downtime < 30s"),
+            lag_before: parse("lag_before < 1s"),
+            success_rate: parse("success_rate >= 50%"),
             lost: parse("lost == 0"),
             duplicates: parse("duplicates == 0"),
             accept_async: false,
@@ -56,6 +66,8 @@ impl Criteria {
             "downtime" => &mut self.downtime,
             "read_downtime" => &mut self.read_downtime,
             "total_downtime" => &mut self.total_downtime,
+            "lag_before" => &mut self.lag_before,
+            "success_rate" => &mut self.success_rate,
             "lost" => &mut self.lost,
             "duplicates" => &mut self.duplicates,
             other => {
@@ -326,6 +338,28 @@ pub fn judge(report: &mut Report, observations: &Observations, criteria: &Criter
     };
     report.push_check(read_check);
 
+    let fault_start = observations.drill_window.map_or(Duration::ZERO, |(from, _)| from);
+    report.push_check(lag_before_check(
+        &observations.samples,
+        fault_start,
+        observations.drill_window.is_some(),
+        criteria,
+    ));
+    let during: Vec<&Attempt> = attempts.iter().filter(|a| a.started >= fault_start).collect();
+    let succeeded = during.iter().filter(|a| a.outcome == Outcome::Ok).count();
+    report.push_check(if during.is_empty() {
+        Check::not_evaluated(
+            "query-success-rate",
+            criteria.success_rate.to_string(),
+            "no query was attempted after the fault started",
+        )
+    } else {
+        criteria
+            .success_rate
+            .check("query-success-rate", Quantity::ratio(succeeded as f64 / during.len() as f64))
+            .with_detail(format!("{succeeded} of {} queries succeeded", during.len()))
+    });
+
     match &observations.ledger {
         Ok(check) => {
             let mut lost =
@@ -480,6 +514,53 @@ pub fn judge(report: &mut Report, observations: &Observations, criteria: &Criter
     }
 }
 
+/// The largest replay lag a primary reported for its standbys before
+/// `fault_start` (every sample when `drilled` is false). A standby that is
+/// caught up and idle has a NULL `replay_lag`; a zero byte gap counts as no lag.
+fn lag_before_check(
+    samples: &[ServerSample],
+    fault_start: Duration,
+    drilled: bool,
+    criteria: &Criteria,
+) -> Check {
+    let before: Vec<&ServerSample> = samples
+        .iter()
+        .filter(|s| s.is_primary() && (!drilled || u128::from(s.at_ms) < fault_start.as_millis()))
+        .collect();
+    let replicas: Vec<_> = before.iter().flat_map(|s| s.replicas.iter()).collect();
+    if replicas.is_empty() {
+        let why = if before.is_empty() {
+            "no primary was sampled before the fault"
+        } else {
+            return Check::skipped(
+                "replication-lag-before",
+                criteria.lag_before.to_string(),
+                "the primary reported no standby in pg_stat_replication",
+            );
+        };
+        return Check::not_evaluated(
+            "replication-lag-before",
+            criteria.lag_before.to_string(),
+            why,
+        );
+    }
+    let lags: Vec<f64> = replicas
+        .iter()
+        .filter_map(|r| r.replay_lag_ms.or((r.replay_gap_bytes == Some(0)).then_some(0.0)))
+        .collect();
+    match lags.into_iter().reduce(f64::max) {
+        Some(lag) => criteria
+            .lag_before
+            .check("replication-lag-before", Quantity::millis(lag))
+            .with_detail(format!("{} standby sample(s) before the fault", replicas.len())),
+        None => Check::not_evaluated(
+            "replication-lag-before",
+            criteria.lag_before.to_string(),
+            "pg_stat_replication gave no replay_lag before the fault",
+        ),
+    }
+}
+
 fn count(attempts: &[Attempt], kind: AttemptKind) -> (usize, usize, usize) {
     attempts.iter().filter(|a| a.kind == kind).fold((0, 0, 0), |(ok, failed, unknown), a| {
         match a.outcome {
@@ -608,6 +689,63 @@ mod tests {
             check(&report, "read-availability").verdict,
             shared_types::Verdict::NotEvaluated
         );
+    }
+
+    #[test]
+    fn lag_before_the_fault_and_success_rate_during_it_are_judged_and_overridable() {
+        use crate::observe::Replica;
+        let w = AttemptKind::Write;
+        let primary = |at_ms, lag| ServerSample {
+            at_ms,
+            server: "127.0.0.1:5432".to_owned(),
+            reachable: true,
+            in_recovery: Some(false),
+            system_identifier: Some("1".to_owned()),
+            timeline: Some(1),
+            wal_lsn: Some(0),
+            synchronous_commit: Some("on".to_owned()),
+            synchronous_standby_names: Some("*".to_owned()),
+            replicas: vec![Replica {
+                name: "standby".to_owned(),
+                state: "streaming".to_owned(),
+                sync_state: "sync".to_owned(),
+                replay_gap_bytes: Some(10),
+                replay_lag_ms: Some(lag),
+            }],
+            error: None,
+        };
+        // 200 ms of lag before the fault at +1 s; 5 s of lag after it is not "before".
+        let samples = vec![primary(500, 200.0), primary(2_000, 5_000.0)];
+        // From the fault on: 3 of 4 queries succeed.
+        let attempts = vec![
+            attempt(w, 100, Outcome::Ok),
+            attempt(w, 1_100, Outcome::Failed),
+            attempt(w, 1_500, Outcome::Ok),
+            attempt(w, 1_600, Outcome::Ok),
+            attempt(w, 1_700, Outcome::Ok),
+        ];
+        let judge_with = |criteria: &Criteria| {
+            let mut report = Report::new("pg-failover-probe", "test", "local");
+            let observations = Observations {
+                attempts: attempts.clone(),
+                samples: samples.clone(),
+                ledger: Err("not checked".to_owned()),
+                elapsed: Duration::from_secs(3),
+                failover_expected: true,
+                drill_window: Some((Duration::from_secs(1), Duration::from_millis(1_200))),
+            };
+            judge(&mut report, &observations, criteria);
+            report
+        };
+        let report = judge_with(&Criteria::default());
+        assert_eq!(check(&report, "replication-lag-before").verdict, shared_types::Verdict::Pass);
+        assert_eq!(check(&report, "query-success-rate").verdict, shared_types::Verdict::Pass);
+        let mut strict = Criteria::default();
+        strict.set("lag_before < 100ms".parse().unwrap()).unwrap();
+        strict.set("success_rate >= 80%".parse().unwrap()).unwrap();
+        let report = judge_with(&strict);
+        assert_eq!(check(&report, "replication-lag-before").verdict, shared_types::Verdict::Fail);
+        assert_eq!(check(&report, "query-success-rate").verdict, shared_types::Verdict::Fail);
     }
 
     #[test]

@@ -71,12 +71,21 @@ fn assert_clean_failover(report: &Report, ledger: &LedgerContents) {
         "pool-recovery",
         "failover-visible",
         "replication-durability",
+        "total-downtime",
+        "read-availability",
+        "replication-lag-before",
+        "query-success-rate",
     ] {
         assert_eq!(check(report, id).verdict, Verdict::Pass, "{id}: {json}");
     }
     assert_eq!(report.exit_code().code(), 0, "{json}");
     let downtime = measurement(report, "write_downtime");
     assert!(downtime > 0.0 && downtime < 30_000.0, "downtime {downtime} ms");
+    let total = measurement(report, "total_write_downtime");
+    assert!(
+        total >= downtime && total < 30_000.0,
+        "total downtime {total} ms, longest {downtime} ms"
+    );
     assert_eq!(measurement(report, "lost_commits"), 0.0);
     assert_eq!(report.data["primaries"]["after"]["timeline"], 2, "{json}");
 }
