@@ -59,7 +59,15 @@ pub enum JournalEntry {
         /// What went wrong.
         error: String,
     },
-    /// A drill step ran.
+    /// A drill step is about to start (written before the command runs, so
+    /// a crash mid-step still leaves a record of what was started).
+    DrillStepStarted {
+        /// The shell command.
+        command: String,
+        /// Unix milliseconds when it started.
+        started_ms: i64,
+    },
+    /// A drill step ran (or was interrupted: no exit code).
     DrillStep {
         /// The shell command.
         command: String,
@@ -183,7 +191,9 @@ impl LedgerContents {
             JournalEntry::Indeterminate { i, w, s, error, .. } => {
                 self.indeterminate.insert((i, w, s), error);
             }
-            step @ JournalEntry::DrillStep { .. } => self.drill_steps.push(step),
+            step @ (JournalEntry::DrillStep { .. } | JournalEntry::DrillStepStarted { .. }) => {
+                self.drill_steps.push(step)
+            }
         }
     }
 }

@@ -192,7 +192,7 @@ pub async fn run(
         Mode::Drill(plan) => {
             let interrupted = tokio::select! { _ = tokio::time::sleep(plan.warmup) => false, _ = &mut shutdown => true };
             if !interrupted {
-                match run_steps(plan, &ledger, started).await {
+                match run_steps(plan, &ledger, started, &mut shutdown).await {
                     Ok(window) => {
                         drill_window = Some(window);
                         wait_for_recovery(&workload, window.1, plan, &mut shutdown).await;
@@ -240,14 +240,36 @@ async fn run_steps(
     plan: &DrillPlan,
     ledger: &AckLedger,
     started: Instant,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Result<(Duration, Duration), String> {
     let first = started.elapsed();
     for command in &plan.steps {
         let started_ms = unix_millis();
+        // Journaled before the command runs: a crash mid-step leaves a record.
+        ledger
+            .record_step(JournalEntry::DrillStepStarted { command: command.clone(), started_ms })
+            .map_err(|e| e.to_string())?;
         tracing::info!(%command, "drill step");
         let child =
             tokio::process::Command::new("sh").arg("-c").arg(command).kill_on_drop(true).output();
-        let output = tokio::time::timeout(plan.step_timeout, child).await;
+        // Ctrl-C kills the step (kill_on_drop) and journals it as interrupted.
+        let output = tokio::select! {
+            output = tokio::time::timeout(plan.step_timeout, child) => Some(output),
+            _ = &mut *shutdown => None,
+        };
+        let Some(output) = output else {
+            ledger
+                .record_step(JournalEntry::DrillStep {
+                    command: command.clone(),
+                    started_ms,
+                    finished_ms: unix_millis(),
+                    exit_code: None,
+                })
+                .map_err(|e| e.to_string())?;
+            return Err(format!(
+                "drill step `{command}` interrupted (Ctrl-C); the step was killed"
+            ));
+        };
         let (exit_code, failure) = match output {
             Ok(Ok(out)) if out.status.success() => (out.status.code(), None),
             Ok(Ok(out)) => (

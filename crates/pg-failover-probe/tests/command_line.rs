@@ -262,3 +262,50 @@ async fn a_column_of_an_unexpected_type_is_an_error_naming_table_and_column() {
     assert!(message.contains("column incarnation"), "{message}");
     assert!(!message.contains("panicked"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drill_step_is_journaled_before_it_runs_and_ctrl_c_interrupts_it() {
+    let db = TempDatabase::create().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pg-failover-probe"))
+        .args([
+            "drill",
+            "--url",
+            db.url(),
+            "--ledger",
+            ledger.to_str().unwrap(),
+            "--warmup",
+            "0s",
+            "--step",
+            "sleep 60",
+            "--accept-async",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let journal = std::fs::read_to_string(&ledger).unwrap_or_default();
+        if journal.contains("\"drill_step_started\"") {
+            assert!(!journal.contains("\"kind\":\"drill_step\""), "{journal}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the step was never journaled as started: {journal}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let interrupted_at = Instant::now();
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(interrupted_at.elapsed() < Duration::from_secs(30), "Ctrl-C did not stop the step");
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{message}");
+    assert!(message.contains("interrupted"), "{message}");
+    let journal = std::fs::read_to_string(&ledger).unwrap();
+    assert!(
+        journal.contains("\"kind\":\"drill_step\""),
+        "the interrupted step is journaled: {journal}"
+    );
+}
