@@ -268,7 +268,7 @@ async fn a_drill_step_is_journaled_before_it_runs_and_ctrl_c_interrupts_it() {
     let db = TempDatabase::create().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger.jsonl");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pg-failover-probe"))
+    let child = Command::new(env!("CARGO_BIN_EXE_pg-failover-probe"))
         .args([
             "drill",
             "--url",
