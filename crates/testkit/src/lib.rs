@@ -48,6 +48,7 @@
 //! - [`prometheus`] starts a [`Prometheus`].
 //! - [`sandbox`] starts the [`Sandbox`], the marketplace service under test.
 //! - [`s3`] starts an [`S3Server`] (moto), open or with signatures enforced.
+//! - [`kube_cluster`] starts a [`KubeCluster`]: the upstream Kubernetes control plane on loopback.
 //! - [`mongo`] starts a [`MongoServer`] (nx-27017).
 //! - [`nginx`] starts an [`Nginx`] serving a static file (no `/metrics`).
 //! - [`anvil`] starts an [`Anvil`], a real Ethereum node (npm `@foundry-rs/anvil`).
@@ -55,6 +56,7 @@
 pub mod anvil;
 pub mod binaries;
 mod error;
+pub mod kube_cluster;
 pub mod local;
 pub mod metrics;
 pub mod mongo;
@@ -70,6 +72,7 @@ mod unix_user;
 
 pub use anvil::Anvil;
 pub use error::{Error, Result};
+pub use kube_cluster::KubeCluster;
 pub use local::{
     TempDatabase, local_postgres_url, local_redis_url, postgres_writable_dir, unique_name,
 };
