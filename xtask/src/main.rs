@@ -51,6 +51,15 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// A local Kubernetes: `cluster up` starts the upstream 1.20.2 control
+    /// plane (built once per machine by scripts/build-kubernetes.sh) on
+    /// loopback, prints its kubeconfig and kubectl commands to try, and keeps
+    /// it running until Ctrl-C.
+    Cluster {
+        /// `up` (the only action so far).
+        #[arg(value_parser = ["up"])]
+        action: String,
+    },
     /// Install the services tests need (scripts/install-deps.sh), then run every
     /// test of the workspace against them.
     Test {
@@ -132,6 +141,37 @@ fn execute(task: Task) -> anyhow::Result<ExitCode> {
             let mut command = cargo();
             command.args(["run", "--quiet", "--package", "sandbox", "--"]).args(args);
             run(command)?;
+            Ok(ExitCode::Success)
+        }
+        Task::Cluster { .. } => {
+            let cluster = testkit::KubeCluster::start()?;
+            let kubeconfig = cluster.kubeconfig();
+            println!(
+                "Kubernetes control plane up in {:.1} s at {}\n\n\
+                 export KUBECONFIG={}\n\
+                 kubectl version\n\
+                 kubectl get --raw /readyz\n\
+                 kubectl create deployment web --image=postlaunch/sandbox:v1 --replicas=2\n\
+                 kubectl get deployments,replicasets,pods -o wide\n\
+                 kubectl get events --sort-by=.lastTimestamp\n\n\
+                 No node runs pods yet: pods stay Pending (see docs/kubernetes.md).\n\
+                 Logs: {}. Ctrl-C stops every process.",
+                cluster.started_in.as_secs_f64(),
+                cluster.server_url(),
+                kubeconfig.display(),
+                cluster.log_path("kube-apiserver").with_file_name("*.log").display(),
+            );
+            let runtime = tokio::runtime::Runtime::new()?;
+            // Ctrl-C or SIGTERM: drop the handle so every process is stopped.
+            runtime.block_on(async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::select! {
+                    stopped = tokio::signal::ctrl_c() => stopped,
+                    _ = term.recv() => Ok(()),
+                }
+            })?;
+            drop(cluster);
             Ok(ExitCode::Success)
         }
         Task::Test { no_install, args } => {
