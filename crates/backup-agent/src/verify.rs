@@ -49,11 +49,11 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Report
             .collect::<Result<_>>()?
     };
     if manifests.is_empty() {
-        report.push_check(Check::skipped(
-            "backups",
-            "every object matches its manifest",
-            "the repository holds no complete backup",
-        ));
+        // No backup is not a pass: "daily automated backups" is unmet.
+        report.push_check(
+            Check::fail("backups", "every object matches its manifest", "no complete backup")
+                .with_detail("the repository holds no complete backup: run `backup-agent backup` (or check --repo)"),
+        );
     }
     let wal_files = wal::list(repo).await?;
     let started = Instant::now();

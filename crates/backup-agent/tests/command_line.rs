@@ -399,3 +399,16 @@ async fn restores_into_live_databases_need_consent_and_dry_run_changes_nothing()
 async fn rows_in_t(client: &tokio_postgres::Client) -> i64 {
     client.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0)
 }
+
+/// No backup is not a pass: verifying an empty repository fails (exit 1)
+/// and says what to do, instead of passing on nothing checked.
+#[test]
+fn verify_of_an_empty_repository_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = agent(&["verify", "--repo", dir.path().to_str().unwrap(), "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = Report::from_json(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let backups = report.checks.iter().find(|c| c.id == "backups").unwrap();
+    assert_eq!(backups.verdict, Verdict::Fail);
+    assert!(backups.detail.as_deref().is_some_and(|d| d.contains("no complete backup")));
+}
