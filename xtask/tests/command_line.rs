@@ -29,7 +29,7 @@ fn a_threshold_on_an_unmeasured_metric_exits_2_listing_the_known_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn verify_says_it_skipped_the_failover_drill_without_postgresql_binaries() {
+async fn verify_says_the_failover_drill_was_not_evaluated_without_postgresql_binaries() {
     let sandbox =
         testkit::Sandbox::start(&["--collections", "10", "--nfts", "100"].map(String::from))
             .await
@@ -42,13 +42,14 @@ async fn verify_says_it_skipped_the_failover_drill_without_postgresql_binaries()
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
+    // A missing binary is missing evidence: exit 3, never a skip.
     assert_eq!(
         output.status.code(),
-        Some(0),
+        Some(3),
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("pg-failover-probe/drill"), "{stdout}");
-    assert!(stdout.contains("SKIP"), "{stdout}");
-    assert!(stdout.contains("skipped: no PostgreSQL server binaries"), "{stdout}");
+    assert!(stdout.contains("UNMEASURED"), "{stdout}");
+    assert!(stdout.contains("no PostgreSQL server binaries"), "{stdout}");
 }

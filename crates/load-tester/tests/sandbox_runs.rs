@@ -233,6 +233,11 @@ async fn stages_ramp_hold_and_stop_the_users_and_keep_stdout_for_the_report() {
         "4:2s,4:3s,0:1s",
         "--think-time",
         "0ms..20ms",
+        // This test is about stages, not the cache: a 6 s run's hit rate
+        // depends on how busy the machine is (76.6 % seen on 2 cores), so
+        // waive it by name instead of letting the verdict flake.
+        "--skip-check",
+        "cache-hit-rate",
         "--output",
         "json",
     ])

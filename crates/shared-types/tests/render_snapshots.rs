@@ -69,7 +69,7 @@ fn every_format_ends_with_one_newline() {
 #[test]
 fn report_json_schema() {
     let schema = shared_types::report_schema();
-    assert_eq!(schema["$id"], "https://postlaunch.dev/schemas/report-v1.json");
+    assert_eq!(schema["$id"], "https://postlaunch.dev/schemas/report-v2.json");
     assert_eq!(schema["$defs"]["Timestamp"]["format"], "date-time");
     let pretty = serde_json::to_string_pretty(&schema).unwrap_or_default();
     insta::assert_snapshot!("report_schema", pretty);
