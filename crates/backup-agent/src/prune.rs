@@ -3,6 +3,7 @@
 //! after killed runs: it finishes interrupted deletions and discards
 //! incomplete backups and uploads older than a grace period.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -12,7 +13,9 @@ use crate::error::Result;
 use crate::manifest::{BACKUPS_PREFIX, BackupCatalog, BackupState, delete_backup};
 use crate::postgres::wal;
 use crate::repository::Repository;
-use crate::retention::{RetentionCandidate, RetentionPlan, RetentionPolicy, plan};
+use crate::retention::{
+    KeepReason, RetentionCandidate, RetentionPlan, RetentionPolicy, plan, wal_chain, wal_position,
+};
 
 /// The retention candidates of a catalog.
 pub fn candidates(catalog: &BackupCatalog) -> Vec<RetentionCandidate> {
@@ -81,16 +84,30 @@ pub async fn prune(
     }
     let kept = plan.kept().count();
     let deleted = plan.deleted().count();
+    // The verdict comes from the repository as it is now, not from the plan:
+    // re-read it (a dry run looks at what would remain) and check it.
+    let (after, wal_after) = if dry_run {
+        let gone: BTreeSet<&str> = plan.deleted().collect();
+        let mut after = catalog.clone();
+        after.backups.retain(|b| !gone.contains(b.id.as_str()));
+        let wal_after =
+            wal_files.iter().filter(|w| !plan.wal_delete.contains(w)).cloned().collect();
+        (after, wal_after)
+    } else {
+        (BackupCatalog::load(repo).await?, wal::list(repo).await?)
+    };
+    let mut check = retention_check(&plan, &after, &wal_after, policy, now, dry_run);
     let verb = if dry_run { "would delete" } else { "deleted" };
-    report.push_check(Check::pass(
-        "retention",
-        format!("GFS {}/{}/{} daily/weekly/monthly", policy.daily, policy.weekly, policy.monthly),
-        format!(
-            "{kept} kept, {deleted} {verb}; WAL: {} kept, {} {verb}",
-            plan.wal_kept,
-            plan.wal_delete.len()
-        ),
-    ));
+    let summary = format!(
+        "{kept} kept, {deleted} {verb}; WAL: {} kept, {} {verb}",
+        plan.wal_kept,
+        plan.wal_delete.len()
+    );
+    check.detail = Some(match check.detail.take() {
+        Some(detail) => format!("{summary}; {detail}"),
+        None => summary,
+    });
+    report.push_check(check);
     report.push_measurement(Measurement::new("backups_kept", kept as f64, ""));
     report.push_measurement(Measurement::new("backups_deleted", deleted as f64, ""));
     report.push_measurement(Measurement::new("wal_deleted", plan.wal_delete.len() as f64, ""));
@@ -98,6 +115,129 @@ pub async fn prune(
     report.data.insert("plan".into(), serde_json::to_value(&plan).unwrap_or_default());
     report.finish();
     Ok((report, PruneOutcome { plan, applied: !dry_run }))
+}
+
+/// The `retention` check of a prune: what remains in the repository (`after`,
+/// `wal_after`, read back after deleting) is exactly the set the policy keeps,
+/// each tier holds what the plan gave it, and the WAL chain from the oldest
+/// kept base backup of each timeline to its newest archived segment has no gap.
+pub fn retention_check(
+    plan: &RetentionPlan,
+    after: &BackupCatalog,
+    wal_after: &[String],
+    policy: &RetentionPolicy,
+    now_ms: i64,
+    dry_run: bool,
+) -> Check {
+    let criterion = format!(
+        "what remains is the GFS {}/{}/{} daily/weekly/monthly set and the WAL chain from the oldest kept base backup is complete",
+        policy.daily, policy.weekly, policy.monthly
+    );
+    let remains = if dry_run { "would remain" } else { "remains" };
+    if after.backups.is_empty() {
+        return Check::not_evaluated(
+            "retention",
+            criterion,
+            "the repository holds no backup: nothing is retained (run `backup-agent backup`, or check --repo)",
+        );
+    }
+    let mut problems = Vec::new();
+    for id in plan.kept() {
+        if after.get(id).is_none() {
+            problems.push(format!("backup {id} was to be kept but is gone"));
+        }
+    }
+    for id in plan.deleted() {
+        if after.get(id).is_some() {
+            problems.push(format!(
+                "backup {id} was to be deleted but {remains} (a later `prune` or `recover` finishes it)"
+            ));
+        }
+    }
+    for b in after.backups.iter().filter(|b| b.state == BackupState::Deleting) {
+        if !plan.decisions.iter().any(|d| d.id == b.id) {
+            problems.push(format!(
+                "backup {} is half-deleted by an interrupted prune: run `backup-agent recover`",
+                b.id
+            ));
+        }
+    }
+    let remaining = candidates(after);
+    let again = crate::retention::plan(&remaining, wal_after, policy, now_ms);
+    let extra: Vec<&str> = again.deleted().collect();
+    if !extra.is_empty() {
+        problems.push(format!(
+            "not the GFS set: {} backup(s) that no tier keeps {remains} ({})",
+            extra.len(),
+            extra.join(", ")
+        ));
+    }
+    if !again.wal_delete.is_empty() {
+        problems.push(format!(
+            "{} WAL file(s) below the oldest kept base backup {remains} (first {})",
+            again.wal_delete.len(),
+            again.wal_delete[0]
+        ));
+    }
+    let tiers = [KeepReason::Daily, KeepReason::Weekly, KeepReason::Monthly];
+    for reason in tiers {
+        if again.count(reason) != plan.count(reason) {
+            problems.push(format!(
+                "{reason:?} tier holds {} backup(s), the plan gave it {}",
+                again.count(reason),
+                plan.count(reason)
+            ));
+        }
+    }
+    // The oldest kept complete base backup of each timeline bounds its chain.
+    let mut oldest: BTreeMap<String, (&str, &str)> = BTreeMap::new();
+    for (entry, manifest) in after.complete() {
+        let Some(start) = manifest.postgres.as_ref().map(|p| p.start_wal.as_str()) else {
+            continue;
+        };
+        let Some(timeline) = start.get(..8) else { continue };
+        let slot = oldest.entry(timeline.to_owned()).or_insert((start, entry.id.as_str()));
+        if wal_position(start) < wal_position(slot.0) {
+            *slot = (start, entry.id.as_str());
+        }
+    }
+    let mut chains = Vec::new();
+    let mut unevaluated = Vec::new();
+    for (start, id) in oldest.values() {
+        match wal_chain(start, wal_after) {
+            None => problems.push(format!("backup {id} has an unreadable start segment {start:?}")),
+            Some(chain) if chain.segments == 0 => unevaluated.push(format!(
+                "no WAL is archived at or after {start}, the start of the oldest kept base backup {id} (is archive_command set to `backup-agent wal-push %p`?)"
+            )),
+            Some(chain) if !chain.complete() => problems.push(format!(
+                "the WAL chain from {start} (oldest kept base backup {id}) to {} has {} gap(s): missing {}{}; point-in-time restores from {id} stop at the first gap",
+                chain.newest.as_deref().unwrap_or("?"),
+                chain.missing_count,
+                chain.missing.join(", "),
+                if chain.missing_count > chain.missing.len() { ", ..." } else { "" }
+            )),
+            Some(chain) => chains.push(format!(
+                "WAL chain complete from {start} to {} ({} segment(s))",
+                chain.newest.as_deref().unwrap_or("?"),
+                chain.segments
+            )),
+        }
+    }
+    let observed = format!(
+        "{} backup(s) {remains}: {} daily, {} weekly, {} monthly{}",
+        after.backups.len(),
+        again.count(KeepReason::Daily),
+        again.count(KeepReason::Weekly),
+        again.count(KeepReason::Monthly),
+        if chains.is_empty() { String::new() } else { format!("; {}", chains.join("; ")) }
+    );
+    if !problems.is_empty() {
+        Check::fail("retention", criterion, observed).with_detail(problems.join("; "))
+    } else if !unevaluated.is_empty() {
+        Check::not_evaluated("retention", criterion, unevaluated.join("; ")).with_observed(observed)
+    } else {
+        Check::pass("retention", criterion, observed)
+    }
 }
 
 /// The plan as lines people read: what stays and why, what goes.

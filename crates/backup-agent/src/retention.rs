@@ -156,6 +156,71 @@ pub fn wal_position(name: &str) -> Option<(u32, u32)> {
     Some((log, seg))
 }
 
+/// The archived WAL of one timeline from a base backup's start segment on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WalChain {
+    /// Timeline (the first 8 hex digits of the start segment).
+    pub timeline: String,
+    /// The segment the chain starts at.
+    pub start: String,
+    /// Distinct segments archived at or after `start` on the timeline.
+    pub segments: usize,
+    /// The newest archived segment of the timeline, if any.
+    pub newest: Option<String>,
+    /// Segments between `start` and `newest` that are not archived (the first 5).
+    pub missing: Vec<String>,
+    /// How many are missing in all.
+    pub missing_count: usize,
+}
+
+impl WalChain {
+    /// Whether every segment from `start` to `newest` is archived.
+    pub fn complete(&self) -> bool {
+        self.missing_count == 0
+    }
+}
+
+/// The segment after `(log, seg)` (16 MiB segments: 256 per log file).
+fn next_segment((log, seg): (u32, u32)) -> (u32, u32) {
+    if seg >= 0xFF { (log.saturating_add(1), 0) } else { (log, seg + 1) }
+}
+
+/// Which segments from `start_wal` to the newest archived one of its timeline
+/// are archived and which are missing; `None` if `start_wal` is not a segment name.
+pub fn wal_chain(start_wal: &str, wal: &[String]) -> Option<WalChain> {
+    let start = wal_position(start_wal)?;
+    let timeline = start_wal[..8].to_owned();
+    let mut positions: Vec<(u32, u32)> = wal
+        .iter()
+        .filter(|f| f.len() == 24 && f.starts_with(&timeline))
+        .filter_map(|f| wal_position(f))
+        .filter(|p| *p >= start)
+        .collect();
+    positions.sort_unstable();
+    positions.dedup();
+    let name = |(log, seg): (u32, u32)| format!("{timeline}{log:08X}{seg:08X}");
+    let mut chain = WalChain {
+        timeline: timeline.clone(),
+        start: start_wal[..24].to_owned(),
+        segments: positions.len(),
+        newest: positions.last().map(|p| name(*p)),
+        missing: Vec::new(),
+        missing_count: 0,
+    };
+    let mut expected = start;
+    for p in &positions {
+        while expected < *p {
+            if chain.missing.len() < 5 {
+                chain.missing.push(name(expected));
+            }
+            chain.missing_count += 1;
+            expected = next_segment(expected);
+        }
+        expected = next_segment(*p);
+    }
+    Some(chain)
+}
+
 /// Computes the plan. `wal` holds WAL file names (without `.zst`).
 pub fn plan(
     candidates: &[RetentionCandidate],
@@ -262,6 +327,27 @@ mod tests {
         assert_eq!(week_of(monday), week_of(monday + 6 * DAY_MS));
         assert_ne!(week_of(monday), week_of(monday - 1));
         assert_eq!(month_of(monday) - month_of(monday - 1), 1);
+    }
+
+    #[test]
+    fn a_wal_chain_names_its_gaps() {
+        let wal: Vec<String> = [
+            "000000010000000000000003",
+            "000000010000000000000004",
+            "000000010000000000000007",
+            "000000020000000000000005",
+            "00000002.history",
+        ]
+        .map(str::to_owned)
+        .into();
+        let chain = wal_chain("000000010000000000000003", &wal).unwrap();
+        assert_eq!(chain.segments, 3);
+        assert_eq!(chain.newest.as_deref(), Some("000000010000000000000007"));
+        assert_eq!(chain.missing, ["000000010000000000000005", "000000010000000000000006"]);
+        assert!(!chain.complete());
+        let chain = wal_chain("000000010000000000000007", &wal).unwrap();
+        assert!(chain.complete() && chain.segments == 1);
+        assert!(wal_chain("00000002.history", &wal).is_none());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::postgres::logical::restore_tables;
 use crate::postgres::scratch::ScratchCluster;
 use crate::postgres::{compare_tables, connect, wal};
 use crate::repository::Repository;
-use crate::retention::wal_position;
+use crate::retention::wal_chain;
 
 /// What to verify.
 #[derive(Debug, Clone, Default)]
@@ -124,47 +124,25 @@ fn wal_chain_check(manifest: &BackupManifest, wal_files: &[String]) -> Check {
     let Some(info) = &manifest.postgres else {
         return Check::error(id, criterion, "the manifest has no WAL positions");
     };
-    let timeline = &info.start_wal[..8.min(info.start_wal.len())];
-    let Some(start) = wal_position(&info.start_wal) else {
+    let Some(chain) = wal_chain(&info.start_wal, wal_files) else {
         return Check::error(id, criterion, format!("unreadable start segment {}", info.start_wal));
     };
-    let mut positions: Vec<(u32, u32)> = wal_files
-        .iter()
-        .filter(|f| f.len() == 24 && f.starts_with(timeline))
-        .filter_map(|f| wal_position(f))
-        .filter(|p| *p >= start)
-        .collect();
-    positions.sort();
-    positions.dedup();
-    if positions.is_empty() {
+    if chain.segments == 0 {
         return Check::skipped(
             id,
             criterion,
             "no WAL archived after this backup (is archive_command set to `backup-agent wal-push %p`?); restores reach only the end of the backup",
         );
     }
-    let mut missing = Vec::new();
-    let mut expected = start;
-    for p in &positions {
-        while expected < *p && missing.len() < 5 {
-            missing.push(format!("{timeline}{:08X}{:08X}", expected.0, expected.1));
-            expected = next_segment(expected);
-        }
-        expected = next_segment(*p);
-    }
-    let observed = format!("{} segment(s) from {}", positions.len(), info.start_wal);
-    if missing.is_empty() {
+    let observed = format!("{} segment(s) from {}", chain.segments, info.start_wal);
+    if chain.complete() {
         Check::pass(id, criterion, observed)
     } else {
         Check::fail(id, criterion, observed).with_detail(format!(
             "missing: {}; point-in-time restore stops before the first gap",
-            missing.join(", ")
+            chain.missing.join(", ")
         ))
     }
-}
-
-fn next_segment((log, seg): (u32, u32)) -> (u32, u32) {
-    if seg >= 0xFF { (log + 1, 0) } else { (log, seg + 1) }
 }
 
 async fn restore_check(
