@@ -147,13 +147,10 @@ pub async fn simulator_and_indexer(
     )
     .await?;
 
-    let admin = connect_db(database_url).await.map_err(|e| e.to_string())?;
-    admin
-        .batch_execute("DROP SCHEMA IF EXISTS reorg_sim_bench CASCADE")
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut admin = connect_db(database_url).await.map_err(|e| e.to_string())?;
+    reset_bench_schema(&mut admin, database_url).await?;
     let indexer_config = IndexerConfig {
-        schema: "reorg_sim_bench".to_owned(),
+        schema: BENCH_SCHEMA.to_owned(),
         start_block: start,
         batch_blocks: 100,
         poll_interval: Duration::from_millis(10),
@@ -201,13 +198,10 @@ pub async fn simulator_and_indexer(
         started.elapsed().as_secs_f64() * 1000.0,
         "ms",
     ));
-    admin
-        .batch_execute("DROP SCHEMA IF EXISTS reorg_sim_bench CASCADE")
-        .await
-        .map_err(|e| e.to_string())?;
     // Close the indexer's connections first: the server's graceful shutdown
     // waits for open connections.
     drop(indexer);
+    reset_bench_schema(&mut admin, database_url).await?;
     if tokio::time::timeout(Duration::from_secs(5), server.stopped()).await.is_err() {
         tracing::warn!("the bench simulator did not stop within 5s; leaving it behind");
     }
@@ -359,4 +353,38 @@ async fn transact_and_mine(
         ));
     }
     Ok(receipt)
+}
+
+/// The schema the benchmark indexes into, reset before and after.
+pub const BENCH_SCHEMA: &str = "reorg_sim_bench";
+
+/// Empties [`BENCH_SCHEMA`] through [`crate::reset`] (never cascades,
+/// refuses a schema holding other tables).
+async fn reset_bench_schema(
+    admin: &mut tokio_postgres::Client,
+    database_url: &str,
+) -> Result<(), String> {
+    let target = shared_types::redact_url(database_url);
+    let plan = crate::reset::SchemaReset::plan(admin, &target, BENCH_SCHEMA)
+        .await
+        .map_err(|e| e.to_string())?;
+    plan.apply(admin).await.map_err(|e| e.to_string())
+}
+
+/// `bench --dry-run`: what the benchmark would change (the reset of
+/// [`BENCH_SCHEMA`]), changing nothing.
+pub async fn dry_run(
+    database_url: &str,
+    blocks: u64,
+    requests: u64,
+) -> Result<String, crate::reset::ResetError> {
+    let admin =
+        connect_db(database_url).await.map_err(|e| crate::reset::ResetError::Db(e.to_string()))?;
+    let target = shared_types::redact_url(database_url);
+    let plan = crate::reset::SchemaReset::plan(&admin, &target, BENCH_SCHEMA).await?;
+    Ok(format!(
+        "dry run: nothing is changed. `bench` would reset schema {BENCH_SCHEMA} ({plan}), \
+         index a {blocks}-block chain into it with {requests} requests per JSON-RPC method, \
+         and reset it again at the end"
+    ))
 }

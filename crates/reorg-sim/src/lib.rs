@@ -54,6 +54,7 @@ pub mod erc1155;
 pub mod indexer;
 pub mod node;
 pub mod oracle;
+pub mod reset;
 pub mod rpc;
 pub mod runner;
 pub mod scenario;

@@ -52,6 +52,13 @@ enum Command {
         /// Longest wait for the indexer to catch up after each step.
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         catch_up_timeout: Duration,
+        /// Exit code --indexer-cmd ends with when a reorg beyond finality halts it
+        /// (halted-safely needs it and a halted checkpoint; a crash or signal fails).
+        #[arg(long, default_value_t = reorg_sim::verify::HALT_EXIT_CODE, value_name = "CODE")]
+        halt_exit_code: i32,
+        /// Print what the run would do (the schema it would reset) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -124,6 +131,9 @@ enum Command {
         /// anvil binary to measure side by side (e.g. crates/reorg-sim/tests/node/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil).
         #[arg(long)]
         anvil: Option<PathBuf>,
+        /// Print what the benchmark would change (the schema it resets) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -134,7 +144,8 @@ struct DbArgs {
     /// PostgreSQL URL the indexer writes to.
     #[arg(long, env = "REORG_SIM_DATABASE_URL")]
     database_url: String,
-    /// Schema of the reference indexer's tables.
+    /// Schema of the reference indexer's tables (`run` empties it first; public and
+    /// system schemas, and schemas holding other tables, are refused).
     #[arg(long, default_value = "reorg_sim")]
     schema: String,
     /// Database host `run` and `bench` may reset schemas on besides loopback ones (repeatable).
@@ -150,6 +161,11 @@ struct OutputArgs {
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Accept this criterion unmeasured: a check that could not be evaluated
+    /// (e.g. affected-nfts-listed with a mapping without `affected_nfts`) becomes
+    /// skipped instead of making the run exit 3. Repeatable; passes and failures never change.
+    #[arg(long = "skip-check", value_name = "ID")]
+    skip_checks: Vec<String>,
 }
 
 fn main() {
@@ -206,19 +222,31 @@ async fn execute(command: Command) -> Outcome {
             no_rollback,
             mapping: mapping_path,
             catch_up_timeout,
+            halt_exit_code,
+            dry_run,
             output,
         } => {
             let scenario = scenario(&name)?;
+            if indexer_cmd.is_none() {
+                reorg_sim::reset::check_droppable(&db.schema).map_err(usage)?;
+            }
             reorg_sim::runner::check_allowed_database(&db.database_url, &db.allow)
                 .map_err(run_error)?;
             let mut options = RunOptions::new(db.database_url);
             options.mapping = Some(mapping(mapping_path.as_ref(), &db.schema)?);
             options.schema = db.schema;
             options.catch_up_timeout = catch_up_timeout;
+            options.halt_exit_code = halt_exit_code;
             options.indexer = match indexer_cmd {
                 Some(cmd) => IndexerUnderTest::Command(cmd),
                 None => IndexerUnderTest::Reference { no_rollback },
             };
+            if dry_run {
+                let plan =
+                    reorg_sim::runner::dry_run(&scenario, &options).await.map_err(run_error)?;
+                println!("{plan}");
+                return Ok(ExitCode::Success);
+            }
             let report =
                 reorg_sim::runner::run_scenario(&scenario, &options).await.map_err(run_error)?;
             emit(&report, &output)
@@ -287,13 +315,23 @@ async fn execute(command: Command) -> Outcome {
             }
             Ok(ExitCode::Success)
         }
-        Command::Bench { db, blocks, requests, anvil, output } => {
+        Command::Bench { db, blocks, requests, anvil, dry_run, output } => {
             reorg_sim::bench::check_blocks(blocks).map_err(usage)?;
             if requests == 0 {
                 return Err(usage("--requests 0: use --requests 1 or more"));
             }
             reorg_sim::runner::check_allowed_database(&db.database_url, &db.allow)
                 .map_err(run_error)?;
+            if dry_run {
+                let plan = reorg_sim::bench::dry_run(&db.database_url, blocks, requests)
+                    .await
+                    .map_err(|e| match e {
+                        reorg_sim::reset::ResetError::Refused(m) => (ExitCode::Usage, m),
+                        reorg_sim::reset::ResetError::Db(m) => (ExitCode::CouldNotRun, m),
+                    })?;
+                println!("{plan}");
+                return Ok(ExitCode::Success);
+            }
             let mut report = Report::new(
                 "reorg-sim",
                 env!("CARGO_PKG_VERSION"),
@@ -322,6 +360,10 @@ async fn execute(command: Command) -> Outcome {
 }
 
 fn emit(report: &Report, output: &OutputArgs) -> Outcome {
+    let mut report = report.clone();
+    for id in report.waive(&output.skip_checks) {
+        tracing::warn!("--skip-check {id}: no check has this id; nothing waived");
+    }
     report
         .emit(output.output, output.report.as_deref())
         .map_err(|e| (ExitCode::CouldNotRun, e.to_string()))

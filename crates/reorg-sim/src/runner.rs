@@ -14,9 +14,10 @@ use tokio::task::JoinHandle;
 use crate::chain::ReorgSpec;
 use crate::indexer::{IndexerConfig, IndexerError, ReferenceIndexer, connect_db};
 use crate::oracle::CanonicalOracle;
+use crate::reset::{ResetError, SchemaReset};
 use crate::scenario::{Expectation, Pace, ReorgScenario, Step, resolve_new_head};
 use crate::simulator::ChainSimulator;
-use crate::verify::{self, Expected, Mapping};
+use crate::verify::{self, Expected, IndexerExit, Mapping};
 use crate::workload::EventCounts;
 use shared_types::redact_url;
 
@@ -49,6 +50,9 @@ pub struct RunOptions {
     pub catch_up_timeout: Duration,
     /// Where the simulator listens (port 0: a free one).
     pub listen: SocketAddr,
+    /// The exit code an `--indexer-cmd` must end with when a reorg beyond
+    /// finality halts it (`reorg-sim index` exits 3).
+    pub halt_exit_code: i32,
 }
 
 impl RunOptions {
@@ -61,6 +65,7 @@ impl RunOptions {
             mapping: None,
             catch_up_timeout: Duration::from_secs(60),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            halt_exit_code: verify::HALT_EXIT_CODE,
         }
     }
 }
@@ -76,32 +81,50 @@ pub enum RunError {
     CouldNotRun(String),
 }
 
+/// How long a halted indexer (halted checkpoint seen) gets to exit.
+const HALT_EXIT_GRACE: Duration = Duration::from_secs(10);
+
 enum Running {
     InProcess {
         task: Option<JoinHandle<Result<(), IndexerError>>>,
         stop: Option<oneshot::Sender<()>>,
-        ended: Option<String>,
+        ended: Option<IndexerExit>,
     },
+    /// `sh -c CMD` leading its own process group, so stopping it stops
+    /// whatever it started.
     Child(tokio::process::Child),
 }
 
 impl Running {
     /// `Some(how)` once the indexer has ended.
-    async fn ended(&mut self) -> Option<String> {
+    async fn ended(&mut self) -> Option<IndexerExit> {
         match self {
             Running::InProcess { task, ended, .. } => {
                 if let Some(finished) = task.take_if(|t| t.is_finished()) {
                     *ended = Some(match finished.await {
-                        Ok(Ok(())) => "stopped".to_owned(),
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => format!("panicked: {e}"),
+                        Ok(Ok(())) => IndexerExit::Stopped,
+                        Ok(Err(e)) if e.is_halt() => IndexerExit::Halted(e.to_string()),
+                        Ok(Err(e)) => IndexerExit::Crashed(e.to_string()),
+                        Err(e) => IndexerExit::Crashed(format!("panicked: {e}")),
                     });
                 }
                 ended.clone()
             }
-            Running::Child(child) => {
-                child.try_wait().ok().flatten().map(|s| format!("exited with {s}"))
+            Running::Child(child) => child.try_wait().ok().flatten().map(exit_of),
+        }
+    }
+
+    /// Waits up to `grace` for the indexer to end.
+    async fn ended_within(&mut self, grace: Duration) -> Option<IndexerExit> {
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Some(how) = self.ended().await {
+                return Some(how);
             }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -116,9 +139,25 @@ impl Running {
                 }
             }
             Running::Child(mut child) => {
+                // The whole group: `sh -c` may have left the indexer as its child.
+                if let Some(pid) = child.id() {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-s", "KILL", "--", &format!("-{pid}")])
+                        .stderr(Stdio::null())
+                        .status();
+                }
                 let _ = child.kill().await;
             }
         }
+    }
+}
+
+fn exit_of(status: std::process::ExitStatus) -> IndexerExit {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => IndexerExit::Code(code),
+        (None, Some(signal)) => IndexerExit::Signal(signal),
+        (None, None) => IndexerExit::Crashed(format!("ended with {status}")),
     }
 }
 
@@ -145,12 +184,16 @@ pub async fn run_scenario(
     sim.set_lag(scenario.lag);
     let mut heads_before_reorg = Vec::new();
     let mut followed_reorgs = Vec::new();
+    let mut detection_ms = Vec::new();
     let mut halt_head = None;
     let mut exit = None;
+    let mut halted_seen = None;
     let started = Instant::now();
     let mut first_catch_up = None;
     for (i, step) in scenario.steps.iter().enumerate() {
         let last_step = i + 1 == scenario.steps.len();
+        // (reorgs recorded before, when injected, index in detection_ms)
+        let mut watch = None;
         match step {
             Step::Extend { to, events } => extend(&sim, scenario, *to, events).await,
             Step::Reorg(spec) => {
@@ -169,17 +212,30 @@ pub async fn run_scenario(
                 let entry = sim.reorg(&spec).map_err(|e| {
                     RunError::Usage(format!("scenario {}: step {}: {e}", scenario.name, i + 1))
                 })?;
+                let injected = Instant::now();
                 if !beyond {
                     heads_before_reorg.push(head);
                     followed_reorgs.push(entry);
+                    detection_ms.push(None);
+                    watch = snap
+                        .reorgs
+                        .as_ref()
+                        .map(|before| (before.len(), injected, detection_ms.len() - 1));
                 }
             }
         }
         if scenario.wait_between_steps || last_step {
             let target = sim.with_chain(|c| (c.head_number(), c.head().hash));
             let t0 = Instant::now();
-            let outcome =
-                wait_for(&db, &mapping, &mut running, target, options.catch_up_timeout).await?;
+            let outcome = wait_for(
+                &db,
+                &mapping,
+                &mut running,
+                target,
+                options.catch_up_timeout,
+                watch.map(|(before, at, _)| (before, at)),
+            )
+            .await?;
             if first_catch_up.is_none() {
                 first_catch_up = Some((t0.elapsed(), target.0 - scenario.chain.start_block + 1));
             }
@@ -190,39 +246,66 @@ pub async fn run_scenario(
                     "ms",
                 ));
             }
-            if let Some(how) = outcome {
-                exit = Some(how);
-                break;
+            if let (Some((_, _, k)), Some(after)) = (watch, outcome.detected) {
+                let ms = after.as_secs_f64() * 1000.0;
+                detection_ms[k] = Some(ms);
+                report.push_measurement(Measurement::new(
+                    format!("reorg_{}_detection", i + 1),
+                    ms,
+                    "ms",
+                ));
+            }
+            match outcome.end {
+                Some(CatchUpEnd::Exited(how)) => {
+                    exit = Some(how);
+                    break;
+                }
+                Some(CatchUpEnd::Halted(reason)) => {
+                    halted_seen = Some(reason);
+                    break;
+                }
+                None => {}
             }
         }
     }
     sim.set_lag(Default::default());
+    if exit.is_none() {
+        // A halt is an exit: give a halted indexer the time to end.
+        exit = if halted_seen.is_some() && scenario.expect == Expectation::Halt {
+            running.ended_within(HALT_EXIT_GRACE).await
+        } else {
+            running.ended().await
+        };
+    }
     let snap =
         verify::snapshot(&db, &mapping).await.map_err(|e| RunError::CouldNotRun(e.to_string()))?;
-    if exit.is_none() {
-        exit = running.ended().await;
-    }
     running.stop().await;
     let expected_head = halt_head.unwrap_or_else(|| sim.with_chain(|c| c.head().hash));
     let state = sim.with_chain(|c| CanonicalOracle::replay(&c.canonical_blocks_to(&expected_head)));
+    if let Some(worst) = detection_ms.iter().flatten().copied().reduce(f64::max) {
+        report.push_measurement(Measurement::new("detection_delay_max", worst, "ms"));
+    }
     let expected = Expected {
         state,
         reorgs: Some(followed_reorgs),
         heads_before_reorg,
+        detection_ms,
         halt: scenario.expect == Expectation::Halt,
         exit: exit.clone(),
+        halt_exit_code: options.halt_exit_code,
     };
     for check in verify::compare(&snap, &expected) {
         report.push_check(check);
     }
-    if scenario.expect == Expectation::Converge
-        && let Some(how) = &exit
-    {
-        report.push_check(Check::fail(
-            "indexer-running",
-            "the indexer keeps running through reorgs within finality",
-            how.clone(),
-        ));
+    if scenario.expect == Expectation::Converge {
+        let how = exit.as_ref().map(ToString::to_string).or(halted_seen);
+        if let Some(how) = how {
+            report.push_check(Check::fail(
+                "indexer-running",
+                "the indexer keeps running through reorgs within finality",
+                how,
+            ));
+        }
     }
     if let Some((elapsed, blocks)) = first_catch_up {
         report.push_measurement(Measurement::new("first_catch_up_blocks", blocks as f64, "blocks"));
@@ -291,15 +374,11 @@ async fn start_indexer(
 ) -> Result<Running, RunError> {
     match &options.indexer {
         IndexerUnderTest::Reference { no_rollback } => {
-            let admin = connect_db(&options.database_url)
+            let mut admin = connect_db(&options.database_url)
                 .await
                 .map_err(|e| RunError::CouldNotRun(e.to_string()))?;
-            admin
-                .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", options.schema))
-                .await
-                .map_err(|e| {
-                    RunError::CouldNotRun(format!("cannot reset schema {}: {e}", options.schema))
-                })?;
+            let reset = plan_reset(&admin, &options.database_url, &options.schema).await?;
+            reset.apply(&mut admin).await.map_err(reset_error)?;
             let config = IndexerConfig {
                 schema: options.schema.clone(),
                 start_block: scenario.chain.start_block,
@@ -336,6 +415,7 @@ async fn start_indexer(
                 .env("REORG_SIM_CHAIN_ID", scenario.chain.chain_id.to_string())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
+                .process_group(0)
                 .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| {
@@ -346,36 +426,118 @@ async fn start_indexer(
     }
 }
 
-/// Waits until the indexer's head is `target` (number and hash). Returns
-/// `Some(how)` if the indexer ended first; a timeout is not an error: the
-/// verifier reports how far it got.
+/// How a catch-up ended before the indexer reached its target.
+enum CatchUpEnd {
+    /// The indexer ended.
+    Exited(IndexerExit),
+    /// Its checkpoint says halted (the reason).
+    Halted(String),
+}
+
+/// What [`wait_for`] saw.
+struct CatchUp {
+    /// How long after the reorg the indexer's reorg record appeared.
+    detected: Option<Duration>,
+    /// Ended before the target.
+    end: Option<CatchUpEnd>,
+}
+
+/// Waits until the indexer's head is `target` (number and hash). Stops
+/// early if the indexer ends or says it halted; a timeout is not an error:
+/// the verifier reports how far it got. With `watch` (reorgs recorded
+/// before the reorg, when it was injected), notes when a new record appears.
 async fn wait_for(
     db: &tokio_postgres::Client,
     mapping: &Mapping,
     running: &mut Running,
     target: (u64, alloy_primitives::B256),
     timeout: Duration,
-) -> Result<Option<String>, RunError> {
+    watch: Option<(usize, Instant)>,
+) -> Result<CatchUp, RunError> {
     let deadline = Instant::now() + timeout;
+    let mut seen = CatchUp { detected: None, end: None };
     loop {
         if let Some(how) = running.ended().await {
-            return Ok(Some(how));
+            seen.end = Some(CatchUpEnd::Exited(how));
+            return Ok(seen);
         }
         // Before the indexer created its tables the query fails: keep waiting.
         if let Ok(snap) = verify::snapshot(db, mapping).await {
+            if let (Some((before, injected)), Some(recorded), None) =
+                (watch, &snap.reorgs, seen.detected)
+                && recorded.len() > before
+            {
+                seen.detected = Some(injected.elapsed());
+            }
             if snap.head == Some(target) {
-                return Ok(None);
+                return Ok(seen);
             }
             if let Some(reason) = snap.halted {
-                return Ok(Some(reason));
+                seen.end = Some(CatchUpEnd::Halted(reason));
+                return Ok(seen);
             }
         }
         if Instant::now() > deadline {
             tracing::warn!("the indexer did not reach block {} within {timeout:?}", target.0);
-            return Ok(None);
+            return Ok(seen);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+fn reset_error(e: ResetError) -> RunError {
+    match e {
+        ResetError::Refused(m) => RunError::Usage(m),
+        ResetError::Db(m) => RunError::CouldNotRun(m),
+    }
+}
+
+/// What resetting `schema` in `database_url` will drop, or why it must not
+/// (a public or system schema, one holding tables the reference indexer
+/// did not create).
+pub async fn plan_reset(
+    client: &tokio_postgres::Client,
+    database_url: &str,
+    schema: &str,
+) -> Result<SchemaReset, RunError> {
+    SchemaReset::plan(client, &redact_url(database_url), schema).await.map_err(reset_error)
+}
+
+/// `run --dry-run`: what `run_scenario` would do, changing nothing. Refuses
+/// what the run would refuse; connects only to inspect the schema.
+pub async fn dry_run(scenario: &ReorgScenario, options: &RunOptions) -> Result<String, RunError> {
+    scenario.validate().map_err(|e| RunError::Usage(e.to_string()))?;
+    let mut plan = vec![format!(
+        "dry run: nothing is changed. `run` would play scenario {} ({} steps, expect {:?})",
+        scenario.name,
+        scenario.steps.len(),
+        scenario.expect
+    )];
+    match &options.indexer {
+        IndexerUnderTest::Reference { no_rollback } => {
+            crate::reset::check_droppable(&options.schema).map_err(reset_error)?;
+            let db = connect_db(&options.database_url)
+                .await
+                .map_err(|e| RunError::CouldNotRun(e.to_string()))?;
+            let reset = plan_reset(&db, &options.database_url, &options.schema).await?;
+            plan.push(format!("reset the reference indexer's schema: {reset}"));
+            plan.push(format!(
+                "run the reference indexer{} into schema {}",
+                if *no_rollback { " (no-rollback mode)" } else { "" },
+                options.schema
+            ));
+        }
+        IndexerUnderTest::Command(command) => {
+            plan.push(format!(
+                "start `sh -c {command:?}` (nothing is dropped: the indexer manages its own tables)"
+            ));
+        }
+    }
+    plan.push(format!(
+        "serve the chain on {} and compare the indexer's database with the oracle",
+        options.listen
+    ));
+    Ok(plan.join("\n"))
 }
 
 /// `reorg-sim verify`: reads the canonical chain `start_block..=head` from

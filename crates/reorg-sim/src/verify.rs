@@ -107,6 +107,9 @@ pub struct IndexerSnapshot {
     pub head: Option<(u64, B256)>,
     /// Halt reason, if the indexer says it halted.
     pub halted: Option<String>,
+    /// The checkpoint query returns a `halted` column (its 3rd), so a
+    /// missing halt is evidence, not a gap in the mapping.
+    pub reports_halt: bool,
     /// Stored blocks.
     pub blocks: Vec<(u64, B256)>,
     /// Stored events.
@@ -126,9 +129,22 @@ async fn rows(
     query: &'static str,
     sql: &str,
 ) -> Result<Vec<Vec<String>>, VerifyError> {
+    Ok(rows_and_width(client, query, sql).await?.1)
+}
+
+/// The rows of `sql` as text, with the number of columns the query
+/// returns (known even when it returns no row).
+async fn rows_and_width(
+    client: &Client,
+    query: &'static str,
+    sql: &str,
+) -> Result<(usize, Vec<Vec<String>>), VerifyError> {
     let err = |detail: String| VerifyError::Query { query, detail };
-    let result = client.query(sql, &[]).await.map_err(|e| err(format!("{e} (SQL: {sql})")))?;
-    result
+    let statement = client.prepare(sql).await.map_err(|e| err(format!("{e} (SQL: {sql})")))?;
+    let width = statement.columns().len();
+    let result =
+        client.query(&statement, &[]).await.map_err(|e| err(format!("{e} (SQL: {sql})")))?;
+    let rows = result
         .iter()
         .map(|row| {
             (0..row.len())
@@ -141,7 +157,8 @@ async fn rows(
                 })
                 .collect()
         })
-        .collect()
+        .collect::<Result<Vec<Vec<String>>, VerifyError>>()?;
+    Ok((width, rows))
 }
 
 fn col<'a>(row: &'a [String], i: usize, query: &'static str) -> Result<&'a str, VerifyError> {
@@ -174,7 +191,9 @@ fn address(s: &str, q: &'static str) -> Result<Address, VerifyError> {
 /// Reads the indexer's state.
 pub async fn snapshot(client: &Client, mapping: &Mapping) -> Result<IndexerSnapshot, VerifyError> {
     let mut snap = IndexerSnapshot::default();
-    if let Some(row) = rows(client, "checkpoint", &mapping.checkpoint).await?.first() {
+    let (width, checkpoint) = rows_and_width(client, "checkpoint", &mapping.checkpoint).await?;
+    snap.reports_halt = width >= 3;
+    if let Some(row) = checkpoint.first() {
         let q = "checkpoint";
         snap.head = Some((parse(col(row, 0, q)?, "a block number", q)?, hash(col(row, 1, q)?, q)?));
         if row.get(2).is_some_and(|h| h == "true" || h == "t") {
@@ -238,19 +257,72 @@ pub async fn snapshot(client: &Client, mapping: &Mapping) -> Result<IndexerSnaps
     Ok(snap)
 }
 
+/// The exit code of `reorg-sim index` when a reorg beyond finality halts
+/// it, and the default an `--indexer-cmd` must end with in an `expect: halt`
+/// scenario (`reorg-sim run --halt-exit-code` changes it).
+pub const HALT_EXIT_CODE: i32 = 3;
+
+/// How the indexer under test ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexerExit {
+    /// The in-process reference indexer stopped on purpose to protect its
+    /// data (its halt error, as text).
+    Halted(String),
+    /// The indexer process exited with this code.
+    Code(i32),
+    /// The indexer process was killed by this signal.
+    Signal(i32),
+    /// It ended with an error that is not a halt, or panicked.
+    Crashed(String),
+    /// It stopped without an error.
+    Stopped,
+}
+
+impl std::fmt::Display for IndexerExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IndexerExit::Halted(reason) => write!(f, "{reason}"),
+            IndexerExit::Code(code) => write!(f, "exited with code {code}"),
+            IndexerExit::Signal(signal) => write!(f, "killed by signal {signal}"),
+            IndexerExit::Crashed(how) => write!(f, "crashed: {how}"),
+            IndexerExit::Stopped => write!(f, "stopped without an error"),
+        }
+    }
+}
+
 /// What the indexer should hold.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Expected {
     /// Oracle state at the head the indexer must be at.
     pub state: CanonicalState,
-    /// Reorgs the indexer had to follow (`None`: unknown, checks skipped).
+    /// Reorgs the indexer had to follow (`None`: unknown, those checks are
+    /// not evaluated).
     pub reorgs: Option<Vec<ReorgHistoryEntry>>,
     /// The indexer's head right before each reorg (for detection delay).
     pub heads_before_reorg: Vec<u64>,
+    /// Milliseconds from each followed reorg to the moment its record was
+    /// seen in the indexer's database (`None`: not seen while waiting).
+    pub detection_ms: Vec<Option<f64>>,
     /// The indexer must have halted (reorg beyond finality).
     pub halt: bool,
-    /// Whether the indexer process ended, and how (for `halt`).
-    pub exit: Option<String>,
+    /// How the indexer ended (`None`: still running at the end).
+    pub exit: Option<IndexerExit>,
+    /// The exit code a halting indexer process must end with.
+    pub halt_exit_code: i32,
+}
+
+impl Default for Expected {
+    fn default() -> Self {
+        Expected {
+            state: CanonicalState::default(),
+            reorgs: None,
+            heads_before_reorg: Vec::new(),
+            detection_ms: Vec::new(),
+            halt: false,
+            exit: None,
+            halt_exit_code: HALT_EXIT_CODE,
+        }
+    }
 }
 
 fn list<T: std::fmt::Debug>(items: &[T]) -> String {
@@ -379,88 +451,177 @@ pub fn compare(snap: &IndexerSnapshot, expected: &Expected) -> Vec<Check> {
     checks
 }
 
+/// The reorg criteria's ids and wording.
+const REORGS_RECORDED: (&str, &str) =
+    ("reorgs-recorded", "recorded reorgs (ancestor, depth) == injected reorgs");
+const AFFECTED_LISTED: (&str, &str) =
+    ("affected-nfts-listed", "affected NFTs listed == NFTs with events in orphaned blocks");
+const DETECTION_DELAY: (&str, &str) = ("detection-delay", "reorg detected within 1 block");
+const HALTED_SAFELY: (&str, &str) = (
+    "halted-safely",
+    "a reorg beyond finality halts the indexer (halted checkpoint, halt exit) with its last consistent state",
+);
+
+/// Why the injected reorgs are unknown (not the simulator).
+const NO_HISTORY: &str = "the node has no reorg history (reorgsim_reorgHistory): verify against \
+    the reorg-sim simulator (`reorg-sim simulate` or `run`)";
+/// Why the recorded reorgs are unknown.
+const NO_REORGS_QUERY: &str = "the mapping has no `reorgs` query: add `reorgs: SELECT \
+    detected_at_block::text, common_ancestor::text, depth::text FROM ...` to --mapping";
+
 fn reorg_checks(snap: &IndexerSnapshot, expected: &Expected) -> Vec<Check> {
     let mut checks = Vec::new();
-    let (Some(history), Some(recorded)) = (&expected.reorgs, &snap.reorgs) else {
-        let why = if expected.reorgs.is_none() {
-            "the node has no reorg history (not the simulator)"
-        } else {
-            "the mapping has no reorgs query"
-        };
-        checks.push(Check::skipped(
-            "reorgs-recorded",
-            "every reorg recorded with its common ancestor",
-            why,
-        ));
-        return checks;
-    };
-    let want: Vec<(u64, u64)> = history.iter().map(|r| (r.common_ancestor, r.depth)).collect();
-    let got: Vec<(u64, u64)> = recorded.iter().map(|r| (r.ancestor, r.depth)).collect();
-    checks.push(
-        Check::from_bool(
-            "reorgs-recorded",
-            "recorded reorgs (ancestor, depth) == injected reorgs",
-            format!("{} recorded, {} injected", got.len(), want.len()),
-            want == got,
-        )
-        .with_detail(format!("injected {want:?}; recorded {got:?}")),
-    );
-    if let Some(affected) = &snap.affected {
-        let want: BTreeSet<TokenKey> =
-            history.iter().flat_map(|r| r.affected.iter().copied()).collect();
-        let missing = want.difference(affected).count();
-        let extra = affected.difference(&want).count();
-        checks.push(
+    let history = expected.reorgs.as_ref();
+    let (id, criterion) = REORGS_RECORDED;
+    checks.push(match (history, &snap.reorgs) {
+        (None, _) => Check::not_evaluated(id, criterion, NO_HISTORY),
+        (Some(_), None) => Check::not_evaluated(id, criterion, NO_REORGS_QUERY),
+        (Some(history), Some(recorded)) => {
+            let want: Vec<(u64, u64)> =
+                history.iter().map(|r| (r.common_ancestor, r.depth)).collect();
+            let got: Vec<(u64, u64)> = recorded.iter().map(|r| (r.ancestor, r.depth)).collect();
             Check::from_bool(
-                "affected-nfts-listed",
-                "affected NFTs listed == NFTs with events in orphaned blocks",
+                id,
+                criterion,
+                format!("{} recorded, {} injected", got.len(), want.len()),
+                want == got,
+            )
+            .with_detail(format!("injected {want:?}; recorded {got:?}"))
+        }
+    });
+    let (id, criterion) = AFFECTED_LISTED;
+    checks.push(match (history, &snap.affected) {
+        (None, _) => Check::not_evaluated(id, criterion, NO_HISTORY),
+        (Some(_), None) => Check::not_evaluated(
+            id,
+            criterion,
+            "the mapping has no `affected_nfts` query: add `affected_nfts: SELECT \
+             contract_hex, token_id::text FROM ...` to --mapping",
+        ),
+        (Some(history), Some(affected)) => {
+            let want: BTreeSet<TokenKey> =
+                history.iter().flat_map(|r| r.affected.iter().copied()).collect();
+            let missing = want.difference(affected).count();
+            let extra = affected.difference(&want).count();
+            Check::from_bool(
+                id,
+                criterion,
                 format!("{} listed, {} expected", affected.len(), want.len()),
                 missing == 0 && extra == 0,
             )
-            .with_detail(format!("{missing} missing, {extra} not affected")),
-        );
-    }
-    if expected.heads_before_reorg.len() == recorded.len() && !recorded.is_empty() {
-        let delays: Vec<i128> = recorded
-            .iter()
-            .zip(&expected.heads_before_reorg)
-            .map(|(r, h)| (i128::from(r.detected_at) - i128::from(*h)).max(0))
-            .collect();
-        let worst = delays.iter().copied().max().unwrap_or(0);
-        checks.push(
-            Check::from_bool(
-                "detection-delay",
-                "reorg detected within 1 block",
-                format!("{worst} block(s)"),
-                (0..=1).contains(&worst),
-            )
-            .with_detail(format!("per reorg: {delays:?}")),
-        );
-    } else {
-        checks.push(Check::skipped(
-            "detection-delay",
-            "reorg detected within 1 block",
-            "needs one recorded reorg per injected reorg and the indexer head before each",
-        ));
-    }
+            .with_detail(format!("{missing} missing, {extra} not affected"))
+        }
+    });
+    checks.push(detection_delay(snap, expected));
     if expected.halt {
-        let halted = snap.halted.is_some() || expected.exit.is_some();
-        let how = snap
-            .halted
-            .clone()
-            .or_else(|| expected.exit.clone())
-            .unwrap_or_else(|| "still running".to_owned());
-        checks.push(
-            Check::from_bool(
-                "halted-safely",
-                "a reorg beyond finality halts the indexer with its last consistent state",
-                if halted { "halted" } else { "did not halt" },
-                halted,
-            )
-            .with_detail(how),
-        );
+        checks.push(halted_safely(snap, expected));
     }
     checks
+}
+
+/// `detection-delay`: blocks between the indexer's head when a reorg was
+/// injected and the block at which it recorded the mismatch.
+fn detection_delay(snap: &IndexerSnapshot, expected: &Expected) -> Check {
+    let (id, criterion) = DETECTION_DELAY;
+    let Some(history) = &expected.reorgs else {
+        return Check::not_evaluated(id, criterion, NO_HISTORY);
+    };
+    if history.is_empty() {
+        return Check::skipped(id, criterion, "no reorg was injected");
+    }
+    let Some(recorded) = &snap.reorgs else {
+        return Check::not_evaluated(id, criterion, NO_REORGS_QUERY);
+    };
+    if expected.heads_before_reorg.len() != history.len() {
+        return Check::not_evaluated(
+            id,
+            criterion,
+            "the indexer's head before each reorg is unknown (`verify` reads the state \
+             after the fact): measure it with `reorg-sim run`",
+        );
+    }
+    if recorded.len() != history.len() {
+        return Check::not_evaluated(
+            id,
+            criterion,
+            format!(
+                "needs one recorded reorg per injected reorg: {} recorded, {} injected \
+                 (see reorgs-recorded)",
+                recorded.len(),
+                history.len()
+            ),
+        );
+    }
+    let delays: Vec<i128> = recorded
+        .iter()
+        .zip(&expected.heads_before_reorg)
+        .map(|(r, h)| (i128::from(r.detected_at) - i128::from(*h)).max(0))
+        .collect();
+    let worst = delays.iter().copied().max().unwrap_or(0);
+    let times: Vec<String> = expected
+        .detection_ms
+        .iter()
+        .map(|ms| ms.map_or("-".to_owned(), |ms| format!("{ms:.0} ms")))
+        .collect();
+    let worst_ms = expected.detection_ms.iter().flatten().copied().reduce(f64::max);
+    let observed = match worst_ms {
+        Some(ms) => format!("{worst} block(s), {ms:.0} ms"),
+        None => format!("{worst} block(s)"),
+    };
+    Check::from_bool(id, criterion, observed, (0..=1).contains(&worst)).with_detail(format!(
+        "per reorg: blocks {delays:?}; time from the reorg to its record [{}]",
+        times.join(", ")
+    ))
+}
+
+/// `halted-safely`: the checkpoint says halted and the indexer ended the
+/// documented way: the in-process reference indexer with its halt error, a
+/// process with the halt exit code. A crash, a panic, a signal or another
+/// exit code is a failure, whatever the checkpoint says.
+fn halted_safely(snap: &IndexerSnapshot, expected: &Expected) -> Check {
+    let (id, criterion) = HALTED_SAFELY;
+    let code = expected.halt_exit_code;
+    let exit_text = expected.exit.as_ref().map_or("still running".to_owned(), |e| e.to_string());
+    let documented_exit = match &expected.exit {
+        Some(IndexerExit::Halted(_)) => true,
+        Some(IndexerExit::Code(c)) => *c == code,
+        _ => false,
+    };
+    let reason = snap.halted.as_deref().filter(|r| !r.is_empty()).unwrap_or("no reason given");
+    if expected.exit.is_some() && !documented_exit {
+        return Check::fail(id, criterion, format!("indexer {exit_text}")).with_detail(format!(
+            "a halt ends with exit code {code} and a halted checkpoint; the indexer {exit_text} \
+             (checkpoint halted: {})",
+            if snap.halted.is_some() { reason } else { "no" }
+        ));
+    }
+    if !snap.reports_halt {
+        return Check::not_evaluated(
+            id,
+            criterion,
+            format!(
+                "the mapping's checkpoint query has no `halted` column (its 3rd; 4th: the reason): \
+                 add `halted::text, halt_reason` to `checkpoint` in --mapping (indexer {exit_text})"
+            ),
+        );
+    }
+    match (&snap.halted, &expected.exit) {
+        (None, _) => Check::fail(id, criterion, "checkpoint not halted").with_detail(format!(
+            "a reorg beyond finality must mark the checkpoint halted; the indexer {exit_text}"
+        )),
+        (Some(_), None) => Check::fail(id, criterion, "halted checkpoint, still running")
+            .with_detail(format!(
+                "{reason}; but the indexer did not exit (a halt ends with exit code {code})"
+            )),
+        (Some(_), Some(exit)) => Check::pass(id, criterion, "halted").with_detail(format!(
+            "{reason}; {}",
+            match exit {
+                IndexerExit::Halted(_) =>
+                    "the reference indexer stopped with its halt error".to_owned(),
+                other => format!("the indexer {other}"),
+            }
+        )),
+    }
 }
 
 #[cfg(test)]

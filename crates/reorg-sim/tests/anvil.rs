@@ -188,10 +188,14 @@ async fn reference_indexer_follows_anvil_through_real_reorgs() {
         .await
         .unwrap()
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| r.try_get(0).unwrap())
         .collect();
     assert_eq!(depths, vec![1, 4, 12], "each anvil_reorg recorded with its depth");
-    let affected: i64 =
-        client.query_one("SELECT count(*) FROM reorg_sim.affected_nfts", &[]).await.unwrap().get(0);
+    let affected: i64 = client
+        .query_one("SELECT count(*) FROM reorg_sim.affected_nfts", &[])
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
     assert!(affected > 0, "the rolled-back mints are listed as affected");
 }

@@ -97,7 +97,7 @@ fn unreachable_database_exits_3_without_showing_the_password() {
 
 async fn checkpoint(client: &tokio_postgres::Client) -> i64 {
     match client.query_opt("SELECT number FROM reorg_sim.checkpoint", &[]).await {
-        Ok(Some(row)) => row.get(0),
+        Ok(Some(row)) => row.try_get(0).unwrap(),
         _ => 0,
     }
 }
@@ -153,7 +153,7 @@ async fn indexer_killed_mid_catch_up_resumes_without_duplicates() {
     second.kill().unwrap();
     second.wait().unwrap();
 
-    let dup_tx: i64 = client.query_one("SELECT count(*) FROM (SELECT tx_hash FROM reorg_sim.events GROUP BY tx_hash HAVING count(*) > 1) d", &[]).await.unwrap().get(0);
+    let dup_tx: i64 = client.query_one("SELECT count(*) FROM (SELECT tx_hash FROM reorg_sim.events GROUP BY tx_hash HAVING count(*) > 1) d", &[]).await.unwrap().try_get(0).unwrap();
     assert_eq!(dup_tx, 0, "no transaction indexed twice");
     let report =
         verify_against_node(&server.http_url(), db.url(), &Mapping::reference("reorg_sim"), 1000)
@@ -197,16 +197,24 @@ async fn index_exits_3_and_keeps_its_data_when_a_reorg_passes_finality() {
         assert!(Instant::now() < deadline, "the indexer catches up");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let events_before: i64 =
-        client.query_one("SELECT count(*) FROM reorg_sim.events", &[]).await.unwrap().get(0);
+    let events_before: i64 = client
+        .query_one("SELECT count(*) FROM reorg_sim.events", &[])
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
     sim.reorg(&reorg_sim::chain::ReorgSpec { depth: 65, longer_by: Some(3), ..Default::default() })
         .unwrap();
     let output =
         tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     assert!(stderr(&output).contains("more than 64 blocks"), "{}", stderr(&output));
-    let events_after: i64 =
-        client.query_one("SELECT count(*) FROM reorg_sim.events", &[]).await.unwrap().get(0);
+    let events_after: i64 = client
+        .query_one("SELECT count(*) FROM reorg_sim.events", &[])
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
     assert_eq!(
         (checkpoint(&client).await, events_after),
         (1100, events_before),

@@ -68,6 +68,19 @@ pub enum IndexerError {
         /// The driver's error.
         source: tokio_postgres::Error,
     },
+    /// A row of the indexer's own tables held something its schema does
+    /// not allow: a table changed by hand or another program's table of
+    /// the same name.
+    #[error(
+        "PostgreSQL: {context}: {detail} (the indexer's tables hold unexpected data: \
+         index into a fresh --schema, or repair the table)"
+    )]
+    Data {
+        /// What was being done.
+        context: String,
+        /// Which table and column, and what was wrong.
+        detail: String,
+    },
     /// A reorg deeper than the finality window: halted, data left as it was.
     #[error(
         "halted: reorg at block {detected_at} replaces more than {finality_depth} blocks below our head {head} \
@@ -392,8 +405,13 @@ impl ReferenceIndexer {
     }
 }
 
-fn db_err(context: &str) -> impl FnOnce(tokio_postgres::Error) -> IndexerError + '_ {
-    move |source| IndexerError::Db { context: context.to_owned(), source }
+fn db_err<E: Into<store::StoreError>>(context: &str) -> impl FnOnce(E) -> IndexerError + '_ {
+    move |error| match error.into() {
+        store::StoreError::Db(source) => IndexerError::Db { context: context.to_owned(), source },
+        column @ store::StoreError::Column { .. } => {
+            IndexerError::Data { context: context.to_owned(), detail: column.to_string() }
+        }
+    }
 }
 
 /// The longest prefix of `headers` in which each links to the one before.

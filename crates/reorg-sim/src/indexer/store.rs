@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use alloy_primitives::{Address, B256, U256};
-use tokio_postgres::{Client, GenericClient, Transaction};
+use tokio_postgres::types::FromSql;
+use tokio_postgres::{Client, GenericClient, Row, Transaction};
 
 use crate::erc1155::Erc1155Event;
 use crate::node::{HeaderInfo, NodeLog};
@@ -37,6 +38,71 @@ CREATE TABLE IF NOT EXISTS {s}.affected_nfts (
     reorg_id int8 NOT NULL REFERENCES {s}.reorgs (id), contract bytea NOT NULL, token_id numeric(78,0) NOT NULL,
     notified bool NOT NULL DEFAULT false, PRIMARY KEY (reorg_id, contract, token_id));
 ";
+
+/// The reference indexer's tables, in an order `DROP TABLE` accepts
+/// (`affected_nfts` references `reorgs`).
+pub const TABLES: [&str; 7] =
+    ["affected_nfts", "reorgs", "checkpoint", "collections", "balances", "events", "blocks"];
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The statement failed.
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    /// A row held something the indexer's schema does not allow (a table
+    /// changed by hand, or another program's table of the same name).
+    #[error("{table} column {column}: {detail}")]
+    Column {
+        /// `schema.table`.
+        table: String,
+        /// The column.
+        column: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// Column `column` of a row of `schema.table`, or an error naming both.
+fn column<'a, T: FromSql<'a>>(
+    row: &'a Row,
+    schema: &str,
+    table: &str,
+    column: &'static str,
+) -> Result<T, StoreError> {
+    row.try_get(column).map_err(|e| StoreError::Column {
+        table: format!("{schema}.{table}"),
+        column,
+        detail: match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    })
+}
+
+/// A non-negative int8 column as `u64`.
+fn column_u64(row: &Row, schema: &str, table: &str, name: &'static str) -> Result<u64, StoreError> {
+    let value: i64 = column(row, schema, table, name)?;
+    u64::try_from(value).map_err(|_| StoreError::Column {
+        table: format!("{schema}.{table}"),
+        column: name,
+        detail: format!("{value} is negative"),
+    })
+}
+
+/// A bytea column of exactly `N` bytes (a hash or an address).
+fn column_bytes<const N: usize>(
+    bytes: &[u8],
+    schema: &str,
+    table: &str,
+    name: &'static str,
+) -> Result<[u8; N], StoreError> {
+    <[u8; N]>::try_from(bytes).map_err(|_| StoreError::Column {
+        table: format!("{schema}.{table}"),
+        column: name,
+        detail: format!("{} bytes where {N} belong", bytes.len()),
+    })
+}
 
 /// A block fetched from the node with its ERC-1155 logs.
 #[derive(Debug, Clone)]
@@ -71,10 +137,6 @@ pub async fn migrate(client: &Client, schema: &str) -> Result<(), tokio_postgres
     client.batch_execute(&SCHEMA_SQL.replace("{s}", schema)).await
 }
 
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -83,7 +145,7 @@ fn to_i64(v: u64) -> i64 {
 pub async fn checkpoint(
     client: &impl GenericClient,
     schema: &str,
-) -> Result<Option<Checkpoint>, tokio_postgres::Error> {
+) -> Result<Option<Checkpoint>, StoreError> {
     let row = client
         .query_opt(
             &format!(
@@ -92,11 +154,15 @@ pub async fn checkpoint(
             &[],
         )
         .await?;
-    Ok(row.map(|r| Checkpoint {
-        number: to_u64(r.get(0)),
-        hash: B256::from_slice(&r.get::<_, Vec<u8>>(1)),
-        halted: if r.get::<_, bool>(2) {
-            Some(r.get::<_, Option<String>>(3).unwrap_or_default())
+    let Some(r) = row else { return Ok(None) };
+    let t = "checkpoint";
+    let hash: Vec<u8> = column(&r, schema, t, "hash")?;
+    let halted: bool = column(&r, schema, t, "halted")?;
+    Ok(Some(Checkpoint {
+        number: column_u64(&r, schema, t, "number")?,
+        hash: B256::from(column_bytes::<32>(&hash, schema, t, "hash")?),
+        halted: if halted {
+            Some(column::<Option<String>>(&r, schema, t, "halt_reason")?.unwrap_or_default())
         } else {
             None
         },
@@ -108,14 +174,16 @@ pub async fn stored_hash(
     client: &impl GenericClient,
     schema: &str,
     number: u64,
-) -> Result<Option<B256>, tokio_postgres::Error> {
+) -> Result<Option<B256>, StoreError> {
     let row = client
         .query_opt(
             &format!("SELECT hash FROM {schema}.blocks WHERE number = $1"),
             &[&to_i64(number)],
         )
         .await?;
-    Ok(row.map(|r| B256::from_slice(&r.get::<_, Vec<u8>>(0))))
+    let Some(r) = row else { return Ok(None) };
+    let hash: Vec<u8> = column(&r, schema, "blocks", "hash")?;
+    Ok(Some(B256::from(column_bytes::<32>(&hash, schema, "blocks", "hash")?)))
 }
 
 /// Marks the indexer halted; the indexed data is left as it is.
@@ -361,32 +429,35 @@ pub async fn rollback(
     detected_at: u64,
     old_head: (u64, B256),
     new_head: B256,
-) -> Result<Rollback, tokio_postgres::Error> {
+) -> Result<Rollback, StoreError> {
     let rows = tx
         .query(&format!("SELECT contract, kind, from_addr, to_addr, token_ids, amounts FROM {schema}.events WHERE block_number > $1"), &[&to_i64(ancestor)])
         .await?;
     let mut out = Rollback::default();
     let mut deltas = BalanceDeltas::new();
+    let t = "events";
     for row in &rows {
-        let contract = Address::from_slice(&row.get::<_, Vec<u8>>(0));
-        let kind: String = row.get(1);
-        let ids = split(row.get(4));
+        let contract: Vec<u8> = column(row, schema, t, "contract")?;
+        let contract = Address::from(column_bytes::<20>(&contract, schema, t, "contract")?);
+        let kind: String = column(row, schema, t, "kind")?;
+        let ids = split(column(row, schema, t, "token_ids")?);
         for id in &ids {
             out.affected.insert((contract, *id));
         }
         out.touched.insert(contract);
         if kind != "uri" {
-            let addr = |i: usize| {
-                row.get::<_, Option<Vec<u8>>>(i)
-                    .map(|b| Address::from_slice(&b))
-                    .unwrap_or_default()
+            let addr = |name: &'static str| -> Result<Address, StoreError> {
+                match column::<Option<Vec<u8>>>(row, schema, t, name)? {
+                    Some(bytes) => Ok(Address::from(column_bytes::<20>(&bytes, schema, t, name)?)),
+                    None => Ok(Address::ZERO),
+                }
             };
             let event = Erc1155Event::Transfer {
                 operator: Address::ZERO,
-                from: addr(2),
-                to: addr(3),
+                from: addr("from_addr")?,
+                to: addr("to_addr")?,
                 ids,
-                values: split(row.get(5)),
+                values: split(column(row, schema, t, "amounts")?),
                 batch: false,
             };
             add_delta(&mut deltas, contract, &event, false);
@@ -408,7 +479,7 @@ pub async fn rollback(
             &[&to_i64(detected_at), &to_i64(ancestor), &to_i64(depth), &old_head.1.to_vec(), &new_head.to_vec()],
         )
         .await?;
-    let reorg_id: i64 = row.get(0);
+    let reorg_id: i64 = column(&row, schema, "reorgs", "id")?;
     let contracts: Vec<Vec<u8>> = out.affected.iter().map(|(c, _)| c.to_vec()).collect();
     let ids: Vec<String> = out.affected.iter().map(|(_, id)| id.to_string()).collect();
     tx.execute(
