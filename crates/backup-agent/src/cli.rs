@@ -143,8 +143,12 @@ pub(crate) enum Command {
         /// Incomplete backups younger than this may still be running and are left alone.
         #[arg(long, default_value = "6h", value_parser = parse_duration)]
         grace: Duration,
+        /// Print what would be removed and delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Repositories recover may delete from (repeatable); must include --repo.
+        #[arg(long = "allow-repo", env = "BACKUP_AGENT_ALLOW_REPO", value_delimiter = ',')]
+        allow: Vec<String>,
     },
     /// Print a new client-side encryption key (64 hex digits) for
     /// --encryption-key-file: `backup-agent keygen > key && chmod 600 key`.

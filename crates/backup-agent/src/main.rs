@@ -68,6 +68,18 @@ impl RepoArgs {
         Ok(Repository::open(&location, &options).await?.with_encryption(key))
     }
 
+    /// Deleting from the repository needs it in `allow` (`--allow-repo`), unless nothing is deleted.
+    fn check_allowed(&self, allow: &[String], dry_run: bool, plan: &str) -> Result<()> {
+        let same = |a: &String| a.trim_end_matches('/') == self.repo.trim_end_matches('/');
+        if dry_run || allow.iter().any(same) {
+            return Ok(());
+        }
+        Err(AgentError::Usage(format!(
+            "refusing to delete from {}: it is not in --allow-repo (or BACKUP_AGENT_ALLOW_REPO); run with --dry-run to see {plan}",
+            self.repo
+        )))
+    }
+
     /// `'<this exe>' <command> --repo '...' ...`: the command PostgreSQL runs.
     fn self_command(&self, command: &str) -> Result<String> {
         let exe = std::env::current_exe()
@@ -181,14 +193,7 @@ async fn execute(command: Command) -> Result<ExitCode> {
             emit(&backup_agent::verify::verify(&repository, &options).await?, &output)
         }
         Command::Prune { repo, output, daily, weekly, monthly, pitr_window, dry_run, allow } => {
-            if !dry_run
-                && !allow.iter().any(|a| a.trim_end_matches('/') == repo.repo.trim_end_matches('/'))
-            {
-                return Err(AgentError::Usage(format!(
-                    "refusing to delete from {}: it is not in --allow-repo (or BACKUP_AGENT_ALLOW_REPO); run with --dry-run to see the plan",
-                    repo.repo
-                )));
-            }
+            repo.check_allowed(&allow, dry_run, "the plan")?;
             let policy = RetentionPolicy {
                 daily,
                 weekly,
@@ -245,7 +250,8 @@ async fn execute(command: Command) -> Result<ExitCode> {
             };
             emit(&report, &output)
         }
-        Command::Recover { repo, output, grace, dry_run } => {
+        Command::Recover { repo, output, grace, dry_run, allow } => {
+            repo.check_allowed(&allow, dry_run, "what would be removed")?;
             let repository = repo.open().await?;
             emit(&backup_agent::prune::recover(&repository, grace, dry_run).await?, &output)
         }

@@ -191,6 +191,10 @@ pub enum BackupState {
     Incomplete {
         /// When it started (from the marker), if known.
         started_at: Option<Timestamp>,
+        /// The in-progress marker is listed but could not be read (a store
+        /// error, or not a marker): nobody knows whether the backup is still
+        /// running, so nothing may delete it. Says why.
+        marker_unreadable: Option<String>,
     },
     /// A prune removed the manifest and did not finish removing the objects.
     Deleting,
@@ -247,13 +251,20 @@ impl BackupCatalog {
                 BackupState::Complete(Box::new(BackupManifest::from_json(&key, &data)?))
             } else {
                 let marker = format!("{BACKUPS_PREFIX}{id}/in-progress.json");
-                let started_at = match repo.get_bytes(&marker).await {
-                    Ok(data) => {
-                        serde_json::from_slice::<InProgress>(&data).ok().map(|m| m.started_at)
+                // A marker that is listed but cannot be read is not absent:
+                // an S3 error says nothing about whether the backup still runs.
+                let (started_at, marker_unreadable) = if has("in-progress.json") {
+                    match repo.get_bytes(&marker).await {
+                        Ok(data) => match serde_json::from_slice::<InProgress>(&data) {
+                            Ok(m) => (Some(m.started_at), None),
+                            Err(e) => (None, Some(format!("{marker} is not a marker ({e})"))),
+                        },
+                        Err(e) => (None, Some(format!("cannot read {marker}: {e}"))),
                     }
-                    Err(_) => None,
+                } else {
+                    (None, None)
                 };
-                BackupState::Incomplete { started_at }
+                BackupState::Incomplete { started_at, marker_unreadable }
             };
             let verification = if has("verified.json") {
                 let data = repo.get_bytes(&VerificationRecord::key(&id)).await?;

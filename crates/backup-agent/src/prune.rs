@@ -30,7 +30,7 @@ pub fn candidates(catalog: &BackupCatalog) -> Vec<RetentionCandidate> {
                     format!("{}:{}", m.kind.short(), m.source),
                     m.postgres.as_ref().map(|p| p.start_wal.clone()),
                 ),
-                BackupState::Incomplete { started_at } => (
+                BackupState::Incomplete { started_at, .. } => (
                     false,
                     started_at.as_ref().and_then(Timestamp::unix_millis).unwrap_or(i64::MAX),
                     String::new(),
@@ -275,8 +275,10 @@ pub fn describe_plan(plan: &RetentionPlan) -> String {
 }
 
 /// Cleans up after killed runs: finishes deletions a prune left, removes
-/// incomplete backups that started more than `grace` ago (or have no marker
-/// time), and aborts incomplete uploads under them. Returns a report.
+/// incomplete backups that started more than `grace` ago (or have no
+/// marker), and aborts incomplete uploads under them. A backup whose marker
+/// is listed but could not be read is left alone (it may still be running)
+/// and makes the `recover` check not evaluated. Returns a report.
 pub async fn recover(repo: &Repository, grace: Duration, dry_run: bool) -> Result<Report> {
     let mut report = Report::new("backup-agent", env!("CARGO_PKG_VERSION"), repo.describe());
     repo.check_reachable().await?;
@@ -285,10 +287,15 @@ pub async fn recover(repo: &Repository, grace: Duration, dry_run: bool) -> Resul
     let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
     let mut removed = Vec::new();
     let mut stale_ids = Vec::new();
+    let mut undecided = Vec::new();
     for backup in &catalog.backups {
         let stale = match &backup.state {
             BackupState::Deleting => true,
-            BackupState::Incomplete { started_at } => started_at
+            BackupState::Incomplete { marker_unreadable: Some(why), .. } => {
+                undecided.push(format!("{}: {why}", backup.id));
+                false
+            }
+            BackupState::Incomplete { started_at, marker_unreadable: None } => started_at
                 .as_ref()
                 .and_then(Timestamp::unix_millis)
                 .is_none_or(|t| now.saturating_sub(t) >= grace_ms),
@@ -318,12 +325,25 @@ pub async fn recover(repo: &Repository, grace: Duration, dry_run: bool) -> Resul
         }
     }
     let verb = if dry_run { "would remove" } else { "removed" };
-    report.push_check(Check::pass(
-        "recover",
-        "no interrupted backup or deletion is left behind",
-        format!("{verb} {} incomplete backup(s), aborted {aborted} upload(s)", removed.len()),
-    ));
+    let criterion = "no interrupted backup or deletion is left behind";
+    let observed =
+        format!("{verb} {} incomplete backup(s), aborted {aborted} upload(s)", removed.len());
+    report.push_check(if undecided.is_empty() {
+        Check::pass("recover", criterion, observed)
+    } else {
+        Check::not_evaluated(
+            "recover",
+            criterion,
+            format!(
+                "kept {} incomplete backup(s) whose in-progress marker could not be read, so they may still be running: {}; fix the store (or the marker) and run recover again",
+                undecided.len(),
+                undecided.join("; ")
+            ),
+        )
+        .with_observed(observed)
+    });
     report.data.insert("removed".into(), serde_json::json!(removed));
+    report.data.insert("undecided".into(), serde_json::json!(undecided));
     report.finish();
     Ok(report)
 }

@@ -180,8 +180,17 @@ async fn an_upload_killed_midway_never_becomes_a_visible_backup_and_recover_clea
     let listed = agent(&["list", "--repo", "s3://killed", "--s3-endpoint", &endpoint]);
     assert!(text(&listed).contains("INCOMPLETE"), "{}", text(&listed));
 
-    let recovered =
-        agent(&["recover", "--repo", "s3://killed", "--s3-endpoint", &endpoint, "--grace", "0s"]);
+    let recovered = agent(&[
+        "recover",
+        "--repo",
+        "s3://killed",
+        "--allow-repo",
+        "s3://killed",
+        "--s3-endpoint",
+        &endpoint,
+        "--grace",
+        "0s",
+    ]);
     assert_eq!(recovered.status.code(), Some(0), "{}", text(&recovered));
     assert!(repo.incomplete_uploads("").await.unwrap().is_empty());
     assert!(BackupCatalog::load(&repo).await.unwrap().backups.is_empty());

@@ -100,3 +100,62 @@ async fn prune_re_reads_the_repository_and_fails_on_a_missing_wal_segment() {
     // Nothing of the kept backup was deleted by the failing prune.
     assert!(dir.path().join("backups").join(&newer.id).join("manifest.json").exists());
 }
+
+/// A killed backup with a readable marker a day old is removed; one whose
+/// marker is listed but cannot be read (moto answers `InvalidObjectState`:
+/// the marker sits in GLACIER) may still be running and is kept, and the run
+/// is not evaluated (exit 3). Deleting needs the repository allow-listed.
+#[tokio::test(flavor = "multi_thread")]
+async fn recover_never_deletes_a_backup_whose_marker_cannot_be_read() {
+    use backup_agent::manifest::{BackupCatalog, BackupState, mark_in_progress};
+    use backup_agent::repository::{Repository, S3Options};
+
+    let s3 = support::s3_server().await;
+    let readable = support::s3_repository(&s3, "markers", "pg").await;
+    let archived = Repository::open(
+        &"s3://markers/pg".parse().unwrap(),
+        &S3Options { storage_class: Some("GLACIER".into()), ..support::s3_options(&s3) },
+    )
+    .await
+    .unwrap();
+    let day_ago = shared_types::Timestamp::from_unix_millis(
+        shared_types::Timestamp::now().unix_millis().unwrap() - 86_400_000,
+    );
+    let killed = "20261201T020000.000Z-pg-base";
+    let unknown = "20261201T023000.000Z-pg-table";
+    mark_in_progress(&readable, killed, &day_ago).await.unwrap();
+    readable.put_bytes(&format!("backups/{killed}/base.tar.zst"), b"part".to_vec()).await.unwrap();
+    mark_in_progress(&archived, unknown, &day_ago).await.unwrap();
+    readable
+        .put_bytes(&format!("backups/{unknown}/public.t.dump.zst"), b"part".to_vec())
+        .await
+        .unwrap();
+    let catalog = BackupCatalog::load(&readable).await.unwrap();
+    let state = |id: &str| catalog.get(id).map(|b| b.state.clone());
+    assert!(matches!(
+        state(unknown),
+        Some(BackupState::Incomplete { marker_unreadable: Some(ref why), .. }) if why.contains("InvalidObjectState")
+    ));
+
+    let endpoint = s3.endpoint();
+    let repo = "s3://markers/pg";
+    let base = ["recover", "--repo", repo, "--s3-endpoint", &endpoint, "--output", "json"];
+    // Outside the allow-list: refused before anything is read or deleted.
+    let out = agent(&base);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--allow-repo"), "{}", text(&out));
+    assert_eq!(BackupCatalog::load(&readable).await.unwrap().backups.len(), 2);
+
+    let out = agent(&[&base[..], &["--allow-repo", repo]].concat());
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let report = Report::from_json(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let check = report.checks.iter().find(|c| c.id == "recover").unwrap();
+    assert_eq!(check.verdict, Verdict::NotEvaluated, "{check:?}");
+    let detail = check.detail.as_deref().unwrap();
+    assert!(detail.contains(unknown) && detail.contains("InvalidObjectState"), "{detail}");
+    assert_eq!(report.data["removed"], serde_json::json!([killed]));
+    let after = BackupCatalog::load(&readable).await.unwrap();
+    let ids: Vec<&str> = after.backups.iter().map(|b| b.id.as_str()).collect();
+    assert_eq!(ids, [unknown]);
+    assert_eq!(after.backups[0].keys.len(), 2, "{:?}", after.backups[0].keys);
+}

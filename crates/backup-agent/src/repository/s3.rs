@@ -162,6 +162,9 @@ impl S3Repository {
             (_, Some("NoSuchKey"), _) => {
                 return AgentError::NotFound(format!("{what} in {location}"));
             }
+            (_, Some("InvalidObjectState"), _) => format!(
+                "{what}: InvalidObjectState: the object is in an archive storage class (a lifecycle rule?) and must be restored before it can be read"
+            ),
             (
                 _,
                 Some(
