@@ -17,7 +17,7 @@ use crate::manifest::{BackupCatalog, BackupKind, BackupManifest};
 use crate::postgres::base::{RecoveryTarget, restore as restore_base};
 use crate::postgres::logical::restore_tables;
 use crate::postgres::scratch::ScratchCluster;
-use crate::postgres::{compare_tables, connect, normalize_table};
+use crate::postgres::{column, compare_tables, connect, normalize_table};
 use crate::repository::Repository;
 
 /// Which disaster is rehearsed.
@@ -122,19 +122,27 @@ pub async fn drill(repo: &Repository, options: &DrillOptions) -> Result<Report> 
                 options.timeout,
             )
             .await?;
-            let last: Option<String> = client
-                .query_one("SELECT to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')", &[])
-                .await
-                .map_err(|e| AgentError::CouldNotRun(format!("reading the last replayed commit: {e}")))?
-                .get(0);
+            let last: Option<String> = column(
+                &client
+                    .query_one("SELECT to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')", &[])
+                    .await
+                    .map_err(|e| AgentError::CouldNotRun(format!("reading the last replayed commit: {e}")))?,
+                0,
+                "reading the last replayed commit (pg_last_xact_replay_timestamp)",
+                "to_char",
+            )?;
             let recovered = last
                 .and_then(|t| Timestamp::parse(&t))
                 .unwrap_or_else(|| manifest.finished_at.clone());
-            let tables: i64 = client
-                .query_one("SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog','information_schema')", &[])
-                .await
-                .map_err(|e| AgentError::CouldNotRun(format!("sanity query: {e}")))?
-                .get(0);
+            let tables: i64 = column(
+                &client
+                    .query_one("SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog','information_schema')", &[])
+                    .await
+                    .map_err(|e| AgentError::CouldNotRun(format!("sanity query: {e}")))?,
+                0,
+                "sanity query (pg_tables)",
+                "count",
+            )?;
             let expected = manifest.tables.len();
             let sanity = Check::from_bool(
                 "sanity",

@@ -14,7 +14,7 @@ use crate::error::{AgentError, Result};
 use crate::object::UploadSettings;
 use crate::postgres::base::{self, BaseBackupOptions};
 use crate::postgres::scratch::ScratchCluster;
-use crate::postgres::{connect, logical};
+use crate::postgres::{column, connect, logical};
 use crate::repository::Repository;
 
 const LEDGER: &str = "public.drill_ledger";
@@ -36,7 +36,7 @@ pub async fn start_source(wal_push: &str, timeout: Duration) -> Result<ScratchCl
 async fn commit_rows(client: &tokio_postgres::Client, count: usize) -> Result<i64> {
     let mut last = 0;
     for _ in 0..count {
-        last = client
+        let row = client
             .query_one(
                 &format!(
                     "INSERT INTO {LEDGER} (payload) VALUES (md5(random()::text)) RETURNING id"
@@ -44,26 +44,34 @@ async fn commit_rows(client: &tokio_postgres::Client, count: usize) -> Result<i6
                 &[],
             )
             .await
-            .map_err(|e| AgentError::CouldNotRun(format!("writing the ledger: {e}")))?
-            .get(0);
+            .map_err(|e| AgentError::CouldNotRun(format!("writing the ledger: {e}")))?;
+        last = column(&row, 0, &format!("writing the ledger {LEDGER}"), "id")?;
     }
     Ok(last)
 }
 
 /// Switches to a new WAL segment and waits until the old one is archived.
 pub async fn archive_current_wal(client: &tokio_postgres::Client, timeout: Duration) -> Result<()> {
-    let segment: String = client
-        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
-        .await
-        .map_err(|e| AgentError::CouldNotRun(format!("pg_switch_wal(): {e}")))?
-        .get(0);
+    let segment: String = column(
+        &client
+            .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+            .await
+            .map_err(|e| AgentError::CouldNotRun(format!("pg_switch_wal(): {e}")))?,
+        0,
+        "SELECT pg_walfile_name(pg_switch_wal())",
+        "pg_walfile_name",
+    )?;
     let deadline = Instant::now() + timeout;
     loop {
         let row = client
             .query_one("SELECT coalesce(last_archived_wal, ''), coalesce(last_failed_wal, '') FROM pg_stat_archiver", &[])
             .await
             .map_err(|e| AgentError::CouldNotRun(format!("reading pg_stat_archiver: {e}")))?;
-        let (archived, failed): (String, String) = (row.get(0), row.get(1));
+        let what = "reading pg_stat_archiver";
+        let (archived, failed): (String, String) = (
+            column(&row, 0, what, "last_archived_wal")?,
+            column(&row, 1, what, "last_failed_wal")?,
+        );
         if archived.len() >= 24 && archived[..24] >= *segment.as_str() {
             return Ok(());
         }
@@ -147,10 +155,16 @@ pub async fn self_contained(
         .unwrap_or_default();
     let check = match connect(&scratch_url).await {
         Ok(restored) => {
+            // A failed query or an unreadable id reads as no rows: the check fails.
             let ids: Vec<i64> = restored
                 .query(&format!("SELECT id FROM {LEDGER} ORDER BY id"), &[])
                 .await
-                .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+                .map_err(|e| AgentError::CouldNotRun(e.to_string()))
+                .and_then(|rows| {
+                    rows.iter()
+                        .map(|r| column(r, 0, &format!("reading the ledger {LEDGER}"), "id"))
+                        .collect::<Result<Vec<i64>>>()
+                })
                 .unwrap_or_default();
             let exact = ids.len() as i64 == expected_last
                 && ids.iter().enumerate().all(|(i, id)| *id == i as i64 + 1);

@@ -397,7 +397,7 @@ async fn restores_into_live_databases_need_consent_and_dry_run_changes_nothing()
 }
 
 async fn rows_in_t(client: &tokio_postgres::Client) -> i64 {
-    client.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0)
+    client.query_one("SELECT count(*) FROM t", &[]).await.unwrap().try_get(0).unwrap()
 }
 
 /// No backup is not a pass: verifying an empty repository fails (exit 1)
@@ -411,4 +411,32 @@ fn verify_of_an_empty_repository_fails() {
     let backups = report.checks.iter().find(|c| c.id == "backups").unwrap();
     assert_eq!(backups.verdict, Verdict::Fail);
     assert!(backups.detail.as_deref().is_some_and(|d| d.contains("no complete backup")));
+}
+
+/// What a database returns is outside input: a database whose search_path
+/// puts a user-defined `count(*)` (returning integer, not bigint) before
+/// pg_catalog made `backup tables` panic on `Row::get`; now it exits 3
+/// naming the query, the table and the column.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unexpected_column_type_is_an_error_naming_query_and_column_not_a_panic() {
+    let db = testkit::TempDatabase::create().await.unwrap();
+    let client = testkit::postgres::connect(db.url()).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2);
+             CREATE AGGREGATE public.count(*) (sfunc = int4inc, stype = int4, initcond = '0');
+             DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = public, pg_catalog', current_database()); END $$",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().to_str().unwrap();
+    let out = agent(&["backup", "tables", "--repo", repo, "--pg-url", db.url()]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(!text(&out).contains("panicked"), "{}", text(&out));
+    assert!(
+        text(&out).contains("counting rows of public.t: cannot read column count (#0)"),
+        "{}",
+        text(&out)
+    );
 }

@@ -26,7 +26,7 @@ async fn rows(client: &tokio_postgres::Client, table: &str) -> Vec<(i32, String)
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.try_get(0).unwrap(), r.try_get(1).unwrap()))
         .collect()
 }
 
@@ -118,7 +118,8 @@ async fn one_table_is_restored_from_a_per_table_backup_row_by_row() {
         .query_one("SELECT count(*) FROM users WHERE payload = 'kept'", &[])
         .await
         .unwrap()
-        .get(0);
+        .try_get(0)
+        .unwrap();
     assert_eq!(users, 20);
 }
 

@@ -10,7 +10,7 @@ use tokio::io::AsyncReadExt;
 
 use super::scratch::ScratchCluster;
 use super::tools::{client_command, hand_to_postgres, server_command, tail, which};
-use super::{connect, display_target, snapshot_table, user_tables};
+use super::{column, connect, display_target, snapshot_table, user_tables};
 use crate::error::{AgentError, Result};
 use crate::manifest::{
     BACKUPS_PREFIX, BackupKind, BackupManifest, MANIFEST_FORMAT, PgBaseInfo, mark_in_progress,
@@ -37,16 +37,27 @@ pub async fn backup(
     on_progress: impl FnMut(u64),
 ) -> Result<BackupManifest> {
     let client = connect(url).await?;
-    let server_version: String = client
-        .query_one("SHOW server_version", &[])
-        .await
-        .map_err(|e| AgentError::CouldNotRun(format!("SHOW server_version: {e}")))?
-        .get(0);
-    let segment_size: i64 = client
-        .query_one("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'", &[])
-        .await
-        .map_err(|e| AgentError::CouldNotRun(format!("reading wal_segment_size: {e}")))?
-        .get(0);
+    let server_version: String = column(
+        &client
+            .query_one("SHOW server_version", &[])
+            .await
+            .map_err(|e| AgentError::CouldNotRun(format!("SHOW server_version: {e}")))?,
+        0,
+        "SHOW server_version",
+        "server_version",
+    )?;
+    let segment_size: i64 = column(
+        &client
+            .query_one(
+                "SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'",
+                &[],
+            )
+            .await
+            .map_err(|e| AgentError::CouldNotRun(format!("reading wal_segment_size: {e}")))?,
+        0,
+        "reading wal_segment_size (pg_settings)",
+        "setting",
+    )?;
     let started_at = Timestamp::now();
     let id = new_backup_id(&started_at, BackupKind::PgBase);
     mark_in_progress(repo, &id, &started_at).await?;

@@ -13,7 +13,9 @@ use shared_types::Timestamp;
 use tokio::io::AsyncReadExt;
 
 use super::tools::{client_command, tail};
-use super::{connect, display_target, foreign_keys, normalize_table, snapshot_table, user_tables};
+use super::{
+    column, connect, display_target, foreign_keys, normalize_table, snapshot_table, user_tables,
+};
 use crate::error::{AgentError, Result};
 use crate::manifest::{
     BACKUPS_PREFIX, BackupKind, BackupManifest, MANIFEST_FORMAT, mark_in_progress, new_backup_id,
@@ -46,11 +48,15 @@ pub async fn backup(
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
         .map_err(|e| AgentError::CouldNotRun(format!("starting the snapshot transaction: {e}")))?;
-    let snapshot: String = client
-        .query_one("SELECT pg_export_snapshot()", &[])
-        .await
-        .map_err(|e| AgentError::CouldNotRun(format!("pg_export_snapshot(): {e}")))?
-        .get(0);
+    let snapshot: String = column(
+        &client
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(|e| AgentError::CouldNotRun(format!("pg_export_snapshot(): {e}")))?,
+        0,
+        "SELECT pg_export_snapshot()",
+        "pg_export_snapshot",
+    )?;
     let keys = foreign_keys(&client).await?;
     let mut snapshots = Vec::new();
     for table in &tables {

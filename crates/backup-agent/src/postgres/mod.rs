@@ -33,6 +33,20 @@ pub async fn connect(url: &str) -> Result<Client> {
         .map_err(|e| AgentError::CouldNotRun(format!("{e}: is the server running? check --pg-url")))
 }
 
+/// Column `index` (named `column`) of a row that `query` returned, as `T`.
+/// What a database returns is outside input: a type or NULL it did not
+/// promise is an error naming the query and the column, never a panic.
+pub fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    index: usize,
+    query: &str,
+    column: &str,
+) -> Result<T> {
+    row.try_get(index).map_err(|e| {
+        AgentError::CouldNotRun(format!("{query}: cannot read column {column} (#{index}): {e}"))
+    })
+}
+
 /// `"name"` with quotes doubled.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -53,18 +67,24 @@ pub fn normalize_table(table: &str) -> String {
 pub async fn existing_rows(url: &str, table: &str) -> Result<Option<i64>> {
     let client = connect(url).await?;
     let table = normalize_table(table);
-    let exists: Option<String> = client
-        .query_one("SELECT to_regclass($1)::text", &[&table])
-        .await
-        .map_err(|e| AgentError::CouldNotRun(format!("looking up {table}: {e}")))?
-        .get(0);
+    let exists: Option<String> = column(
+        &client
+            .query_one("SELECT to_regclass($1)::text", &[&table])
+            .await
+            .map_err(|e| AgentError::CouldNotRun(format!("looking up {table}: {e}")))?,
+        0,
+        &format!("looking up {table}"),
+        "to_regclass",
+    )?;
     match exists {
         None => Ok(None),
-        Some(name) => client
-            .query_one(&format!("SELECT count(*) FROM {name}"), &[])
-            .await
-            .map(|r| Some(r.get(0)))
-            .map_err(|e| AgentError::CouldNotRun(format!("counting {table}: {e}"))),
+        Some(name) => {
+            let row = client
+                .query_one(&format!("SELECT count(*) FROM {name}"), &[])
+                .await
+                .map_err(|e| AgentError::CouldNotRun(format!("counting {table}: {e}")))?;
+            column(&row, 0, &format!("counting {table}"), "count").map(Some)
+        }
     }
 }
 
@@ -81,7 +101,10 @@ pub async fn foreign_keys(client: &Client) -> Result<Vec<(String, String)>> {
         )
         .await
         .map_err(|e| AgentError::CouldNotRun(format!("listing foreign keys: {e}")))?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    let what = "listing foreign keys (pg_constraint)";
+    rows.iter()
+        .map(|r| Ok((column(r, 0, what, "referencing")?, column(r, 1, what, "referenced")?)))
+        .collect()
 }
 
 /// Every ordinary user table as `schema.table`, sorted.
@@ -94,7 +117,7 @@ pub async fn user_tables(client: &Client) -> Result<Vec<String>> {
         )
         .await
         .map_err(|e| AgentError::CouldNotRun(format!("listing tables: {e}")))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    rows.iter().map(|r| column(r, 0, "listing tables (pg_tables)", "table")).collect()
 }
 
 /// Row count and the SHA-256 of the first [`SAMPLE_ROWS`] rows in
@@ -107,11 +130,15 @@ pub async fn snapshot_table(client: &Client, table: &str) -> Result<TableSnapsho
             "{what} of {name}: {e} (does the table exist? check --key-table)"
         ))
     };
-    let rows: i64 = client
-        .query_one(&format!("SELECT count(*) FROM {q}"), &[])
-        .await
-        .map_err(|e| err("counting rows", e))?
-        .get(0);
+    let rows: i64 = column(
+        &client
+            .query_one(&format!("SELECT count(*) FROM {q}"), &[])
+            .await
+            .map_err(|e| err("counting rows", e))?,
+        0,
+        &format!("counting rows of {name}"),
+        "count",
+    )?;
     let pk: Vec<String> = client
         .query(
             "SELECT a.attname::text FROM pg_index i \
@@ -123,8 +150,8 @@ pub async fn snapshot_table(client: &Client, table: &str) -> Result<TableSnapsho
         .await
         .map_err(|e| err("reading the primary key", e))?
         .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map(|r| column(r, 0, &format!("reading the primary key of {name} (pg_index)"), "attname"))
+        .collect::<Result<_>>()?;
     let sample_sha256 = if pk.is_empty() {
         None
     } else {
@@ -135,7 +162,7 @@ pub async fn snapshot_table(client: &Client, table: &str) -> Result<TableSnapsho
             o = order.join(", ")
         );
         let row = client.query_one(&sql, &[]).await.map_err(|e| err("checksumming rows", e))?;
-        Some(row.get(0))
+        Some(column(&row, 0, &format!("checksumming rows of {name}"), "sha256")?)
     };
     Ok(TableSnapshot { name, rows, sample_sha256, references: Vec::new() })
 }

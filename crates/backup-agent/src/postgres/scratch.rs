@@ -162,8 +162,16 @@ impl ScratchCluster {
         while Instant::now() < deadline {
             match super::connect(&self.url("postgres")).await {
                 Ok(client) => match client.query_one("SELECT pg_is_in_recovery()", &[]).await {
-                    Ok(row) if !row.get::<_, bool>(0) => return Ok(client),
-                    Ok(_) => last = "still in recovery".to_owned(),
+                    Ok(row) => match super::column::<bool>(
+                        &row,
+                        0,
+                        "SELECT pg_is_in_recovery()",
+                        "pg_is_in_recovery",
+                    ) {
+                        Ok(false) => return Ok(client),
+                        Ok(true) => last = "still in recovery".to_owned(),
+                        Err(e) => last = e.to_string(),
+                    },
                     Err(e) => last = e.to_string(),
                 },
                 Err(e) => last = e.to_string(),
