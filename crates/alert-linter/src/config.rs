@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-#[cfg(feature = "schema")]
-use crate::model::format_duration;
-use crate::model::parse_duration;
+use crate::model::{format_duration, parse_duration};
 
 // With the `schema` feature these types also derive the JSON Schema of the
 // `--config` file ([`crate::config_schema`]); their doc comments are its
@@ -54,6 +52,10 @@ pub struct Config {
     pub backtest: Backtest,
     /// Check ids to skip entirely, e.g. `policy/owner-missing`.
     pub disabled_checks: Vec<String>,
+    /// Scrape intervals a range selector must span (`promql/range-too-short`):
+    /// with fewer, a missed scrape or a restart leaves `rate()` one or two
+    /// samples, and it returns nothing or a spike.
+    pub min_range_scrapes: u32,
 }
 
 /// Policy for labels and annotations.
@@ -78,6 +80,11 @@ pub struct Policy {
     /// rest of the link must be an existing file (looked up from the rules
     /// file's folder upwards). Relative links are always local.
     pub runbook_url_prefix: Option<String>,
+    /// Scrapes of evidence a paging alert judges before it fires
+    /// (`detect/pages-on-noise`): its `for` plus the shortest averaging
+    /// range of its expression must span this many scrapes less one, so one
+    /// bad scrape or one missed scrape does not page.
+    pub min_paging_scrapes: u32,
 }
 
 /// Critical paths and the services they apply to.
@@ -97,6 +104,10 @@ pub struct Coverage {
     pub services: Vec<String>,
     /// The label that names a service in selectors.
     pub service_label: String,
+    /// Alerting rules that must watch the critical paths (the launch plan
+    /// asks for 20+); checked as `coverage/alert-count`, required with
+    /// `required`.
+    pub min_alerts: usize,
     /// The critical paths; a list given here replaces the marketplace's.
     pub paths: Vec<CriticalPath>,
 }
@@ -112,12 +123,86 @@ pub struct CriticalPath {
     pub description: String,
     /// Regexes (anchored) of metric names that watch this path.
     pub metrics: Vec<String>,
-    /// The selector must also match on this label (e.g. `status` for errors).
+    /// The selector must also select on this label with `=` or `=~` (e.g.
+    /// `status` for errors). Negative matchers (`!=`, `!~`) never satisfy it.
     #[serde(default)]
     pub requires_label: Option<String>,
+    /// Values of `requires_label` that count: the selector's matchers on the
+    /// label must all select at least one of them (`status=~"5.."` selects
+    /// `500`; `status=~"4.."` selects none). Empty: any positive matcher.
+    #[serde(default)]
+    pub requires_values: Vec<String>,
+    /// The condition the plan sets for this path (error rate > 5 % for 5m):
+    /// an alert covers the path only if it fires whenever that condition
+    /// holds, i.e. its threshold is at the plan's or more sensitive and its
+    /// `for` is at most the plan's. Whether a more sensitive alert pages on
+    /// noise is for `detect/pages-on-noise` and the backtest to say.
+    #[serde(default)]
+    pub threshold: Option<PathThreshold>,
     /// Must be covered for every service in `coverage.services`.
     #[serde(default)]
     pub per_service: bool,
+}
+
+/// A condition on a path's value, as the launch plan writes it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PathThreshold {
+    /// How the value compares with `value`.
+    pub op: Comparison,
+    /// The threshold, in the unit the metric is in (ratios, not percent: an
+    /// alert written as `100 * ratio > 5` is read as `ratio > 0.05`).
+    pub value: f64,
+    /// How long the condition holds before the plan wants an alert; an
+    /// alert's `for` must not be longer.
+    #[serde(default, rename = "for", deserialize_with = "optional_duration")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<DurationText>"))]
+    pub for_: Option<Duration>,
+}
+
+/// A PromQL comparison operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum Comparison {
+    /// `>`
+    #[serde(rename = ">")]
+    Greater,
+    /// `>=`
+    #[serde(rename = ">=")]
+    GreaterOrEqual,
+    /// `<`
+    #[serde(rename = "<")]
+    Less,
+    /// `<=`
+    #[serde(rename = "<=")]
+    LessOrEqual,
+    /// `==`
+    #[serde(rename = "==")]
+    Equal,
+}
+
+impl Comparison {
+    /// The operator as PromQL writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Comparison::Greater => ">",
+            Comparison::GreaterOrEqual => ">=",
+            Comparison::Less => "<",
+            Comparison::LessOrEqual => "<=",
+            Comparison::Equal => "==",
+        }
+    }
+}
+
+impl std::fmt::Display for PathThreshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.op.as_str(), self.value)?;
+        if let Some(d) = self.for_ {
+            write!(f, " for {}", format_duration(d))?;
+        }
+        Ok(())
+    }
 }
 
 /// Online-check settings.
@@ -155,6 +240,7 @@ impl Default for Config {
             online: Online::default(),
             backtest: Backtest::default(),
             disabled_checks: Vec::new(),
+            min_range_scrapes: 4,
         }
     }
 }
@@ -168,6 +254,7 @@ impl Default for Policy {
             owner_labels: vec!["team".into(), "owner".into()],
             runbook_annotation: "runbook_url".into(),
             runbook_url_prefix: Some("https://github.com/postlaunch/postlaunch/blob/main/".into()),
+            min_paging_scrapes: 4,
         }
     }
 }
@@ -181,22 +268,33 @@ impl Default for Coverage {
                     description: description.into(),
                     metrics: metrics.iter().map(|m| (*m).to_owned()).collect(),
                     requires_label: label.map(str::to_owned),
+                    requires_values: Vec::new(),
                     per_service,
+                    threshold: None,
                 }
             };
+        let threshold = |op, value, for_secs| {
+            Some(PathThreshold { op, value, for_: Some(Duration::from_secs(for_secs)) })
+        };
         Coverage {
             enabled: true,
             required: false,
             services: ["auth", "user", "media", "gateway", "indexer"].map(String::from).to_vec(),
             service_label: "job".into(),
+            min_alerts: 20,
             paths: vec![
-                path(
-                    "http-error-rate",
-                    "each service's HTTP 5xx error rate",
-                    &["http_requests_total"],
-                    Some("status"),
-                    true,
-                ),
+                CriticalPath {
+                    requires_values: ["500", "502", "503", "504"].map(String::from).to_vec(),
+                    // Launch plan, task 11: error rate > 5 % for 5 min.
+                    threshold: threshold(Comparison::Greater, 0.05, 300),
+                    ..path(
+                        "http-error-rate",
+                        "each service's HTTP 5xx error rate",
+                        &["http_requests_total"],
+                        Some("status"),
+                        true,
+                    )
+                },
                 path(
                     "http-latency",
                     "each service's request latency",
@@ -211,20 +309,30 @@ impl Default for Coverage {
                     None,
                     true,
                 ),
-                path(
-                    "db-pool-saturation",
-                    "database connection pool saturation",
-                    &["db_connections_in_use", "pg_stat_activity_count"],
-                    None,
-                    false,
-                ),
-                path(
-                    "circuit-breakers",
-                    "circuit breakers open",
-                    &["circuit_breaker_state"],
-                    None,
-                    false,
-                ),
+                CriticalPath {
+                    // Launch plan, task 11: pool > 90 % for 1 min.
+                    threshold: threshold(Comparison::Greater, 0.9, 60),
+                    ..path(
+                        "db-pool-saturation",
+                        "database connection pool saturation",
+                        &["db_connections_in_use", "pg_stat_activity_count"],
+                        None,
+                        false,
+                    )
+                },
+                CriticalPath {
+                    requires_values: vec!["open".into()],
+                    // Launch plan, task 11: breaker open for 2 min
+                    // (`circuit_breaker_state{state="open"}` is 1 while open).
+                    threshold: threshold(Comparison::Equal, 1.0, 120),
+                    ..path(
+                        "circuit-breakers",
+                        "circuit breakers open",
+                        &["circuit_breaker_state"],
+                        Some("state"),
+                        false,
+                    )
+                },
                 path(
                     "rabbitmq-consumer-lag",
                     "RabbitMQ consumer lag (messages waiting)",
@@ -403,6 +511,11 @@ fn duration_map_text<S: serde::Serializer>(
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = Option::<String>::deserialize(d)?;
+    text.map(|t| parse_duration(&t).map_err(serde::de::Error::custom)).transpose()
 }
 
 fn duration_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Duration>, D::Error> {

@@ -207,9 +207,14 @@ pub const CHECKS: &[(&str, Severity, &str)] = &[
         "worst-case detection time is within the severity's target",
     ),
     (
-        "coverage/path-uncovered",
+        "coverage/critical-paths",
         Severity::Error,
-        "every critical path is watched by at least one alert",
+        "an alert meeting the plan's condition watches every critical path of the marketplace",
+    ),
+    (
+        "coverage/alert-count",
+        Severity::Error,
+        "at least coverage.min_alerts alerts watch the critical paths",
     ),
     (
         "online/series-missing",

@@ -34,7 +34,11 @@
 //! - **detection time**: `detect/slow-detection`, worst case scrape + evaluation +
 //!   `for` + half the range window + notification delay, against a target per
 //!   severity (critical: 1 minute).
-//! - **coverage**: `coverage/path-uncovered` against the marketplace's critical paths.
+//! - **coverage**, once per run for the whole rule set: `coverage/critical-paths`
+//!   (each of the marketplace's critical paths has an alert that fires whenever
+//!   the plan's condition holds: error rate > 5 % for 5m, breaker open for 2m,
+//!   pool > 90 % for 1m) and `coverage/alert-count` (20+ alerts on the critical
+//!   paths). They fail the run only with `coverage.required: true`.
 //! - **online** (`--prometheus URL`, see [`online`]): `online/series-missing`,
 //!   `online/query-expensive`, the scrape interval read from the server.
 //! - **backtest** ([`online::backtest`]): `backtest/fired`, `backtest/flapping`.
@@ -166,7 +170,8 @@ impl LintOutcome {
             }
         }
         if with_coverage {
-            self.ran.insert("coverage/path-uncovered");
+            self.ran.insert("coverage/critical-paths");
+            self.ran.insert("coverage/alert-count");
             self.coverage = coverage::evaluate(&self.files, &self.config.coverage);
             // Coverage is a property of the whole rule set: it is one check in
             // the report (output::report), never a diagnostic pinned to line 1
@@ -404,6 +409,7 @@ mod config_schema_tests {
             online: _,
             backtest: _,
             disabled_checks: _,
+            min_range_scrapes: _,
         } = Config::default();
         let keys = [
             "scrape_interval",
@@ -415,6 +421,7 @@ mod config_schema_tests {
             "online",
             "backtest",
             "disabled_checks",
+            "min_range_scrapes",
         ];
         let schema = config_schema();
         let properties = object(&schema["properties"]);

@@ -90,46 +90,82 @@ pub fn human(
     out
 }
 
-/// The one coverage check of a run: every critical path has an alert. An
-/// uncovered path fails it only where the config requires coverage;
-/// otherwise the check does not apply to this rule set and is skipped, with
-/// the uncovered paths listed.
-fn coverage_check(outcome: &LintOutcome) -> Option<Check> {
+/// The coverage checks of a run, both properties of the whole rule set:
+/// every critical path has an alert meeting the plan's condition
+/// (`coverage/critical-paths`), and enough alerts watch the critical paths
+/// (`coverage/alert-count`). A shortfall fails them only where the config
+/// requires coverage; otherwise the checks do not apply to this rule set and
+/// are skipped, with what is missing listed.
+fn coverage_checks(outcome: &LintOutcome) -> Vec<Check> {
     if outcome.coverage.is_empty() {
-        return None;
+        return Vec::new();
     }
-    let (id, crit) =
-        ("coverage/critical-paths", "an alert watches every critical path of the marketplace");
+    let required = outcome.config.coverage.required;
+    let not_required = "coverage is not required by the config (coverage.required: false)";
+    let (id, crit) = (
+        "coverage/critical-paths",
+        "an alert meeting the plan's condition watches every critical path of the marketplace",
+    );
     let uncovered: Vec<String> = outcome
         .coverage
         .iter()
         .filter(|c| c.alerts.is_empty())
-        .map(|c| format!("{}: {}", c.key(), c.description))
+        .map(|c| {
+            let mut line = format!("{}: {}", c.key(), c.description);
+            if let Some(condition) = &c.condition {
+                line.push_str(&format!(" (plan: {condition})"));
+            }
+            for miss in &c.near_misses {
+                line.push_str(&format!("\n  {} does not count: {}", miss.alert, miss.reason));
+            }
+            line
+        })
         .collect();
     let total = outcome.coverage.len();
     let observed = format!("{} of {total} paths covered", total - uncovered.len());
-    Some(if uncovered.is_empty() {
+    let paths = if uncovered.is_empty() {
         let covered: Vec<String> = outcome
             .coverage
             .iter()
             .map(|c| format!("{}: {}", c.key(), c.alerts.join(", ")))
             .collect();
         Check::pass(id, crit, observed).with_detail(covered.join("\n"))
-    } else if outcome.config.coverage.required {
+    } else if required {
         Check::fail(id, crit, observed).with_detail(format!(
-            "uncovered (add an alert on one of the path's metrics, or remove the path from coverage.paths):\n{}",
+            "uncovered (add an alert on one of the path's metrics meeting its condition, or remove the path from coverage.paths):\n{}",
             uncovered.join("\n")
         ))
     } else {
         Check::skipped(
             id,
             crit,
-            format!(
-                "{observed}; coverage is not required by the config (coverage.required: false), uncovered:\n{}",
-                uncovered.join("\n")
-            ),
+            format!("{observed}; {not_required}, uncovered:\n{}", uncovered.join("\n")),
         )
-    })
+    };
+
+    let min = outcome.config.coverage.min_alerts;
+    let on_paths = crate::coverage::alerts_on_paths(&outcome.coverage);
+    let (id, crit) =
+        ("coverage/alert-count", "at least coverage.min_alerts alerts watch the critical paths");
+    let observed =
+        format!("{} alerts on the critical paths (at least {min} wanted)", on_paths.len());
+    let count = if on_paths.len() >= min {
+        Check::pass(id, crit, observed).with_detail(on_paths.join(", "))
+    } else if required {
+        Check::fail(id, crit, observed).with_detail(on_paths.join(", "))
+    } else {
+        Check::skipped(id, crit, format!("{observed}; {not_required}"))
+    };
+    [paths, count]
+        .into_iter()
+        .map(|check| {
+            if outcome.config.enabled(&check.id) {
+                check
+            } else {
+                Check::skipped(check.id, check.criterion, "disabled in the config")
+            }
+        })
+        .collect()
 }
 
 /// The uncovered paths, for the human summary.
@@ -234,12 +270,13 @@ pub fn github(outcome: &LintOutcome) -> String {
 }
 
 /// The shared report: one check per check id (pass when it found nothing
-/// at or above `fail_on`), one check per critical path, measurements, and
+/// at or above `fail_on`), the two coverage checks, measurements, and
 /// every finding under `data.diagnostics`.
 pub fn report(outcome: &LintOutcome, fail_on: Severity, target: &str) -> Report {
     let mut report = Report::new("alert-linter", env!("CARGO_PKG_VERSION"), target);
     for (id, _, crit) in CHECKS {
-        if *id == "coverage/path-uncovered" || !outcome.ran.contains(id) {
+        // Coverage checks are built from the whole rule set, not from findings.
+        if id.starts_with("coverage/") || !outcome.ran.contains(id) {
             continue;
         }
         if !outcome.config.enabled(id) {
@@ -262,7 +299,7 @@ pub fn report(outcome: &LintOutcome, fail_on: Severity, target: &str) -> Report 
         };
         report.push_check(check);
     }
-    if let Some(check) = coverage_check(outcome) {
+    for check in coverage_checks(outcome) {
         report.push_check(check);
     }
     for error in &outcome.run_errors {

@@ -142,10 +142,70 @@ pub fn parse(text: &str) -> Result<Expr, String> {
             _ => {}
         }
     });
+    if problem.is_none() {
+        problem = selectors(&expr).into_iter().find_map(|(vs, _, _)| {
+            vs.matchers.matchers.iter().find_map(|m| match &m.op {
+                MatchOp::Re(_) | MatchOp::NotRe(_) => re2_problem(&m.value)
+                    .map(|p| format!("illegal regex for {}: error parsing regexp: {p}", m.value)),
+                _ => None,
+            })
+        });
+    }
     match problem {
         Some(p) => Err(p),
         None => Ok(expr),
     }
+}
+
+/// What Go's RE2 syntax (Prometheus) refuses in a regex that Rust's `regex`
+/// accepts: `(?<name>...)` groups (Go before 1.22), flags other than `imsU`,
+/// and repeat counts above 1000. Without this, a rule promtool rejects
+/// would lint clean and count as coverage.
+pub fn re2_problem(re: &str) -> Option<String> {
+    let bytes = re.as_bytes();
+    let mut i = 0;
+    let mut in_class = false;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => {
+                i += 2;
+                continue;
+            }
+            b'[' if !in_class => in_class = true,
+            b']' if in_class => in_class = false,
+            b'(' if !in_class && bytes.get(i + 1) == Some(&b'?') => {
+                let rest = &re[i + 2..];
+                if rest.starts_with('<') {
+                    return Some("invalid or unsupported Perl syntax: `(?<`".into());
+                }
+                if !rest.starts_with('P') && !rest.starts_with(':') {
+                    let flags: String =
+                        rest.chars().take_while(|c| *c != ')' && *c != ':').collect();
+                    if let Some(bad) = flags.chars().find(|c| !"imsU-".contains(*c)) {
+                        return Some(format!(
+                            "invalid or unsupported Perl syntax: `(?{flags}` (flag {bad:?})"
+                        ));
+                    }
+                }
+            }
+            b'{' if !in_class => {
+                let body: String = re[i + 1..].chars().take_while(|c| *c != '}').collect();
+                let counts: Vec<&str> = body.split(',').collect();
+                let numeric = counts.len() <= 2
+                    && !counts[0].is_empty()
+                    && counts.iter().all(|c| c.chars().all(|d| d.is_ascii_digit()));
+                if numeric
+                    && re[i + 1 + body.len()..].starts_with('}')
+                    && counts.iter().any(|c| c.parse::<u64>().map_or(!c.is_empty(), |n| n > 1000))
+                {
+                    return Some(format!("invalid repeat count: `{{{body}}}`"));
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Calls `f` on `expr` and every sub-expression, parents first.
@@ -547,6 +607,16 @@ mod tests {
         assert!(parse("sort_by_label(up, \"job\")").is_err());
         assert!(parse("limitk(2, up)").is_err());
         assert!(parse("rate(x_total[5m]) > 0").is_ok());
+    }
+
+    #[test]
+    fn regexes_go_refuses_are_invalid_like_prometheus_2_42() {
+        // Each was accepted by Rust's regex and refused by promtool 2.42.
+        assert!(parse(r#"up{job=~"(?<svc>auth)"} == 0"#).is_err());
+        assert!(parse(r#"up{job=~"a{2,1001}"} == 0"#).is_err());
+        assert!(parse(r#"up{job!~"(?x)auth"} == 0"#).is_err());
+        assert!(parse(r#"rate(x_total{job=~"(?<svc>auth)"}[5m]) > 0"#).is_err());
+        assert!(parse(r#"up{job=~"(?P<svc>auth)|(?i:user)|a{2,1000}|[{]"} == 0"#).is_ok());
     }
 
     #[test]

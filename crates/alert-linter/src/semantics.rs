@@ -92,18 +92,22 @@ impl Ctx<'_> {
                     format!("{func}() of a gauge is meaningless; use deriv() or delta() for gauges, or rename the counter to {name}_total"),
                 );
             }
-            let needed = if TWO_SAMPLE_FUNCTIONS.contains(&func) { scrape * 2 } else { scrape };
+            let floor = if TWO_SAMPLE_FUNCTIONS.contains(&func) { 2 } else { 1 };
+            let scrapes = self.config.min_range_scrapes.max(floor);
+            let needed = scrape * scrapes;
             if range < needed {
                 self.push(
                     "promql/range-too-short",
                     self.expr_pos(),
                     format!(
-                        "{func}({name}[{}]) spans less than {} at a {} scrape interval: it often sees too few samples and returns nothing",
+                        "{func}({name}[{}]) spans fewer than {scrapes} scrapes at a {} scrape interval: one missed scrape or a restart leaves it too few samples, and it returns nothing or a spike",
                         format_duration(range),
-                        if needed == scrape { "one scrape" } else { "two scrapes" },
                         format_duration(scrape)
                     ),
-                    format!("use a range of at least {} (4x the scrape interval is safer)", format_duration(needed)),
+                    format!(
+                        "use a range of at least {} ({scrapes}x the scrape interval; `min_range_scrapes` in the config sets the multiple)",
+                        format_duration(needed)
+                    ),
                 );
             }
         }

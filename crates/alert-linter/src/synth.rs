@@ -18,7 +18,7 @@ pub fn synthetic_rules(n: usize) -> String {
         let (expr, severity, for_) = match i % 6 {
             0 => (
                 format!(
-                    "sum by (job) (rate(http_requests_total{{job=\"{service}\", status=~\"5..\"}}[30s])) / sum by (job) (rate(http_requests_total{{job=\"{service}\"}}[30s])) > 0.{threshold:02}"
+                    "sum by (job) (rate(http_requests_total{{job=\"{service}\", status=~\"5..\"}}[40s])) / sum by (job) (rate(http_requests_total{{job=\"{service}\"}}[40s])) > 0.{threshold:02}"
                 ),
                 "critical",
                 "10s",

@@ -38,11 +38,19 @@ fn marketplace_rules_are_lint_clean_covered_and_promtool_valid() {
             && c.detail.as_deref().is_some_and(|d| d.contains("http-error-rate[auth]"))),
         "{coverage:?}"
     );
+    let coverage_ids: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| c.id.starts_with("coverage/"))
+        .map(|c| c.id.as_str())
+        .collect();
     assert_eq!(
-        report.checks.iter().filter(|c| c.id.starts_with("coverage/")).count(),
-        1,
-        "one coverage check per run"
+        coverage_ids,
+        ["coverage/critical-paths", "coverage/alert-count"],
+        "coverage is checked once per run"
     );
+    let count = report.checks.iter().find(|c| c.id == "coverage/alert-count");
+    assert!(count.is_some_and(|c| c.verdict == shared_types::Verdict::Pass), "{count:?}");
     assert_eq!(report.exit_code(), shared_types::ExitCode::Success);
     assert!(report.measurements.iter().any(|m| m.name == "alerts" && m.value >= 20.0));
     let promtool =
@@ -166,7 +174,7 @@ fn directories_and_globs_expand_to_rule_files() {
         .as_array()
         .and_then(|m| m.iter().find(|m| m["name"] == "files"))
         .map(|m| m["value"].clone());
-    assert_eq!(files, Some(serde_json::json!(20.0)));
+    assert_eq!(files, Some(serde_json::json!(21.0)));
     let o = run(&["lint", "--no-coverage", "tests/rules/bad/yaml-*.yml"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("in 4 file(s)"), "{}", stdout(&o));
@@ -199,4 +207,85 @@ fn coverage_fails_only_where_the_config_requires_it() {
     let o = run(&["lint", &rules, "--config", "docs/alert-linter/marketplace.yml"]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(stdout(&o).contains("verdict: FAIL"), "the verdict line agrees with the exit code");
+}
+
+/// The marketplace rules with `from` replaced by `to`, linted with the
+/// marketplace's config through the binary: (exit code, report).
+fn lint_changed_marketplace(changes: &[(&str, &str)]) -> (Option<i32>, shared_types::Report) {
+    let mut text = std::fs::read_to_string(root().join(MARKETPLACE)).unwrap_or_default();
+    for (from, to) in changes {
+        assert!(text.contains(from), "{from} not in the marketplace rules");
+        text = text.replace(from, to);
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, text).unwrap_or_else(|e| panic!("{e}"));
+    let o = run(&[
+        "lint",
+        &rules.to_string_lossy(),
+        "--config",
+        "docs/alert-linter/marketplace.yml",
+        "--output",
+        "json",
+    ]);
+    let report = shared_types::Report::from_json(&stdout(&o))
+        .unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
+    (o.status.code(), report)
+}
+
+fn check<'a>(report: &'a shared_types::Report, id: &str) -> &'a shared_types::Check {
+    report.checks.iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no {id} in {report:?}"))
+}
+
+/// Launch plan task 11: error rate > 5 % for 5 min, breaker open for 2 min,
+/// pool > 90 % for 1 min. An alert on the right metric with a looser
+/// threshold or a longer `for` does not cover the path, and the report says
+/// which alert and why.
+#[test]
+fn an_alert_with_the_wrong_threshold_or_for_does_not_cover_its_path() {
+    let (code, report) = lint_changed_marketplace(&[
+        (
+            "/ sum by (job) (rate(http_requests_total[5m])) > 0.05'",
+            "/ sum by (job) (rate(http_requests_total[5m])) > 0.5'",
+        ),
+        (
+            "(circuit_breaker_state{state=\"open\"}) == 1'\n        for: 2m",
+            "(circuit_breaker_state{state=\"open\"}) == 1'\n        for: 10m",
+        ),
+        ("db_connections_max) > 0.9'", "db_connections_max) > 0.95'"),
+    ]);
+    assert_eq!(code, Some(1), "{report:?}");
+    let paths = check(&report, "coverage/critical-paths");
+    assert_eq!(paths.verdict, shared_types::Verdict::Fail);
+    assert_eq!(paths.observed.as_deref(), Some("15 of 22 paths covered"), "{:?}", paths.detail);
+    let detail = paths.detail.clone().unwrap_or_default();
+    for expected in [
+        "http-error-rate[auth]: each service's HTTP 5xx error rate (plan: > 0.05 for 5m)",
+        "HttpErrorRateHigh does not count: fires at > 0.5, not whenever the plan's > 0.05 holds",
+        "circuit-breakers: circuit breakers open (plan: == 1 for 2m)",
+        "CircuitBreakerOpen does not count: for 10m is longer than the plan's 2m",
+        "db-pool-saturation",
+        "DbPoolSaturated does not count: fires at > 0.95",
+    ] {
+        assert!(detail.contains(expected), "{expected:?} missing from:\n{detail}");
+    }
+    // The alerts still watch the critical paths: the count is unchanged.
+    assert_eq!(check(&report, "coverage/alert-count").verdict, shared_types::Verdict::Pass);
+}
+
+/// "20+ rules covering all critical paths" is a check of its own.
+#[test]
+fn fewer_than_20_alerts_on_the_critical_paths_fail_the_marketplace_config() {
+    let (code, report) = lint_changed_marketplace(&[(
+        "alert: CircuitBreakerFlapping\n        expr: 'sum by (job, dependency) (changes(circuit_breaker_state{state=\"open\"}[15m])) > 4'",
+        "alert: CircuitBreakerFlapping\n        expr: 'sum by (job, dependency) (changes(cache_hits_total[15m])) > 4'",
+    )]);
+    assert_eq!(code, Some(1), "{report:?}");
+    let count = check(&report, "coverage/alert-count");
+    assert_eq!(count.verdict, shared_types::Verdict::Fail);
+    assert_eq!(
+        count.observed.as_deref(),
+        Some("19 alerts on the critical paths (at least 20 wanted)")
+    );
+    assert_eq!(check(&report, "coverage/critical-paths").verdict, shared_types::Verdict::Pass);
 }

@@ -99,6 +99,7 @@ fn each_accepted_fixture_triggers_the_check_it_is_named_after() {
         ("recording-rules", ""),
         ("multi-document", ""),
         ("empty", ""),
+        ("regex-re2", ""),
     ];
     for file in corpus("good") {
         let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

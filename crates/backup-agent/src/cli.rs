@@ -74,6 +74,14 @@ pub(crate) enum Command {
         /// Longest wait for a scratch restore.
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         timeout: Duration,
+        /// Check `freshness`: the newest complete backup must be younger than this.
+        #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
+        max_backup_age: Duration,
+        /// Check `rpo` (repositories with base backups): the newest point a
+        /// restore can reach (archived WAL, else the newest base backup's
+        /// end) must be younger than this recovery point objective.
+        #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+        rpo: Duration,
     },
     /// Apply GFS retention (7 daily, 4 weekly, 12 monthly); --dry-run prints what stays and why.
     Prune {

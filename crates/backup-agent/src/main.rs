@@ -181,7 +181,16 @@ async fn execute(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::Success)
         }
         Command::Restore(restore) => run_restore(restore).await,
-        Command::Verify { repo, output, backups, restore, mongo_url, timeout } => {
+        Command::Verify {
+            repo,
+            output,
+            backups,
+            restore,
+            mongo_url,
+            timeout,
+            max_backup_age,
+            rpo,
+        } => {
             let repository = repo.open().await?;
             let options = backup_agent::verify::VerifyOptions {
                 backups,
@@ -189,6 +198,8 @@ async fn execute(command: Command) -> Result<ExitCode> {
                 mongo_url,
                 wal_fetch: repo.self_command("wal-fetch")?,
                 restore_timeout: timeout,
+                max_backup_age,
+                rpo,
             };
             emit(&backup_agent::verify::verify(&repository, &options).await?, &output)
         }

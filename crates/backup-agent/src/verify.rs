@@ -18,8 +18,13 @@ use crate::postgres::{compare_tables, connect, wal};
 use crate::repository::Repository;
 use crate::retention::wal_chain;
 
+/// Default age limit of the newest complete backup (daily backups, with slack).
+pub const DEFAULT_MAX_BACKUP_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Default RPO: the newest recoverable point must be younger than this.
+pub const DEFAULT_RPO: Duration = Duration::from_secs(3600);
+
 /// What to verify.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct VerifyOptions {
     /// Backup ids; empty = every complete backup.
     pub backups: Vec<String>,
@@ -32,6 +37,26 @@ pub struct VerifyOptions {
     /// MongoDB server that MongoDB backups are restored into (a scratch
     /// database, dropped afterwards) with `restore`.
     pub mongo_url: Option<String>,
+    /// `freshness`: the newest complete backup must have finished less than this ago.
+    pub max_backup_age: Duration,
+    /// `rpo`: the newest point a restore can reach (archived WAL or base
+    /// backup end) must be younger than this, when the repository holds base
+    /// backups.
+    pub rpo: Duration,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            backups: Vec::new(),
+            restore: false,
+            wal_fetch: String::new(),
+            restore_timeout: Duration::from_secs(600),
+            mongo_url: None,
+            max_backup_age: DEFAULT_MAX_BACKUP_AGE,
+            rpo: DEFAULT_RPO,
+        }
+    }
 }
 
 /// Verifies backups and returns the report (checks per backup).
@@ -56,6 +81,9 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Report
         );
     }
     let wal_files = wal::list(repo).await?;
+    let now_ms = Timestamp::now().unix_millis().unwrap_or(0);
+    report.push_check(backup_freshness(&catalog, options.max_backup_age, now_ms));
+    report.push_check(wal_freshness(repo, &catalog, options.rpo, now_ms).await?);
     let started = Instant::now();
     let mut bytes = 0u64;
     for manifest in &manifests {
@@ -114,6 +142,93 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Report
     ));
     report.finish();
     Ok(report)
+}
+
+/// `a` as people read an age: `26.0 h`, `12 min`, `40 s`.
+fn age(ms: i64) -> String {
+    let secs = ms as f64 / 1000.0;
+    if secs >= 7200.0 {
+        format!("{:.1} h", secs / 3600.0)
+    } else if secs >= 120.0 {
+        format!("{:.0} min", secs / 60.0)
+    } else {
+        format!("{secs:.0} s")
+    }
+}
+
+fn limit_ms(limit: Duration) -> i64 {
+    i64::try_from(limit.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `freshness`: the newest complete backup finished less than `limit` ago.
+fn backup_freshness(catalog: &BackupCatalog, limit: Duration, now_ms: i64) -> Check {
+    let criterion = format!("newest complete backup younger than {}", age(limit_ms(limit)));
+    let newest = catalog
+        .complete()
+        .filter_map(|(_, m)| m.finished_at.unix_millis().map(|t| (t, m)))
+        .max_by_key(|(t, _)| *t);
+    let Some((finished, manifest)) = newest else {
+        return Check::fail("freshness", criterion, "no complete backup").with_detail(
+            "the repository holds no complete backup: the daily backup is not running (or --repo is wrong)",
+        );
+    };
+    let elapsed = now_ms.saturating_sub(finished);
+    let observed = format!("{} ({} finished {})", age(elapsed), manifest.id, manifest.finished_at);
+    if elapsed < limit_ms(limit) {
+        Check::pass("freshness", criterion, observed)
+    } else {
+        Check::fail("freshness", criterion, observed).with_detail(
+            "the newest backup is older than the limit: is the backup job (daemon, CronJob) running and succeeding? --max-backup-age changes the limit",
+        )
+    }
+}
+
+/// `rpo`: with PostgreSQL base backups in the repository, the newest point
+/// a restore can reach (the newest archived WAL, or the end of the newest
+/// base backup when no later WAL is archived) is younger than the RPO.
+async fn wal_freshness(
+    repo: &Repository,
+    catalog: &BackupCatalog,
+    rpo: Duration,
+    now_ms: i64,
+) -> Result<Check> {
+    let criterion =
+        format!("newest recoverable point younger than the RPO ({})", age(limit_ms(rpo)));
+    let newest_base = catalog
+        .complete()
+        .filter(|(_, m)| m.kind == BackupKind::PgBase)
+        .filter_map(|(_, m)| m.finished_at.unix_millis().map(|t| (t, m.id.clone())))
+        .max_by_key(|(t, _)| *t);
+    let Some((base_finished, base_id)) = newest_base else {
+        return Ok(Check::skipped(
+            "rpo",
+            criterion,
+            "no PostgreSQL base backup in this repository: point-in-time recovery does not apply",
+        ));
+    };
+    let newest_wal = wal::newest_archived(repo).await?;
+    if let Some((name, 0)) = &newest_wal {
+        return Ok(Check::not_evaluated(
+            "rpo",
+            criterion,
+            format!("the store gives no modification time for the archived WAL {name}"),
+        ));
+    }
+    let (point, what) = match newest_wal {
+        Some((name, modified)) if modified > base_finished => {
+            (modified, format!("archived WAL {name}"))
+        }
+        _ => (base_finished, format!("end of base backup {base_id}, no later WAL archived")),
+    };
+    let elapsed = now_ms.saturating_sub(point);
+    let observed = format!("{} ({what})", age(elapsed));
+    Ok(if elapsed < limit_ms(rpo) {
+        Check::pass("rpo", criterion, observed)
+    } else {
+        Check::fail("rpo", criterion, observed).with_detail(
+            "a restore now would lose more than the RPO: WAL archiving has stalled, is not set up (archive_command = 'backup-agent wal-push %p --repo ...'), or the server writes too little to switch segments (set archive_timeout below the RPO); --rpo changes the limit",
+        )
+    })
 }
 
 /// Every WAL segment from the backup's start segment to the newest archived

@@ -440,3 +440,37 @@ async fn an_unexpected_column_type_is_an_error_naming_query_and_column_not_a_pan
         text(&out)
     );
 }
+
+/// `freshness` measures the newest complete backup's age against
+/// `--max-backup-age`: the same repository passes with the default (24 h)
+/// and fails, exit 1, once the limit is below the backup's age.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_fails_a_backup_older_than_the_max_backup_age() {
+    let db = testkit::TempDatabase::create().await.unwrap();
+    let client = testkit::postgres::connect(db.url()).await.unwrap();
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().to_str().unwrap();
+    let out = agent(&["backup", "tables", "--repo", repo, "--pg-url", db.url()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let fresh = agent(&["verify", "--repo", repo, "--output", "json"]);
+    assert_eq!(fresh.status.code(), Some(0), "{}", text(&fresh));
+    let report = Report::from_json(&String::from_utf8_lossy(&fresh.stdout)).unwrap();
+    let check = report.checks.iter().find(|c| c.id == "freshness").unwrap();
+    assert_eq!(check.verdict, Verdict::Pass, "{check:?}");
+    // A table dump has no WAL: point-in-time recovery does not apply.
+    let rpo = report.checks.iter().find(|c| c.id == "rpo").unwrap();
+    assert_eq!(rpo.verdict, Verdict::Skipped, "{rpo:?}");
+
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let stale = agent(&["verify", "--repo", repo, "--max-backup-age", "10ms", "--output", "json"]);
+    assert_eq!(stale.status.code(), Some(1), "{}", text(&stale));
+    let report = Report::from_json(&String::from_utf8_lossy(&stale.stdout)).unwrap();
+    let check = report.checks.iter().find(|c| c.id == "freshness").unwrap();
+    assert_eq!(check.verdict, Verdict::Fail, "{check:?}");
+    assert!(check.detail.as_deref().is_some_and(|d| d.contains("--max-backup-age")), "{check:?}");
+}

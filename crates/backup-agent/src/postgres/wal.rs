@@ -137,6 +137,24 @@ pub async fn list(repo: &Repository) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The newest archived WAL file (not a history file) and when it was
+/// archived (its entry's modification time, ms since the epoch; 0 if the
+/// store gives none).
+pub async fn newest_archived(repo: &Repository) -> Result<Option<(String, i64)>> {
+    let objects = repo.list(WAL_PREFIX).await?;
+    let data: std::collections::BTreeSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+    Ok(objects
+        .iter()
+        .filter_map(|o| {
+            let key = o.key.strip_suffix(ENTRY_SUFFIX)?;
+            let name = key.strip_prefix(WAL_PREFIX)?;
+            let name = name.strip_suffix(".zst").unwrap_or(name);
+            (data.contains(key) && !name.ends_with(".history"))
+                .then(|| (name.to_owned(), o.modified_ms))
+        })
+        .max_by_key(|(_, modified)| *modified))
+}
+
 /// Deletes an archived file: its entry first, so it stops counting as archived.
 pub async fn delete(repo: &Repository, name: &str) -> Result<()> {
     for compression in [crate::object::Compression::Zstd, crate::object::Compression::None] {

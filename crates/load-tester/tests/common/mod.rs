@@ -14,6 +14,34 @@ pub async fn sandbox(args: &[&str]) -> Sandbox {
     Sandbox::start(&args).await.unwrap()
 }
 
+/// Fetches every cached key the built-in scenario's feeds can draw (see
+/// `scenarios/marketplace.yaml`), so a short run's cache hit rate does not
+/// depend on how many requests a busy machine manages to send: the hit rate
+/// is taken between the run's first and last scrape, after this warm-up.
+pub async fn warm_cache(sandbox: &Sandbox) {
+    let mut paths: Vec<String> = Vec::new();
+    for page in 1..=3 {
+        paths.push(format!("/api/collections?page={page}"));
+    }
+    for id in 1..=20 {
+        paths.push(format!("/api/collections/{id}"));
+        for page in 1..=3 {
+            paths.push(format!("/api/collections/{id}/nfts?page={page}"));
+        }
+    }
+    for id in 1..=100 {
+        paths.push(format!("/api/nfts/{id}"));
+    }
+    for term in ["ape", "punk", "pixel", "cat", "bored"] {
+        paths.push(format!("/api/search?q={term}"));
+    }
+    let client = reqwest::Client::new();
+    for path in paths {
+        let answer = client.get(format!("{}{path}", sandbox.url())).send().await.unwrap();
+        assert!(answer.status().is_success(), "warming {path}: {}", answer.status());
+    }
+}
+
 /// Sets the sandbox's fault knobs.
 pub async fn faults(sandbox: &Sandbox, spec: &str) {
     let answer = reqwest::Client::new()
