@@ -90,6 +90,11 @@ pub struct Config {
     /// Log format on stderr.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+
+    /// Release name sent back in an `x-release` header on every response
+    /// (blue/green, version A/B); none by default.
+    #[arg(long, env = "SANDBOX_RELEASE")]
+    pub release: Option<String>,
 }
 
 /// A parameter combination that cannot work, found before anything starts.
@@ -106,6 +111,9 @@ impl Config {
     /// Checks the limits clap cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |flag, reason: &str| Err(ConfigError { flag, reason: reason.to_owned() });
+        if self.release.as_deref().is_some_and(|r| axum::http::HeaderValue::from_str(r).is_err()) {
+            return fail("--release", "must be printable ASCII (it is sent as an HTTP header)");
+        }
         if self.collections == 0 {
             return fail("--collections", "must be at least 1");
         }

@@ -174,6 +174,7 @@ pub async fn build(config: &Config) -> Result<AppState, StartError> {
         auth: Arc::new(Authenticator::new(&config.siwe_domain, config.chain_id)),
         faults,
         metrics,
+        release: config.release.as_deref().and_then(|r| axum::http::HeaderValue::from_str(r).ok()),
     })
 }
 

@@ -40,6 +40,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// GraphQL schema.
     pub schema: MarketplaceSchema,
+    /// `--release`: sent back as `x-release` on every response, so a test
+    /// or a blue-green check sees which version served it.
+    pub release: Option<axum::http::HeaderValue>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -83,7 +86,10 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let start = Instant::now();
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    if let Some(release) = &state.release {
+        response.headers_mut().insert("x-release", release.clone());
+    }
     state.metrics.http_duration.with_label_values(&[&route]).observe(start.elapsed().as_secs_f64());
     state.metrics.http_requests.with_label_values(&[&route, response.status().as_str()]).inc();
     response

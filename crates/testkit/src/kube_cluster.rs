@@ -10,16 +10,27 @@
 //! RBAC and the Node authorizer; the controller manager runs every controller
 //! but node lifecycle (no kubelet heartbeats here), including the
 //! service-account token controller without which no pod can be created.
-//! Service cluster IPs come from 198.18.128.0/24 (the benchmarking range,
-//! which carries no traffic here) and nothing ever dials them.
+//! Each cluster takes a free *slot* K (1-127, held by a lock file for its
+//! lifetime, so clusters of parallel tests never share addresses): Service
+//! cluster IPs come from 198.18.K.0/24 and pod IPs from 198.19.K.0/24 (the
+//! benchmarking range, which carries no traffic here). Nothing dials them:
+//! pods listen, and the Service proxy accepts, on their loopback twins
+//! (`198.19.K.x` → `127.19.K.x`; see the `kube-node` crate).
+//!
+//! The node is ours, not upstream: `postlaunch-node` (crate `kube-node`)
+//! registers the Nodes, runs the pods bound to them as local processes and
+//! proxies Services. Upstream's kubelet needs a container runtime, which
+//! these machines cannot run.
 //!
 //! ```text
 //! <tmp>/pki/          ca.crt, apiserver.crt/key, admin.crt/key, sa.key/pub
 //! <tmp>/etcd/         etcd's data
 //! <tmp>/kubeconfig    admin credentials for kubectl and clients
-//! <tmp>/*.log         one log per process
+//! <tmp>/*.log         one log per process (postlaunch-node.log: the node's)
+//! <tmp>/node/         pod logs: pods/NAMESPACE_NAME_UID/CONTAINER.log
 //! ```
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,14 +43,80 @@ use crate::{Error, Result, binaries, free_port};
 /// How long the API server may take to answer `/readyz` once started.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A running control plane. Every process is killed on drop.
+/// Where the slot lock files live.
+const SLOT_DIR: &str = "/tmp/postlaunch-kube-slots";
+
+/// What a [`KubeCluster`] runs besides the control plane.
+#[derive(Debug, Clone)]
+pub struct KubeOptions {
+    /// `postlaunch-node --node` specs (`NAME[,cpu=4][,memory=8Gi][,zone=Z]...`);
+    /// empty: no node (control plane only).
+    pub nodes: Vec<String>,
+    /// Extra `--image REPOSITORY=PATH` entries.
+    pub images: Vec<String>,
+    /// The node's first back-off step between container restarts (the
+    /// kubelet's 10 s is slow for tests; 1 s by default here).
+    pub restart_backoff: Duration,
+}
+
+impl Default for KubeOptions {
+    /// One node, `node-1`, with 4 CPUs and 8Gi, in zone `local-a`.
+    fn default() -> Self {
+        KubeOptions {
+            nodes: vec!["node-1".to_owned()],
+            images: Vec::new(),
+            restart_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A running control plane and node. Every process is stopped on drop.
 #[derive(Debug)]
 pub struct KubeCluster {
     dir: TempDir,
     api_port: u16,
+    slot: u8,
+    _slot_lock: File,
+    node: Option<Child>,
     children: Vec<(&'static str, Child)>,
     /// How long `start` took, for people reading test output.
     pub started_in: Duration,
+}
+
+/// Takes the first free slot: its lock file stays locked while the cluster runs.
+fn take_slot() -> Result<(u8, File)> {
+    std::fs::create_dir_all(SLOT_DIR)
+        .map_err(|err| Error::io(format!("cannot create {SLOT_DIR}"), err))?;
+    for slot in 1..=127u8 {
+        let path = Path::new(SLOT_DIR).join(format!("slot-{slot}.lock"));
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|err| Error::io(format!("cannot open {}", path.display()), err))?;
+        if file.try_lock().is_ok() {
+            return Ok((slot, file));
+        }
+    }
+    Err(Error::io(
+        "every KubeCluster slot (1-127) is taken",
+        std::io::Error::other(format!("all lock files in {SLOT_DIR} are held")),
+    ))
+}
+
+/// `postlaunch-node`, built by `cargo build --workspace --bins` (which
+/// `cargo xtask test` runs first).
+pub fn node_binary() -> Result<PathBuf> {
+    let path = crate::sandbox::workspace_binary("debug", "postlaunch-node");
+    if path.exists() {
+        return Ok(path);
+    }
+    Err(Error::BinaryNotFound {
+        name: "postlaunch-node".to_owned(),
+        searched: path.display().to_string(),
+        hint: "cargo build -p kube-node (cargo xtask test builds every binary first)".to_owned(),
+    })
 }
 
 /// The directory holding the upstream binaries: the cache that
@@ -68,12 +145,19 @@ pub fn control_plane_binaries() -> Result<PathBuf> {
 }
 
 impl KubeCluster {
-    /// Starts etcd and the three control-plane processes on free loopback
-    /// ports; returns once the API server is ready and the `default`
-    /// namespace has its service account (the token controller works).
+    /// [`KubeCluster::start_with`] the default options: one node.
     pub fn start() -> Result<KubeCluster> {
+        KubeCluster::start_with(&KubeOptions::default())
+    }
+
+    /// Starts etcd and the three control-plane processes on free loopback
+    /// ports, then `postlaunch-node` with `options`; returns once the API
+    /// server is ready, the `default` namespace has its service account (the
+    /// token controller works) and every node is registered and Ready.
+    pub fn start_with(options: &KubeOptions) -> Result<KubeCluster> {
         let began = Instant::now();
         let bin = control_plane_binaries()?;
+        let node_bin = if options.nodes.is_empty() { None } else { Some(node_binary()?) };
         let etcd = binaries::which("etcd").ok_or_else(|| Error::BinaryNotFound {
             name: "etcd".to_owned(),
             searched: "on PATH".to_owned(),
@@ -85,11 +169,19 @@ impl KubeCluster {
             .map_err(|err| Error::io("cannot create a temporary directory for KubeCluster", err))?;
         let pki = dir.path().join("pki");
         std::fs::create_dir(&pki).map_err(|err| Error::io("cannot create pki/", err))?;
-        make_pki(&pki)?;
+        let (slot, slot_lock) = take_slot()?;
+        make_pki(&pki, slot)?;
 
         let api_port = free_port();
-        let mut cluster =
-            KubeCluster { dir, api_port, children: Vec::new(), started_in: Duration::ZERO };
+        let mut cluster = KubeCluster {
+            dir,
+            api_port,
+            slot,
+            _slot_lock: slot_lock,
+            node: None,
+            children: Vec::new(),
+            started_in: Duration::ZERO,
+        };
         let d = cluster.dir.path().to_owned();
         let kubeconfig = cluster.kubeconfig();
         write_kubeconfig(&kubeconfig, api_port, &pki)?;
@@ -154,7 +246,7 @@ impl KubeCluster {
                 "--authorization-mode",
                 "Node,RBAC",
                 "--service-cluster-ip-range",
-                "198.18.128.0/24",
+                &format!("198.18.{slot}.0/24"),
                 "--allow-privileged=true",
                 "--profiling=false",
             ],
@@ -208,8 +300,159 @@ impl KubeCluster {
             ],
         )?;
         cluster.wait_for_default_service_account()?;
+        if let Some(node_bin) = node_bin {
+            cluster.start_node(&node_bin, options)?;
+        }
         cluster.started_in = began.elapsed();
         Ok(cluster)
+    }
+
+    fn start_node(&mut self, program: &Path, options: &KubeOptions) -> Result<()> {
+        let log_path = self.log_path("postlaunch-node");
+        let log = File::create(&log_path)
+            .map_err(|err| Error::io("cannot create postlaunch-node.log", err))?;
+        let err_log = log.try_clone().map_err(|err| Error::io("cannot clone a log handle", err))?;
+        let mut cmd = Command::new(program);
+        cmd.arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--slot")
+            .arg(self.slot.to_string())
+            .arg("--state-dir")
+            .arg(self.dir.path().join("node"))
+            .arg("--restart-backoff")
+            .arg(format!("{}ms", options.restart_backoff.as_millis()));
+        for node in &options.nodes {
+            cmd.arg("--node").arg(node);
+        }
+        for image in &options.images {
+            cmd.arg("--image").arg(image);
+        }
+        let child = cmd
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err_log)
+            .spawn()
+            .map_err(|err| Error::io(format!("cannot start {}", program.display()), err))?;
+        self.node = Some(child);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if text.lines().any(|l| l == "postlaunch-node ready") {
+                break;
+            }
+            if let Some(node) = &mut self.node
+                && !matches!(node.try_wait(), Ok(None))
+            {
+                return Err(self.failed("postlaunch-node", "exited during start-up"));
+            }
+            if Instant::now() > deadline {
+                return Err(
+                    self.failed("postlaunch-node", "did not register its nodes within 60 s")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The scheduler must see the nodes Ready and untainted before pods can land.
+        let names: Vec<&str> =
+            options.nodes.iter().map(|n| n.split(',').next().unwrap_or("")).collect();
+        while Instant::now() < deadline {
+            let ready = names.iter().all(|name| {
+                self.kubectl()
+                    .args([
+                        "get",
+                        "node",
+                        name,
+                        "-o",
+                        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.spec.taints}",
+                    ])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "True")
+            });
+            if ready {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(self.failed("postlaunch-node", "its nodes were not Ready and untainted within 60 s"))
+    }
+
+    /// The cluster's slot: pod IPs in 198.19.SLOT.0/24, Service IPs in 198.18.SLOT.0/24.
+    pub fn slot(&self) -> u8 {
+        self.slot
+    }
+
+    /// A `kube` client with the admin credentials.
+    pub async fn client(&self) -> Result<kube::Client> {
+        let fail = |what: String| Error::io("KubeCluster client", std::io::Error::other(what));
+        let kubeconfig = kube::config::Kubeconfig::read_from(self.kubeconfig())
+            .map_err(|e| fail(e.to_string()))?;
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+        kube::Client::try_from(config).map_err(|e| fail(e.to_string()))
+    }
+
+    /// Where a Service's cluster IP is served: its loopback twin
+    /// (`198.18.K.x:PORT` → `127.18.K.x:PORT`), from `kubectl get service`.
+    pub fn service_address(&self, namespace: &str, name: &str, port: u16) -> Result<String> {
+        let out = self
+            .kubectl()
+            .args(["-n", namespace, "get", "service", name, "-o", "jsonpath={.spec.clusterIP}"])
+            .output()
+            .map_err(|err| Error::io("cannot run kubectl", err))?;
+        let ip = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        loopback_twin(&ip).map(|twin| format!("{twin}:{port}")).ok_or_else(|| {
+            Error::io(
+                format!("service {namespace}/{name}"),
+                std::io::Error::other(format!("cluster IP {ip:?} is not in 198.18.0.0/15")),
+            )
+        })
+    }
+
+    /// Prometheus `scrape_configs` entries discovering this cluster through
+    /// the API server: job `kubernetes-pods` (pods annotated
+    /// `prometheus.io/scrape: "true"`, at `prometheus.io/port` and
+    /// `prometheus.io/path`, their IPs mapped to the loopback twins) and job
+    /// `kubernetes-cadvisor` (each node's `/metrics/cadvisor`).
+    ///
+    /// Debian's Prometheus is built without `kubernetes_sd_configs`, so the
+    /// targets come from the node's HTTP service discovery (`/sd/pods`,
+    /// `/sd/nodes`), which lists the API server's pods and nodes with the
+    /// same `__meta_kubernetes_*` labels; the relabelling below is what one
+    /// writes for `kubernetes_sd_configs` on a real cluster.
+    pub fn prometheus_scrape_configs(&self) -> String {
+        let port = self.node_metrics_port().unwrap_or(0);
+        let sd = |role: &str| {
+            format!(
+                "    http_sd_configs:\n      - url: \"http://127.0.0.1:{port}/sd/{role}\"\n        refresh_interval: 2s\n"
+            )
+        };
+        let pods = r#"    relabel_configs:
+      - { source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape], regex: "true", action: keep }
+      - { source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path], regex: "(.+)", target_label: __metrics_path__ }
+      - { source_labels: [__meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port], regex: "198\\.(\\d+\\.\\d+\\.\\d+);(\\d+)", replacement: "127.$1:$2", target_label: __address__ }
+      - { source_labels: [__address__], regex: "198\\.(1[89]\\..*)", replacement: "127.$1", target_label: __address__ }
+      - { source_labels: [__meta_kubernetes_namespace], target_label: namespace }
+      - { source_labels: [__meta_kubernetes_pod_name], target_label: pod }
+"#;
+        let nodes = "    relabel_configs:\n      - { source_labels: [__meta_kubernetes_node_name], target_label: node }\n";
+        format!(
+            "  - job_name: kubernetes-pods\n{}{pods}  - job_name: kubernetes-cadvisor\n    metrics_path: /metrics/cadvisor\n{}{nodes}",
+            sd("pods"),
+            sd("nodes"),
+        )
+    }
+
+    /// The first node's HTTP port (`/metrics/cadvisor`, `/sd/*`), from its log.
+    pub fn node_metrics_port(&self) -> Option<u16> {
+        let log = std::fs::read_to_string(self.log_path("postlaunch-node")).ok()?;
+        let line = log.lines().find(|l| l.contains("cAdvisor metrics at http://127.0.0.1:"))?;
+        let rest = &line[line.find("127.0.0.1:")? + "127.0.0.1:".len()..];
+        rest.split('/').next()?.parse().ok()
     }
 
     /// `https://127.0.0.1:PORT`.
@@ -240,7 +483,7 @@ impl KubeCluster {
     }
 
     fn spawn(&mut self, name: &'static str, program: &Path, args: &[&str]) -> Result<()> {
-        let log = std::fs::File::create(self.log_path(name))
+        let log = File::create(self.log_path(name))
             .map_err(|err| Error::io(format!("cannot create {name}.log"), err))?;
         let err_log = log.try_clone().map_err(|err| Error::io("cannot clone a log handle", err))?;
         let child = Command::new(program)
@@ -313,9 +556,29 @@ impl KubeCluster {
     }
 }
 
+/// `198.18.a.b` / `198.19.a.b` → `127.18.a.b` / `127.19.a.b`.
+pub fn loopback_twin(ip: &str) -> Option<String> {
+    let rest = ip.strip_prefix("198.")?;
+    (rest.starts_with("18.") || rest.starts_with("19.")).then(|| format!("127.{rest}"))
+}
+
 impl Drop for KubeCluster {
-    /// Stops the control plane before etcd (reverse start order).
+    /// Stops the node first (SIGTERM, so it removes its routes and kills its
+    /// pods), then the control plane before etcd (reverse start order).
     fn drop(&mut self) {
+        if let Some(mut node) = self.node.take() {
+            if let Some(pid) =
+                i32::try_from(node.id()).ok().and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(node.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = node.kill();
+            let _ = node.wait();
+        }
         for (_, child) in self.children.iter_mut().rev() {
             let _ = child.kill();
             let _ = child.wait();
@@ -348,7 +611,7 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
 
 /// CA, API server serving certificate, admin client certificate and the
 /// service-account signing key pair.
-fn make_pki(pki: &Path) -> Result<()> {
+fn make_pki(pki: &Path, slot: u8) -> Result<()> {
     openssl(
         pki,
         &[
@@ -413,7 +676,9 @@ fn make_pki(pki: &Path) -> Result<()> {
     sign(
         "apiserver",
         "/CN=kube-apiserver",
-        "subjectAltName=IP:127.0.0.1,IP:198.18.128.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+        &format!(
+            "subjectAltName=IP:127.0.0.1,IP:198.18.{slot}.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"
+        ),
     )?;
     sign(
         "admin",

@@ -72,7 +72,7 @@ mod unix_user;
 
 pub use anvil::Anvil;
 pub use error::{Error, Result};
-pub use kube_cluster::KubeCluster;
+pub use kube_cluster::{KubeCluster, KubeOptions};
 pub use local::{
     TempDatabase, local_postgres_url, local_redis_url, postgres_writable_dir, unique_name,
 };

@@ -41,6 +41,9 @@ pub struct PrometheusOptions {
     pub rule_files: Vec<PathBuf>,
     /// Path scraped on each target.
     pub metrics_path: String,
+    /// More `scrape_configs` entries, as YAML list items indented by two
+    /// spaces (e.g. [`crate::KubeCluster::prometheus_scrape_configs`]).
+    pub extra_scrape_configs: String,
 }
 
 impl Default for PrometheusOptions {
@@ -53,6 +56,7 @@ impl Default for PrometheusOptions {
             evaluation_interval: Duration::from_secs(1),
             rule_files: Vec::new(),
             metrics_path: "/metrics".to_owned(),
+            extra_scrape_configs: String::new(),
         }
     }
 }
@@ -305,7 +309,7 @@ fn render_config(options: &PrometheusOptions, own_addr: SocketAddr) -> String {
     if options.scrape_self {
         jobs.push((SELF_JOB, vec![own_addr.to_string()]));
     }
-    if !jobs.is_empty() {
+    if !jobs.is_empty() || !options.extra_scrape_configs.is_empty() {
         let _ = writeln!(yml, "scrape_configs:");
     }
     for (job, targets) in jobs {
@@ -316,6 +320,7 @@ fn render_config(options: &PrometheusOptions, own_addr: SocketAddr) -> String {
         let list: Vec<String> = targets.iter().map(|t| quote(t)).collect();
         let _ = writeln!(yml, "      - targets: [{}]", list.join(", "));
     }
+    yml.push_str(&options.extra_scrape_configs);
     yml
 }
 
