@@ -53,8 +53,9 @@ enum Task {
     },
     /// A local Kubernetes: `cluster up` starts the upstream 1.20.2 control
     /// plane (built once per machine by scripts/build-kubernetes.sh) on
-    /// loopback, prints its kubeconfig and kubectl commands to try, and keeps
-    /// it running until Ctrl-C.
+    /// loopback with one postlaunch-node that runs pods as processes, prints
+    /// its kubeconfig and kubectl commands to try, and keeps it running until
+    /// Ctrl-C.
     Cluster {
         /// `up` (the only action so far).
         #[arg(value_parser = ["up"])]
@@ -144,22 +145,29 @@ fn execute(task: Task) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::Success)
         }
         Task::Cluster { .. } => {
+            // The node runs pods from the workspace's binaries.
+            let mut build = cargo();
+            build.args(["build", "--quiet", "-p", "kube-node", "-p", "sandbox", "--bins"]);
+            run(build)?;
             let cluster = testkit::KubeCluster::start()?;
             let kubeconfig = cluster.kubeconfig();
             println!(
-                "Kubernetes control plane up in {:.1} s at {}\n\n\
+                "Kubernetes 1.20.2 control plane and node-1 up in {:.1} s at {}\n\n\
                  export KUBECONFIG={}\n\
-                 kubectl version\n\
-                 kubectl get --raw /readyz\n\
-                 kubectl create deployment web --image=postlaunch/sandbox:v1 --replicas=2\n\
-                 kubectl get deployments,replicasets,pods -o wide\n\
-                 kubectl get events --sort-by=.lastTimestamp\n\n\
-                 No node runs pods yet: pods stay Pending (see docs/kubernetes.md).\n\
-                 Logs: {}. Ctrl-C stops every process.",
+                 kubectl get nodes -o wide\n\
+                 kubectl apply -f docs/kubernetes/sandbox.yaml\n\
+                 kubectl rollout status deployment/sandbox\n\
+                 kubectl get pods,endpoints -o wide\n\
+                 curl -si http://$(kubectl get service sandbox -o jsonpath='{{.spec.clusterIP}}' | sed 's/^198\\./127./')/healthz\n\
+                 kubectl delete pod -l app=sandbox --wait=false && kubectl get pods -w\n\n\
+                 Pods are processes; pod IPs are 198.19.{slot}.x and Service IPs 198.18.{slot}.x, served on\n\
+                 their 127.19.{slot}.x / 127.18.{slot}.x twins (docs/kubernetes.md).\n\
+                 Logs: {} (pod logs under node/pods/). Ctrl-C stops every process.",
                 cluster.started_in.as_secs_f64(),
                 cluster.server_url(),
                 kubeconfig.display(),
                 cluster.log_path("kube-apiserver").with_file_name("*.log").display(),
+                slot = cluster.slot(),
             );
             let runtime = tokio::runtime::Runtime::new()?;
             // Ctrl-C or SIGTERM: drop the handle so every process is stopped.
