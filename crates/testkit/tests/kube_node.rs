@@ -138,8 +138,8 @@ async fn release_of(client: &reqwest::Client, url: &str) -> Option<String> {
 async fn kubectl_rolls_out_the_sandbox_the_proxy_serves_it_and_pods_are_real_processes() {
     let cluster = KubeCluster::start()
         .expect("control plane and node start (see the step named in the error)");
+    // A figure for people, not a verdict: start-up time depends on the machine's load.
     eprintln!("cluster with a ready node in {:.1} s", cluster.started_in.as_secs_f64());
-    assert!(cluster.started_in < Duration::from_secs(15), "took {:?}", cluster.started_in);
     let slot = cluster.slot();
 
     let nodes = json(&cluster, &["get", "nodes"]);
