@@ -80,10 +80,11 @@ pub struct Policy {
     /// rest of the link must be an existing file (looked up from the rules
     /// file's folder upwards). Relative links are always local.
     pub runbook_url_prefix: Option<String>,
-    /// Scrapes of evidence a paging alert judges before it fires
-    /// (`detect/pages-on-noise`): its `for` plus the shortest averaging
-    /// range of its expression must span this many scrapes less one, so one
-    /// bad scrape or one missed scrape does not page.
+    /// Scrape intervals of evidence a paging alert judges before it fires
+    /// (`detect/pages-on-noise`): its `for` plus the shortest range window
+    /// of its expression must span at least this many, so one bad or one
+    /// missed scrape does not page (`for: 10s` over a 30s window at a 10s
+    /// scrape is 4, short of the default 5).
     pub min_paging_scrapes: u32,
 }
 
@@ -254,7 +255,7 @@ impl Default for Policy {
             owner_labels: vec!["team".into(), "owner".into()],
             runbook_annotation: "runbook_url".into(),
             runbook_url_prefix: Some("https://github.com/postlaunch/postlaunch/blob/main/".into()),
-            min_paging_scrapes: 4,
+            min_paging_scrapes: 5,
         }
     }
 }

@@ -163,7 +163,7 @@ pub const CHECKS: &[(&str, Severity, &str)] = &[
     (
         "promql/range-too-short",
         Severity::Error,
-        "range selectors span at least two scrape intervals",
+        "range selectors span at least min_range_scrapes (4) scrape intervals",
     ),
     (
         "promql/no-comparison",
@@ -205,6 +205,11 @@ pub const CHECKS: &[(&str, Severity, &str)] = &[
         "detect/slow-detection",
         Severity::Error,
         "worst-case detection time is within the severity's target",
+    ),
+    (
+        "detect/pages-on-noise",
+        Severity::Warning,
+        "paging alerts judge at least policy.min_paging_scrapes scrapes of evidence (for + range)",
     ),
     (
         "coverage/critical-paths",

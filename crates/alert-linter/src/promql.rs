@@ -584,9 +584,35 @@ pub fn longest_window(expr: &Expr) -> Duration {
     longest
 }
 
+/// The shortest range window (matrix selector or subquery) in `expr`;
+/// `None` when it has none (an instant gauge comparison).
+pub fn shortest_window(expr: &Expr) -> Option<Duration> {
+    let mut shortest: Option<Duration> = None;
+    let mut see = |d: Duration| shortest = Some(shortest.map_or(d, |s| s.min(d)));
+    walk(expr, &mut |e| match e {
+        Expr::Call(call) => {
+            for arg in &call.args.args {
+                if let Expr::MatrixSelector(m) = &**arg {
+                    see(m.range);
+                }
+            }
+        }
+        Expr::Subquery(s) => see(s.range),
+        _ => {}
+    });
+    shortest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shortest_window_is_found() {
+        let e = parse("rate(a_total[5m]) / rate(b_total[40s]) > 1").unwrap();
+        assert_eq!(shortest_window(&e), Some(Duration::from_secs(40)));
+        assert_eq!(shortest_window(&parse("up == 0").unwrap()), None);
+    }
 
     fn labels(q: &str) -> LabelSet {
         parse(q).map(|e| output_labels(&e).0).unwrap_or(LabelSet::Known(BTreeSet::new()))

@@ -387,6 +387,29 @@ impl Ctx<'_> {
                 format!("set `for:` to at least {}", format_duration(config.policy.min_for)),
             );
         }
+        if config.policy.paging_severities.contains(&severity) {
+            let window = promql::shortest_window(expr).unwrap_or(Duration::ZERO);
+            let needed = config.scrape_interval * config.policy.min_paging_scrapes;
+            if for_ + window < needed {
+                let pos = rule.for_.map_or(rule.pos, |(_, p)| p);
+                self.push(
+                    "detect/pages-on-noise",
+                    pos,
+                    format!(
+                        "paging ({severity}) alert judges {} of evidence (`for: {}` over a {} window), fewer than {} scrapes at {}: one bad or missed scrape can page someone",
+                        format_duration(for_ + window),
+                        format_duration(for_),
+                        format_duration(window),
+                        config.policy.min_paging_scrapes,
+                        format_duration(config.scrape_interval)
+                    ),
+                    format!(
+                        "lengthen `for` or the shortest range so together they span at least {} (`policy.min_paging_scrapes` sets the count)",
+                        format_duration(needed)
+                    ),
+                );
+            }
+        }
         let worst = detection_time(
             config.scrape_interval,
             eval,

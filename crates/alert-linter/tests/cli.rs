@@ -174,7 +174,7 @@ fn directories_and_globs_expand_to_rule_files() {
         .as_array()
         .and_then(|m| m.iter().find(|m| m["name"] == "files"))
         .map(|m| m["value"].clone());
-    assert_eq!(files, Some(serde_json::json!(21.0)));
+    assert_eq!(files, Some(serde_json::json!(22.0)));
     let o = run(&["lint", "--no-coverage", "tests/rules/bad/yaml-*.yml"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("in 4 file(s)"), "{}", stdout(&o));

@@ -93,6 +93,7 @@ fn each_accepted_fixture_triggers_the_check_it_is_named_after() {
         ("runbook-not-found", "policy/runbook-not-found"),
         ("severity-not-allowed", "policy/severity"),
         ("slow-detection", "detect/slow-detection"),
+        ("pages-on-noise", "detect/pages-on-noise"),
         ("summary-missing", "policy/summary-missing"),
         ("template-label-dropped", "promql/template-label-dropped"),
         ("clean", ""),

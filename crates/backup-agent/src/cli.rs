@@ -21,6 +21,9 @@ use shared_types::{OutputFormat, Threshold, parse_duration};
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
+    /// Log format on stderr (any subcommand).
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    pub(crate) log_format: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,6 +39,9 @@ pub(crate) enum Command {
         path: PathBuf,
     },
     /// Restore one WAL file: restore_command = 'backup-agent wal-fetch %f %p --repo ...'.
+    /// Exit 0 restored, 3 not in the archive (recovery ends normally); a
+    /// repository error is retried 4 times, then exits 200 so PostgreSQL
+    /// aborts recovery rather than promote without the WAL.
     WalFetch {
         #[command(flatten)]
         repo: RepoArgs,
@@ -338,7 +344,4 @@ pub(crate) struct OutputArgs {
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     pub(crate) report: Option<PathBuf>,
-    /// Log format on stderr.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    pub(crate) log_format: String,
 }

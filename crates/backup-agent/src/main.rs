@@ -21,7 +21,10 @@ use cli::{BackupCommand, Cli, Command, OutputArgs, RepoArgs, RestoreCommand};
 
 fn main() {
     let cli = Cli::parse();
-    init_logs();
+    // The daemon logs each run; one-shot commands speak only when asked.
+    let daemon = matches!(cli.command, Command::Daemon { .. });
+    shared_types::init_logs(&cli.log_format, if daemon { "info" } else { "warn" });
+    tracing::debug!(command = ?std::env::args().nth(1), "starting");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => fail(&AgentError::CouldNotRun(format!("cannot start the async runtime: {e}"))),
@@ -31,6 +34,14 @@ fn main() {
         Err(e) => fail(&e),
     }
 }
+
+/// Attempts of `wal-fetch` on a repository error before it gives up.
+const WAL_FETCH_ATTEMPTS: u32 = 4;
+/// `wal-fetch`'s exit status when the repository failed: PostgreSQL aborts
+/// recovery on a restore_command status above 125, where any other non-zero
+/// status means "not in the archive" and recovery ends there, promoting a
+/// server that silently lacks the WAL it could not read.
+const WAL_FETCH_ABORT: i32 = 200;
 
 fn fail(e: &AgentError) -> ! {
     eprintln!("error: {e}");
@@ -149,8 +160,30 @@ async fn execute(command: Command) -> Result<ExitCode> {
         }
         Command::WalFetch { repo, name, dest } => {
             let settings = repo.settings()?;
-            wal::fetch(&repo.open().await?, &name, &dest, &settings).await?;
-            Ok(ExitCode::Success)
+            let mut delay = std::time::Duration::from_millis(500);
+            for attempt in 1..=WAL_FETCH_ATTEMPTS {
+                let fetched = match repo.open().await {
+                    Ok(repository) => wal::fetch(&repository, &name, &dest, &settings).await,
+                    Err(e) => Err(e),
+                };
+                match fetched {
+                    Ok(()) => return Ok(ExitCode::Success),
+                    // Not archived: the normal end of recovery. Bad arguments: no retry helps.
+                    Err(e @ (AgentError::NotFound(_) | AgentError::Usage(_))) => return Err(e),
+                    Err(e) if attempt == WAL_FETCH_ATTEMPTS => {
+                        eprintln!(
+                            "error: wal-fetch {name}: {e} ({attempt} attempts); exiting {WAL_FETCH_ABORT} so PostgreSQL stops recovery instead of taking this for the end of the archive"
+                        );
+                        std::process::exit(WAL_FETCH_ABORT);
+                    }
+                    Err(e) => {
+                        eprintln!("wal-fetch {name}: {e}; retrying in {} ms", delay.as_millis());
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                }
+            }
+            Ok(ExitCode::CouldNotRun)
         }
         Command::List { repo, json } => {
             let repository = repo.open().await?;
@@ -468,17 +501,6 @@ fn emit(report: &Report, output: &OutputArgs) -> Result<ExitCode> {
     report
         .emit(output.output, output.report.as_deref())
         .map_err(|e| AgentError::io(format!("cannot write {}", e.path.display()), e.source))
-}
-
-fn init_logs() {
-    let json =
-        std::env::args().any(|a| a == "json") && std::env::args().any(|a| a == "--log-format");
-    // The daemon logs each run; one-shot commands speak only when asked.
-    let daemon = std::env::args().nth(1).as_deref() == Some("daemon");
-    shared_types::init_logs(
-        if json { "json" } else { "text" },
-        if daemon { "info" } else { "warn" },
-    );
 }
 
 /// One backup of `list --json`.

@@ -474,3 +474,137 @@ async fn verify_fails_a_backup_older_than_the_max_backup_age() {
     assert_eq!(check.verdict, Verdict::Fail, "{check:?}");
     assert!(check.detail.as_deref().is_some_and(|d| d.contains("--max-backup-age")), "{check:?}");
 }
+
+/// `--log-format` alone sets the log format: `--output json` used to turn
+/// the logs into JSON too (init_logs looked for any `json` in argv).
+#[test]
+fn the_log_format_comes_from_its_own_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().to_str().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_backup-agent"))
+            .args(args)
+            .env("RUST_LOG", "backup_agent=debug")
+            .output()
+            .unwrap()
+    };
+    let text_logs = run(&["verify", "--repo", repo, "--output", "json", "--log-format", "text"]);
+    let stderr = String::from_utf8_lossy(&text_logs.stderr).into_owned();
+    assert!(stderr.contains("starting"), "{stderr}");
+    assert!(!stderr.lines().any(|l| l.starts_with('{')), "text logs: {stderr}");
+    let json_logs = run(&["verify", "--repo", repo, "--output", "human", "--log-format", "json"]);
+    let stderr = String::from_utf8_lossy(&json_logs.stderr).into_owned();
+    let line = stderr.lines().find(|l| l.contains("starting")).unwrap_or_default();
+    assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "json logs: {stderr}");
+}
+
+/// `restore table --replace` is one transaction (pg_restore
+/// --single-transaction): a restore that dies mid-stream leaves the live
+/// table as it was. The restore is held at its DROP TABLE by a lock the
+/// test owns, the agent is killed (so the dump stream is cut), then the
+/// lock is released: pg_restore carries on, reads a truncated archive and
+/// fails. Without one transaction the DROP and CREATE had been committed
+/// and the live table was left empty.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_restore_killed_mid_stream_leaves_the_live_table_as_it_was() {
+    let db = testkit::TempDatabase::create().await.unwrap();
+    let client = testkit::postgres::connect(db.url()).await.unwrap();
+    // Far larger than a pipe buffer, so the stream is still open when the agent dies.
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) || md5((g + 1)::text) FROM generate_series(1, 200000) g")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().to_str().unwrap();
+    let out = agent(&["backup", "tables", "--repo", repo, "--pg-url", db.url()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    client.batch_execute("DELETE FROM t WHERE id > 500").await.unwrap();
+
+    let locker = testkit::postgres::connect(db.url()).await.unwrap();
+    locker.batch_execute("BEGIN; LOCK TABLE t IN ACCESS SHARE MODE").await.unwrap();
+    let mut restore = std::process::Command::new(env!("CARGO_BIN_EXE_backup-agent"))
+        .args([
+            "restore",
+            "table",
+            "--repo",
+            repo,
+            "--table",
+            "t",
+            "--pg-url",
+            db.url(),
+            "--replace",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'pg_restore'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let blocked: i64 = client
+            .query_one(&format!("{waiting} AND wait_event_type = 'Lock'"), &[])
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap();
+        if blocked > 0 {
+            break;
+        }
+        assert!(
+            restore.try_wait().unwrap().is_none(),
+            "the restore ended before it reached the table"
+        );
+        assert!(std::time::Instant::now() < deadline, "pg_restore never waited on the table lock");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    restore.kill().unwrap();
+    restore.wait().unwrap();
+    locker.batch_execute("COMMIT").await.unwrap();
+    loop {
+        let left: i64 = client.query_one(waiting, &[]).await.unwrap().try_get(0).unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "pg_restore did not end");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(rows_in_t(&client).await, 500, "the live table is as it was");
+}
+
+/// PostgreSQL reads a restore_command status above 125 as "stop recovery"
+/// and any other non-zero status as "not in the archive, recovery is over".
+/// A repository that cannot be reached is the first case: wal-fetch retries,
+/// then exits 200. A WAL file that is simply not archived is the second.
+#[test]
+fn wal_fetch_aborts_recovery_on_a_repository_error_and_not_on_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("RECOVERYXLOG");
+    let endpoint = format!("http://127.0.0.1:{}", testkit::free_port());
+    let unreachable = agent(&[
+        "wal-fetch",
+        "000000010000000000000003",
+        dest.to_str().unwrap(),
+        "--repo",
+        "s3://gone",
+        "--s3-endpoint",
+        &endpoint,
+    ]);
+    assert_eq!(unreachable.status.code(), Some(200), "{}", text(&unreachable));
+    assert!(text(&unreachable).contains("retrying"), "{}", text(&unreachable));
+    assert!(!dest.exists());
+
+    let repo = tempfile::tempdir().unwrap();
+    let missing = agent(&[
+        "wal-fetch",
+        "000000010000000000000003",
+        dest.to_str().unwrap(),
+        "--repo",
+        repo.path().to_str().unwrap(),
+    ]);
+    let code = missing.status.code().unwrap_or(-1);
+    assert!(
+        (1..=125).contains(&code),
+        "not archived ends recovery normally: {code} {}",
+        text(&missing)
+    );
+}

@@ -33,7 +33,8 @@ impl ImageTable {
                     "--image {entry:?}: expected REPOSITORY=PATH, e.g. postlaunch/sandbox=/usr/local/bin/sandbox"
                 ));
             };
-            if repo.is_empty() || path.is_empty() || repo.contains(':') {
+            let tagged = repo.rsplit('/').next().is_some_and(|last| last.contains(':'));
+            if repo.is_empty() || path.is_empty() || tagged {
                 return Err(format!(
                     "--image {entry:?}: the repository has no tag and neither side is empty"
                 ));

@@ -66,6 +66,9 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     shared_types::init_logs(&args.log_format, "info,kube=warn,hyper=warn");
+    // Two rustls providers are linked in a workspace build (ring here,
+    // aws-lc-rs through aws-sdk elsewhere): name the one kube's TLS uses.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut specs = Vec::new();
     for text in &args.nodes {
         match NodeSpec::parse(text) {

@@ -342,8 +342,34 @@ async fn scrape(
     if !answer.status().is_success() {
         return Err(format!("scraping {url} answered HTTP {}", answer.status()));
     }
+    let content_type = answer
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     let text = answer.text().await.map_err(|e| format!("cannot read {url}: {e}"))?;
+    check_exposition(url, &content_type, &text)?;
     Ok(parse_snapshot(&text, m, started.elapsed().as_secs_f64()))
+}
+
+/// A 200 that is not the Prometheus text format (an HTML page, an empty
+/// body, a JSON error) is a failed scrape, not a scrape of zero series:
+/// zero series would read as "no cache lookups, no restarts".
+fn check_exposition(url: &str, content_type: &str, text: &str) -> Result<(), String> {
+    let hint = "is --metrics-url the service's Prometheus endpoint?";
+    if content_type.contains("html") || text.trim_start().starts_with('<') {
+        return Err(format!(
+            "scraping {url} answered HTML ({content_type}), not the Prometheus text format: {hint}"
+        ));
+    }
+    let series = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .map(|s| s.samples.len())
+        .unwrap_or(0);
+    if series == 0 {
+        return Err(format!("scraping {url} answered 200 with no Prometheus series: {hint}"));
+    }
+    Ok(())
 }
 
 fn parse_snapshot(text: &str, m: &MetricMapping, t: f64) -> Snapshot {
@@ -505,17 +531,27 @@ fn summarise(mut w: ServiceWatch, snaps: &[Snapshot]) -> ServiceWatch {
     let lookups = |s: &Snapshot| -> Option<f64> {
         Some(s.cache_hits? + s.cache_misses.unwrap_or(0.0) + s.cache_errors.unwrap_or(0.0))
     };
-    if let (Some(l0), Some(l1), Some(h0), Some(h1)) =
-        (lookups(first), lookups(last), first.cache_hits, last.cache_hits)
-    {
-        w.cache_lookups = (l1 - l0).max(0.0);
-        if w.cache_lookups > 0.0 {
-            w.cache_hit_rate = Some(((h1 - h0) / w.cache_lookups).clamp(0.0, 1.0));
+    // Counters are summed over consecutive scrapes, so a restart of the
+    // service between two scrapes (its counters back to 0) is an increase
+    // of the new value, as PromQL's increase() reads it, not a drop.
+    if lookups(first).is_some() && first.cache_hits.is_some() && lookups(last).is_some() {
+        let (mut all, mut hits) = (0.0, 0.0);
+        for pair in snaps.windows(2) {
+            if let (Some(l0), Some(l1), Some(h0), Some(h1)) =
+                (lookups(&pair[0]), lookups(&pair[1]), pair[0].cache_hits, pair[1].cache_hits)
+            {
+                all += increase(l0, l1);
+                hits += increase(h0, h1);
+            }
+        }
+        w.cache_lookups = all;
+        if all > 0.0 {
+            w.cache_hit_rate = Some((hits / all).clamp(0.0, 1.0));
         }
     }
     w.breakers_at_end = last.breakers.clone();
     let mut prev: Option<&Snapshot> = None;
-    for s in snaps {
+    for (i, s) in snaps.iter().enumerate() {
         let utilisation = match (s.pool_in_use, s.pool_max) {
             (Some(used), Some(max)) if max > 0.0 => Some(used / max),
             _ => None,
@@ -531,15 +567,11 @@ fn summarise(mut w: ServiceWatch, snaps: &[Snapshot]) -> ServiceWatch {
         if let Some(p) = prev {
             if let (Some(l0), Some(l1), Some(h0), Some(h1)) =
                 (lookups(p), lookups(s), p.cache_hits, s.cache_hits)
-                && l1 > l0
+                && increase(l0, l1) > 0.0
             {
-                point.cache_hit_rate = Some(((h1 - h0) / (l1 - l0)).clamp(0.0, 1.0));
+                point.cache_hit_rate = Some((increase(h0, h1) / increase(l0, l1)).clamp(0.0, 1.0));
             }
-            if let (Some(c0), Some(c1)) = (p.cpu_seconds, s.cpu_seconds)
-                && s.t > p.t
-            {
-                point.cpu_cores = Some(((c1 - c0) / (s.t - p.t)).max(0.0));
-            }
+            point.cpu_cores = cpu_over_window(snaps, i);
             if let (Some(a), Some(b)) = (p.start_time, s.start_time)
                 && (a - b).abs() > 0.5
             {
@@ -557,6 +589,37 @@ fn summarise(mut w: ServiceWatch, snaps: &[Snapshot]) -> ServiceWatch {
         prev = Some(s);
     }
     w
+}
+
+/// What a counter gained from `before` to `after`: a lower value means the
+/// counter was reset (the process restarted) and counted `after` since.
+fn increase(before: f64, after: f64) -> f64 {
+    if after >= before { after - before } else { after }
+}
+
+/// Span over which CPU is differenced: a CPU-seconds counter advances in
+/// coarse steps (clock ticks, or a runtime that publishes it every few
+/// hundred ms), so a rate over one 1 s scrape alternates between 0 and a
+/// spike that never happened.
+const CPU_WINDOW_SECS: f64 = 5.0;
+
+/// CPU cores busy over the window ending at scrape `i`: from the newest
+/// scrape at least [`CPU_WINDOW_SECS`] earlier (the first one early in the
+/// run, once 2 s apart), summing increases so a restart does not count
+/// negative. `None` until the window has 2 s of scrapes.
+fn cpu_over_window(snaps: &[Snapshot], i: usize) -> Option<f64> {
+    let now = &snaps[i];
+    now.cpu_seconds?;
+    let start = (0..i).rev().find(|&j| now.t - snaps[j].t >= CPU_WINDOW_SECS).unwrap_or(0);
+    let span = now.t - snaps[start].t;
+    if span < 2.0 {
+        return None;
+    }
+    let mut busy = 0.0;
+    for pair in snaps[start..=i].windows(2) {
+        busy += increase(pair[0].cpu_seconds?, pair[1].cpu_seconds?);
+    }
+    Some((busy / span).max(0.0))
 }
 
 /// Transitions between two scrapes: from the transitions counter when the
@@ -605,6 +668,54 @@ fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn snap(t: f64, hits: f64, misses: f64, cpu: f64) -> Snapshot {
+        Snapshot {
+            t,
+            cache_hits: Some(hits),
+            cache_misses: Some(misses),
+            cpu_seconds: Some(cpu),
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn a_counter_reset_between_scrapes_counts_the_new_value_not_a_drop() {
+        // 90/100 hits, then the service restarts: its counters start again.
+        let snaps =
+            [snap(0.0, 0.0, 0.0, 0.0), snap(1.0, 90.0, 10.0, 0.5), snap(2.0, 9.0, 1.0, 0.1)];
+        let w = summarise(ServiceWatch::default(), &snaps);
+        assert_eq!(w.cache_lookups, 110.0);
+        assert!((w.cache_hit_rate.unwrap() - 99.0 / 110.0).abs() < 1e-9, "{:?}", w.cache_hit_rate);
+    }
+
+    #[test]
+    fn cpu_is_a_rate_over_a_window_not_one_coarse_step() {
+        // A counter that advances 1.1 s every other 1 s scrape: 0.55 cores.
+        let snaps: Vec<Snapshot> =
+            (0..12).map(|i| snap(f64::from(i), 0.0, 0.0, 1.1 * f64::from(i / 2))).collect();
+        let w = summarise(ServiceWatch::default(), &snaps);
+        let cores: Vec<f64> = w.series.iter().filter_map(|p| p.cpu_cores).collect();
+        assert!(cores.len() >= 8, "{cores:?}");
+        for c in &cores[2..] {
+            assert!((0.4..0.7).contains(c), "{cores:?}");
+        }
+        assert!(w.cpu_cores_max.unwrap() < 0.8, "{:?}", w.cpu_cores_max);
+    }
+
+    #[test]
+    fn html_and_empty_answers_are_failed_scrapes_not_zero_series() {
+        let html =
+            check_exposition("http://x/metrics", "text/html", "<html><body>hi</body></html>");
+        assert!(html.unwrap_err().contains("answered HTML"));
+        let sneaky = check_exposition("http://x/metrics", "text/plain", "<!DOCTYPE html>");
+        assert!(sneaky.is_err());
+        let empty = check_exposition("http://x/metrics", "text/plain", "\n# just a comment\n");
+        assert!(empty.unwrap_err().contains("no Prometheus series"));
+        assert!(
+            check_exposition("http://x/metrics", "text/plain; version=0.0.4", "up 1\n").is_ok()
+        );
+    }
 
     const SCRAPE: &str = "# TYPE cache_hits_total counter\ncache_hits_total 90\ncache_misses_total 10\n\
         db_connections_in_use 5\ndb_connections_max 20\n\

@@ -71,3 +71,26 @@ async fn a_target_without_metrics_exits_3_listing_what_was_not_evaluated() {
         assert!(c.detail.as_deref().is_some_and(|d| d.contains("waived by --skip-check")), "{c:?}");
     }
 }
+
+/// A metrics URL that answers 200 with an HTML page is a failed scrape, not
+/// a scrape of zero series: the service criteria are not evaluated and say
+/// the page was HTML.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_metrics_url_answering_html_is_not_evaluated_not_zero_series() {
+    let nginx = testkit::Nginx::start().await.expect("nginx (scripts/install-deps.sh installs it)");
+    let scenario =
+        std::env::temp_dir().join(format!("postlaunch-static-html-{}.yaml", std::process::id()));
+    std::fs::write(&scenario, "scenarios:\n  - name: static\n    transactions:\n      - name: index\n        request: { path: /index.html }\n").unwrap();
+    let scenario = scenario.display().to_string();
+    let page = format!("{}/index.html", nginx.url());
+    let output =
+        load_tester(&run_args(nginx.url(), &["--scenario", &scenario, "--metrics-url", &page]))
+            .await;
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    let r = report(&output);
+    for id in SERVICE_CRITERIA {
+        let c = check(&r, id);
+        assert_eq!(c.verdict, Verdict::NotEvaluated, "{id}: {c:?}");
+        assert!(c.detail.as_deref().is_some_and(|d| d.contains("HTML")), "{id} says why: {c:?}");
+    }
+}

@@ -384,6 +384,9 @@ impl KubeCluster {
 
     /// A `kube` client with the admin credentials.
     pub async fn client(&self) -> Result<kube::Client> {
+        // ring, named: a workspace build links aws-lc-rs too, and rustls
+        // then cannot pick a provider on its own.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let fail = |what: String| Error::io("KubeCluster client", std::io::Error::other(what));
         let kubeconfig = kube::config::Kubeconfig::read_from(self.kubeconfig())
             .map_err(|e| fail(e.to_string()))?;

@@ -16,6 +16,7 @@ use kube::api::{Api, DeleteParams, PostParams, WatchEvent, WatchParams};
 use testkit::{KubeCluster, KubeOptions};
 
 async fn external_client(path: &str) -> kube::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
     let config = kube::Config::from_custom_kubeconfig(
         kubeconfig,

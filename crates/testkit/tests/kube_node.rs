@@ -266,15 +266,16 @@ async fn kubectl_rolls_out_the_sandbox_the_proxy_serves_it_and_pods_are_real_pro
         assert!(Instant::now() < deadline, "Prometheus has {seen:?}, want {running:?}: {result}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let up = prometheus
-        .wait_for_query(r#"up{job="kubernetes-pods"} == 1"#, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert_eq!(
-        up.as_array().map(Vec::len),
-        Some(3),
-        "each sandbox pod's /metrics is scraped at its twin: {up}"
-    );
+    // Each sandbox pod's own /metrics, scraped at its twin (targets appear
+    // one by one as discovery refreshes: wait for all three).
+    loop {
+        let up = prometheus.query(r#"up{job="kubernetes-pods"} == 1"#).await.unwrap();
+        if up.as_array().map(Vec::len) == Some(3) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "each sandbox pod's /metrics is scraped: {up}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 const PROBED: &str = r#"apiVersion: v1

@@ -137,8 +137,10 @@ pub async fn backup(
 }
 
 /// Restores `table` from a per-table backup into the database at `url`
-/// (`pg_restore --clean --if-exists`: an existing table of that name is
-/// replaced; its schema is created when missing). Returns the rows restored.
+/// (`pg_restore --clean --if-exists --single-transaction`: an existing table
+/// of that name is replaced in one transaction, so a restore that fails or
+/// dies mid-stream leaves it as it was; its schema is created when missing).
+/// Returns the rows restored.
 pub async fn restore_table(
     repo: &Repository,
     manifest: &BackupManifest,
@@ -148,7 +150,8 @@ pub async fn restore_table(
     let table = normalize_table(table);
     let entry = table_object(manifest, &table)?;
     create_schemas(url, std::slice::from_ref(&table)).await?;
-    pg_restore(repo, entry, url, &table, &["--clean", "--if-exists"]).await?;
+    pg_restore(repo, entry, url, &table, &["--clean", "--if-exists", "--single-transaction"])
+        .await?;
     let client = connect(url).await?;
     Ok(snapshot_table(&client, &table).await?.rows)
 }
