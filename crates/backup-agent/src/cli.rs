@@ -204,7 +204,7 @@ pub(crate) enum BackupCommand {
         output: OutputArgs,
         #[arg(long, env = "BACKUP_AGENT_PG_URL")]
         pg_url: String,
-        /// Tables whose row counts are recorded (repeatable); default the first 20 user tables.
+        /// Tables whose row counts are recorded (repeatable); default every user table (a drill compares them all).
         #[arg(long = "key-table")]
         key_tables: Vec<String>,
     },

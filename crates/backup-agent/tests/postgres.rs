@@ -41,10 +41,19 @@ async fn point_in_time_restore_from_s3_returns_exactly_the_rows_committed_before
         .batch_execute("CREATE TABLE orders (id int PRIMARY KEY, payload text NOT NULL)")
         .await
         .unwrap();
+    // More tables than the 20 the manifest used to keep: without
+    // --key-tables every user table is snapshotted, so a drill compares all.
+    for i in 1..=24 {
+        client
+            .batch_execute(&format!("CREATE TABLE extra_{i:02} (id int PRIMARY KEY)"))
+            .await
+            .unwrap();
+    }
     let manifest =
         base::backup(&repo, &source.url("postgres"), &BaseBackupOptions::default(), |_| {})
             .await
             .unwrap();
+    assert_eq!(manifest.tables.len(), 25, "every user table: {:?}", manifest.tables);
     for i in 1..=50 {
         client
             .execute("INSERT INTO orders VALUES ($1, $2)", &[&i, &format!("before-{i}")])

@@ -172,6 +172,9 @@ fn measurements(
         Measurement::new("latency_p99_9", s.p999_ms, "ms"),
         Measurement::new("latency_max", s.max_ms, "ms"),
         Measurement::new("duration", data.stats.duration_secs, "s"),
+        // Measured concurrency: users running, sampled each second.
+        Measurement::new("users_peak", data.stats.users_peak() as f64, ""),
+        Measurement::new("users_mean", data.stats.users_mean(), ""),
     ];
     if let Some(service) = &overall.service_time {
         // Without the correction: what a closed-loop tool would have reported.

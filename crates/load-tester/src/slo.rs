@@ -7,8 +7,10 @@
 //! | `p95-latency` | `p95 < 500ms` | `p50`, `p90`, `p95`, `p99`, `p99.9`, `max`, `mean` |
 //! | `p99-latency` | `p99 < 1s` | |
 //! | `error-rate` | `error_rate < 0.1%` | `error_rate`, `rps`, `requests` |
+//! | `users` | none (`--threshold "users >= 10000"`) | peak users running, measured each second |
+//! | `duration` | none (`--threshold "duration >= 30m"`) | seconds with at least the `users` criterion's users running (the whole run without one) |
 //! | `cache-hit-rate` | `cache_hit_rate > 80%` | |
-//! | `circuit-breakers` | `breakers_open == 0` at the end, every change listed | |
+//! | `circuit-breakers` | `breakers_open == 0`: none open at the end, none open > 60 s at a stretch; every change listed | |
 //! | `pool-utilisation` | `pool_utilisation < 90%` (peak) | |
 //! | `restarts` | `restarts == 0` | `cpu` (cores, peak), `rss` (bytes, peak) |
 
@@ -17,9 +19,30 @@ use shared_types::{Check, Quantity, Threshold};
 use crate::stats::{RunStats, Summary, Totals};
 use crate::watch::ServiceWatch;
 
+/// A breaker open longer than this at a stretch counts against
+/// `circuit-breakers` even if it closed before the end (the launch plan's
+/// recovery budget: auth down, recovered < 60 s).
+pub const BREAKER_OPEN_BUDGET_SECS: f64 = 60.0;
+
 /// Metrics of the whole run's latencies and errors.
-pub const RUN_METRICS: &[&str] =
-    &["p50", "p90", "p95", "p99", "p99.9", "max", "mean", "error_rate", "rps", "requests"];
+pub const RUN_METRICS: &[&str] = &[
+    "p50",
+    "p90",
+    "p95",
+    "p99",
+    "p99.9",
+    "max",
+    "mean",
+    "error_rate",
+    "rps",
+    "requests",
+    "users",
+    "duration",
+];
+
+/// Run metrics judged on the whole run's concurrency, not on latencies:
+/// never per transaction, never mid-run.
+const CONCURRENCY_METRICS: &[&str] = &["users", "duration"];
 /// Metrics of the watched services.
 pub const SERVICE_METRICS: &[&str] =
     &["cache_hit_rate", "breakers_open", "pool_utilisation", "restarts", "cpu", "rss"];
@@ -107,10 +130,14 @@ impl Criteria {
         transaction: &str,
         threshold: Threshold,
     ) -> Result<(), String> {
-        if !RUN_METRICS.contains(&threshold.metric.as_str()) {
+        if !RUN_METRICS.contains(&threshold.metric.as_str())
+            || CONCURRENCY_METRICS.contains(&threshold.metric.as_str())
+        {
+            let allowed: Vec<&str> =
+                RUN_METRICS.iter().copied().filter(|m| !CONCURRENCY_METRICS.contains(m)).collect();
             return Err(format!(
                 "threshold \"{threshold}\" on transaction `{transaction}`: a transaction can be limited on {} only",
-                RUN_METRICS.join(", ")
+                allowed.join(", ")
             ));
         }
         let id = format!("tx:{transaction}:{}", threshold.metric);
@@ -132,12 +159,57 @@ impl Criteria {
                         format!("transaction `{name}` never completed a request"),
                     ),
                 },
+                None if CONCURRENCY_METRICS.contains(&g.threshold.metric.as_str()) => {
+                    self.concurrency_check(g, stats)
+                }
                 None if RUN_METRICS.contains(&g.threshold.metric.as_str()) => {
                     run_check(g, &stats.overall().summary(stats.duration_secs))
                 }
                 None => service_check(g, services),
             })
             .collect()
+    }
+
+    /// `users` (peak running) and `duration` (seconds with at least the
+    /// `users` criterion's users running, so "10K users for 30 min" is
+    /// judged on the time actually held, not the run's length).
+    fn concurrency_check(&self, g: &SloGate, stats: &RunStats) -> Check {
+        if stats.series.is_empty() {
+            return Check::error(
+                &g.id,
+                g.threshold.to_string(),
+                "the run recorded no second: nothing to judge",
+            );
+        }
+        let peak = stats.users_peak();
+        if g.threshold.metric == "users" {
+            return g.threshold.check(&g.id, Quantity::count(peak as f64)).with_detail(format!(
+                "peak users running (sampled each second); {:.1} on average over {} s",
+                stats.users_mean(),
+                stats.series.len()
+            ));
+        }
+        let users = self
+            .gates
+            .iter()
+            .find(|u| u.transaction.is_none() && u.threshold.metric == "users")
+            .map(|u| u.threshold.limit.value);
+        let (held, detail) = match users {
+            Some(n) => (
+                stats.seconds_with_users(n),
+                format!(
+                    "seconds with at least {n:.0} users running, of a {:.0} s run",
+                    stats.duration_secs
+                ),
+            ),
+            None => (
+                stats.duration_secs,
+                format!(
+                    "the whole run (peak {peak} users); add a users criterion to judge time held at a level"
+                ),
+            ),
+        };
+        g.threshold.check(&g.id, Quantity::seconds(held)).with_detail(detail)
     }
 
     /// During a run: the first latency or error gate the totals break, if
@@ -160,6 +232,7 @@ impl Criteria {
                 g.transaction.is_none() && RUN_METRICS.contains(&g.threshold.metric.as_str())
             })
             .filter(|g| g.threshold.metric != "rps" && g.threshold.metric != "requests")
+            .filter(|g| !CONCURRENCY_METRICS.contains(&g.threshold.metric.as_str()))
             .map(|g| run_check(g, &summary))
             .find(|c| c.verdict == shared_types::Verdict::Fail)
             .map(|c| {
@@ -253,6 +326,20 @@ fn service_check(g: &SloGate, services: &[ServiceWatch]) -> Check {
                         .map(|(d, st)| format!("{d} {st}"))
                 })
                 .collect();
+            // Stuck: open longer than the plan's recovery budget at a
+            // stretch, even if it closed again before the last scrape.
+            let stuck: Vec<String> = scraped
+                .iter()
+                .flat_map(|s| {
+                    s.breaker_open_longest
+                        .iter()
+                        .filter(|(d, secs)| {
+                            **secs > BREAKER_OPEN_BUDGET_SECS
+                                && s.breakers_at_end.get(*d).is_none_or(|st| st == "closed")
+                        })
+                        .map(|(d, secs)| format!("{d} open {secs:.0} s"))
+                })
+                .collect();
             let changes: Vec<String> = scraped
                 .iter()
                 .flat_map(|s| &s.breaker_changes)
@@ -267,7 +354,17 @@ fn service_check(g: &SloGate, services: &[ServiceWatch]) -> Check {
             } else {
                 format!("open at the end: {}; {detail}", open.join(", "))
             };
-            g.threshold.check(&g.id, Quantity::count(open.len() as f64)).with_detail(detail)
+            let detail = if stuck.is_empty() {
+                detail
+            } else {
+                format!(
+                    "stuck open longer than {BREAKER_OPEN_BUDGET_SECS:.0} s during the run: {}; {detail}",
+                    stuck.join(", ")
+                )
+            };
+            g.threshold
+                .check(&g.id, Quantity::count((open.len() + stuck.len()) as f64))
+                .with_detail(detail)
         }
         "pool_utilisation" => {
             match scraped.iter().filter_map(|s| s.pool_utilisation_max).reduce(f64::max) {
@@ -336,6 +433,71 @@ mod tests {
         assert_eq!(c.gates.last().map(|g| g.id.as_str()), Some("p99.9-latency"));
         let err = c.set("latency < 1s".parse().unwrap_or_else(|e| panic!("{e}"))).unwrap_err();
         assert!(err.contains("unknown metric \"latency\""), "{err}");
+    }
+
+    fn second(n: u64, users: u64) -> crate::stats::SecondStats {
+        let mut s: crate::stats::SecondStats = serde_json::from_value(serde_json::json!({
+            "second": n, "requests": 1, "errors": 0, "p50_ms": 1.0, "p95_ms": 1.0, "p99_ms": 1.0,
+            "latency": crate::histogram::LatencyHistogram::new(),
+        }))
+        .unwrap();
+        s.users = users;
+        s
+    }
+
+    #[test]
+    fn users_and_duration_are_judged_on_measured_concurrency() {
+        // Ramp 0→100 over 10 s, hold 100 for 20 s, stop.
+        let mut stats = RunStats { duration_secs: 31.0, ..RunStats::default() };
+        stats.series = (1..=31)
+            .map(|n| {
+                second(
+                    n,
+                    if n <= 10 {
+                        n * 10
+                    } else if n <= 30 {
+                        100
+                    } else {
+                        0
+                    },
+                )
+            })
+            .collect();
+        let mut criteria = Criteria { gates: Vec::new() };
+        criteria.set("users >= 100".parse().unwrap()).unwrap();
+        criteria.set("duration >= 25s".parse().unwrap()).unwrap();
+        let checks = criteria.evaluate(&stats, &[]);
+        assert_eq!(checks[0].verdict, shared_types::Verdict::Pass, "{:?}", checks[0]);
+        // 21 s at 100 users (second 10 and 11-30), not the run's 31 s.
+        assert_eq!(checks[1].verdict, shared_types::Verdict::Fail, "{:?}", checks[1]);
+        assert!(checks[1].observed.as_deref().unwrap_or("").starts_with("21"), "{:?}", checks[1]);
+        criteria.set("users >= 200".parse().unwrap()).unwrap();
+        let checks = criteria.evaluate(&stats, &[]);
+        assert_eq!(checks[0].verdict, shared_types::Verdict::Fail, "peak was 100: {:?}", checks[0]);
+        assert!(criteria.clone().set_for_transaction("x", "users >= 1".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn a_breaker_open_longer_than_the_budget_fails_even_if_it_closed() {
+        let watch = ServiceWatch {
+            url: "http://s/metrics".into(),
+            scrapes: 90,
+            breakers_at_end: [("redis".to_owned(), "closed".to_owned())].into_iter().collect(),
+            breaker_open_longest: [("redis".to_owned(), 75.0)].into_iter().collect(),
+            ..ServiceWatch::default()
+        };
+        let checks =
+            Criteria::default().evaluate(&RunStats::default(), std::slice::from_ref(&watch));
+        let c = checks.iter().find(|c| c.id == "circuit-breakers").unwrap();
+        assert_eq!(c.verdict, shared_types::Verdict::Fail, "{c:?}");
+        assert!(c.detail.as_deref().unwrap_or("").contains("redis open 75 s"), "{c:?}");
+        let brief = ServiceWatch {
+            breaker_open_longest: [("redis".to_owned(), 20.0)].into_iter().collect(),
+            ..watch
+        };
+        let checks = Criteria::default().evaluate(&RunStats::default(), &[brief]);
+        let c = checks.iter().find(|c| c.id == "circuit-breakers").unwrap();
+        assert_eq!(c.verdict, shared_types::Verdict::Pass, "{c:?}");
     }
 
     #[test]

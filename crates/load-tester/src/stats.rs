@@ -4,7 +4,7 @@
 //! shards write and `load-tester merge` adds up, exactly.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -86,6 +86,26 @@ pub struct Recorder {
     corrected: bool,
     started: Instant,
     series: Mutex<(Vec<SecondStats>, Totals)>,
+    active_users: std::sync::atomic::AtomicU64,
+}
+
+/// A user counted as running while this lives (its first transaction until
+/// goose stops it: the session data holding it is dropped).
+#[derive(Debug)]
+pub struct Presence(Arc<Recorder>);
+
+impl Presence {
+    /// Counts one more running user.
+    pub fn new(recorder: &Arc<Recorder>) -> Presence {
+        recorder.active_users.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Presence(recorder.clone())
+    }
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        self.0.active_users.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Recorder {
@@ -107,6 +127,7 @@ impl Recorder {
             corrected,
             started: Instant::now(),
             series: Mutex::new((Vec::new(), Totals::default())),
+            active_users: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -156,12 +177,13 @@ impl Recorder {
         }
         let mut guard = lock(&self.series);
         let (series, totals) = &mut *guard;
-        let point = SecondStats::new(
+        let mut point = SecondStats::new(
             series.len() as u64 + 1,
             second.requests,
             second.errors,
             &second.latency,
         );
+        point.users = self.active_users.load(std::sync::atomic::Ordering::Relaxed);
         totals.requests += second.requests;
         totals.errors += second.errors;
         totals.latency.merge(&second.latency);
@@ -311,6 +333,10 @@ pub struct SecondStats {
     pub p99_ms: f64,
     /// The second's latencies, so merged series keep exact percentiles.
     pub latency: LatencyHistogram,
+    /// Users running at the end of this second (measured, not planned:
+    /// users goose started and has not stopped).
+    #[serde(default)]
+    pub users: u64,
 }
 
 impl SecondStats {
@@ -323,6 +349,7 @@ impl SecondStats {
             p95_ms: latency.percentile_ms(95.0),
             p99_ms: latency.percentile_ms(99.0),
             latency: latency.clone(),
+            users: 0,
         }
     }
 }
@@ -339,6 +366,24 @@ pub struct RunStats {
 }
 
 impl RunStats {
+    /// The most users running at once (sampled each second).
+    pub fn users_peak(&self) -> u64 {
+        self.series.iter().map(|p| p.users).max().unwrap_or(0)
+    }
+
+    /// Users running on average over the run's seconds (time-weighted).
+    pub fn users_mean(&self) -> f64 {
+        if self.series.is_empty() {
+            return 0.0;
+        }
+        self.series.iter().map(|p| p.users as f64).sum::<f64>() / self.series.len() as f64
+    }
+
+    /// Seconds during which at least `users` users were running.
+    pub fn seconds_with_users(&self, users: f64) -> f64 {
+        self.series.iter().filter(|p| p.users as f64 >= users).count() as f64
+    }
+
     /// Every transaction together.
     pub fn overall(&self) -> TransactionStats {
         let mut all = TransactionStats::default();
@@ -361,12 +406,14 @@ impl RunStats {
                 Some(mine) => {
                     let mut latency = mine.latency.clone();
                     latency.merge(&point.latency);
+                    let users = mine.users + point.users;
                     *mine = SecondStats::new(
                         mine.second,
                         mine.requests + point.requests,
                         mine.errors + point.errors,
                         &latency,
                     );
+                    mine.users = users;
                 }
                 None => self.series.push(point.clone()),
             }

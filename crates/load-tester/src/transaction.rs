@@ -52,6 +52,8 @@ pub(crate) struct Shared {
 pub(crate) struct VirtualUser {
     pub state: UserState,
     pub wallet: Option<Wallet>,
+    /// Counts the user as running until goose drops its session data.
+    pub _presence: Option<Arc<crate::stats::Presence>>,
 }
 
 impl Shared {
@@ -66,6 +68,7 @@ impl Shared {
                 VirtualUser {
                     state: UserState { index, rng, vars: Default::default() },
                     wallet: None,
+                    _presence: Some(Arc::new(crate::stats::Presence::new(&self.recorder))),
                 }
             }
         }

@@ -177,6 +177,11 @@ pub struct ServiceWatch {
     pub breakers_at_end: BTreeMap<String, String>,
     /// Every breaker state change seen, in order.
     pub breaker_changes: Vec<BreakerChange>,
+    /// Longest stretch each breaker stayed not closed, seconds (from the
+    /// scrape that first saw it open to the one that saw it closed, or the
+    /// last scrape).
+    #[serde(default)]
+    pub breaker_open_longest: BTreeMap<String, f64>,
     /// Restarts seen (process start time changed).
     pub restarts: u64,
     /// Times a Prometheus server saw the instance go down (`up` from 1 to 0).
@@ -550,6 +555,7 @@ fn summarise(mut w: ServiceWatch, snaps: &[Snapshot]) -> ServiceWatch {
         }
     }
     w.breakers_at_end = last.breakers.clone();
+    w.breaker_open_longest = open_stretches(snaps);
     let mut prev: Option<&Snapshot> = None;
     for (i, s) in snaps.iter().enumerate() {
         let utilisation = match (s.pool_in_use, s.pool_max) {
@@ -589,6 +595,28 @@ fn summarise(mut w: ServiceWatch, snaps: &[Snapshot]) -> ServiceWatch {
         prev = Some(s);
     }
     w
+}
+
+/// Longest not-closed stretch per breaker over the scrapes.
+fn open_stretches(snaps: &[Snapshot]) -> BTreeMap<String, f64> {
+    let mut since: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut longest: BTreeMap<String, f64> = BTreeMap::new();
+    let Some(end) = snaps.last().map(|s| s.t) else { return longest };
+    for s in snaps {
+        for (dependency, state) in &s.breakers {
+            if not_closed(state) {
+                since.entry(dependency.as_str()).or_insert(s.t);
+            } else if let Some(start) = since.remove(dependency.as_str()) {
+                let e = longest.entry(dependency.clone()).or_insert(0.0);
+                *e = e.max(s.t - start);
+            }
+        }
+    }
+    for (dependency, start) in since {
+        let e = longest.entry(dependency.to_owned()).or_insert(0.0);
+        *e = e.max(end - start);
+    }
+    longest
 }
 
 /// What a counter gained from `before` to `after`: a lower value means the
@@ -677,6 +705,25 @@ mod tests {
             cpu_seconds: Some(cpu),
             ..Snapshot::default()
         }
+    }
+
+    #[test]
+    fn the_longest_open_stretch_of_each_breaker_is_measured() {
+        let at = |t: f64, state: &str| Snapshot {
+            t,
+            breakers: [("redis".to_owned(), state.to_owned())].into_iter().collect(),
+            ..Snapshot::default()
+        };
+        let snaps = [
+            at(0.0, "closed"),
+            at(1.0, "open"),
+            at(71.0, "half_open"),
+            at(72.0, "closed"),
+            at(80.0, "open"),
+            at(85.0, "open"),
+        ];
+        let longest = open_stretches(&snaps);
+        assert_eq!(longest["redis"], 71.0);
     }
 
     #[test]

@@ -350,3 +350,52 @@ async fn a_target_that_goes_down_fails_the_restarts_criterion_through_prometheus
     assert_eq!(restarts.verdict, Verdict::Fail, "{restarts:?}");
     assert!(restarts.detail.as_deref().unwrap_or("").contains("up went to 0"), "{restarts:?}");
 }
+
+/// "10K users for 30 min", scaled down: `users` is the peak of users
+/// actually running (sampled each second), `duration` the seconds at least
+/// that many ran. A criterion above what was reached fails with what was.
+#[tokio::test(flavor = "multi_thread")]
+async fn users_and_duration_criteria_judge_the_concurrency_reached() {
+    let sb = sandbox(&[]).await;
+    warm_cache(&sb).await;
+    let run = |users: &'static str| {
+        let url = sb.url().to_owned();
+        async move {
+            load_tester(&[
+                "run",
+                "--target",
+                &url,
+                "--users",
+                "4",
+                "--hatch-rate",
+                "8",
+                "--duration",
+                "4s",
+                "--think-time",
+                "0ms..20ms",
+                "--threshold",
+                users,
+                "--threshold",
+                "duration >= 2s",
+                "--output",
+                "json",
+            ])
+            .await
+        }
+    };
+    let held = run("users >= 4").await;
+    assert_eq!(held.status.code(), Some(0), "{}", text(&held));
+    let r = report(&held);
+    assert_eq!(measurement(&r, "users_peak"), 4.0);
+    assert_eq!(check(&r, "users").verdict, Verdict::Pass);
+    assert_eq!(check(&r, "duration").verdict, Verdict::Pass, "{:?}", check(&r, "duration"));
+
+    let short = run("users >= 40").await;
+    assert_eq!(short.status.code(), Some(1), "{}", text(&short));
+    let r = report(&short);
+    let users = check(&r, "users");
+    assert_eq!(users.verdict, Verdict::Fail);
+    assert_eq!(users.observed.as_deref(), Some("4"), "{users:?}");
+    // Never 40 users running, so never 2 s with 40 of them.
+    assert_eq!(check(&r, "duration").verdict, Verdict::Fail, "{:?}", check(&r, "duration"));
+}
