@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::error::tail_of_file;
+use crate::pki::{self, Key};
 use crate::{Error, Result, binaries, free_port};
 
 /// How long the API server may take to answer `/readyz` once started.
@@ -593,103 +594,30 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|err| Error::io("cannot run openssl (apt-get install openssl)", err))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(Error::ProcessFailed {
-        what: format!("KubeCluster step pki: openssl {}", args.join(" ")),
-        exit_code: output.status.code(),
-        log_tail: String::from_utf8_lossy(&output.stderr).into_owned(),
-        log_path: None,
-        hint: "openssl 3 is expected (Debian's)".to_owned(),
-    })
-}
-
 /// CA, API server serving certificate, admin client certificate and the
 /// service-account signing key pair.
 fn make_pki(pki: &Path, slot: u8) -> Result<()> {
-    openssl(
+    pki::ca(pki, "ca", "postlaunch-kube-ca", Key::Rsa2048)?;
+    pki::signed(
         pki,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=postlaunch-kube-ca",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    )?;
-    let sign = |name: &str, subject: &str, ext: &str| -> Result<()> {
-        openssl(
-            pki,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                subject,
-            ],
-        )?;
-        std::fs::write(pki.join(format!("{name}.ext")), ext)
-            .map_err(|err| Error::io(format!("cannot write {name}.ext"), err))?;
-        openssl(
-            pki,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &format!("{name}.crt"),
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-            ],
-        )
-    };
-    sign(
+        "ca",
         "apiserver",
         "/CN=kube-apiserver",
         &format!(
             "subjectAltName=IP:127.0.0.1,IP:198.18.{slot}.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"
         ),
+        Key::Rsa2048,
     )?;
-    sign(
+    pki::signed(
+        pki,
+        "ca",
         "admin",
         "/O=system:masters/CN=postlaunch-admin",
         "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
+        Key::Rsa2048,
     )?;
-    openssl(pki, &["genrsa", "-out", "sa.key", "2048"])?;
-    openssl(pki, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])
+    pki::openssl(pki, &["genrsa", "-out", "sa.key", "2048"])?;
+    pki::openssl(pki, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])
 }
 
 fn write_kubeconfig(file: &Path, port: u16, pki: &Path) -> Result<()> {

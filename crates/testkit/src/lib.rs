@@ -62,6 +62,7 @@ pub mod metrics;
 pub mod mongo;
 pub mod nginx;
 pub mod pg_tls;
+pub mod pki;
 pub mod ports;
 pub mod postgres;
 pub mod prometheus;

@@ -15,6 +15,7 @@ use std::process::Stdio;
 use tempfile::TempDir;
 
 use crate::error::tail_of_file;
+use crate::pki::{self, Key};
 use crate::ports::free_port;
 use crate::postgres::{POSTGRES_USER, postgres_user_command};
 use crate::{Error, Result, binaries, unix_user};
@@ -126,100 +127,16 @@ impl Drop for TlsPostgres {
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    let openssl = binaries::which("openssl").ok_or_else(|| Error::BinaryNotFound {
-        name: "openssl".to_owned(),
-        searched: "on PATH".to_owned(),
-        hint: "apt-get install openssl".to_owned(),
-    })?;
-    let output = std::process::Command::new(openssl)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|err| Error::io("cannot run openssl", err))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(Error::ProcessFailed {
-        what: format!("openssl {}", args.join(" ")),
-        exit_code: output.status.code(),
-        log_tail: String::from_utf8_lossy(&output.stderr).into_owned(),
-        log_path: None,
-        hint: "openssl 3 is expected (Debian's)".to_owned(),
-    })
-}
-
 fn make_certificates(dir: &Path) -> Result<()> {
-    for (key, crt, cn) in
-        [("ca.key", "ca.crt", "postlaunch test CA"), ("other-ca.key", "other-ca.crt", "another CA")]
-    {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                key,
-                "-out",
-                crt,
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={cn}"),
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-        )?;
-    }
-    openssl(
+    pki::ca(dir, "ca", "postlaunch test CA", Key::EcP256)?;
+    pki::ca(dir, "other-ca", "another CA", Key::EcP256)?;
+    pki::signed(
         dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    )?;
-    std::fs::write(
-        dir.join("server.ext"),
+        "ca",
+        "server",
+        "/CN=localhost",
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .map_err(|err| Error::io("cannot write server.ext", err))?;
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
+        Key::EcP256,
     )?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600))
