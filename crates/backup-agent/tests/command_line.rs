@@ -10,12 +10,14 @@ use shared_types::{Report, Verdict};
 use support::{agent, text};
 
 async fn table_backup(repo: &str) -> (testkit::TempDatabase, String) {
+    table_backup_of(repo, "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 2000) g").await
+}
+
+/// A database set up by `sql`, and a `backup tables` of it into `repo`: the database and the backup id.
+async fn table_backup_of(repo: &str, sql: &str) -> (testkit::TempDatabase, String) {
     let db = testkit::TempDatabase::create().await.unwrap();
     let client = testkit::postgres::connect(db.url()).await.unwrap();
-    client
-        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 2000) g")
-        .await
-        .unwrap();
+    client.batch_execute(sql).await.unwrap();
     let out =
         agent(&["backup", "tables", "--repo", repo, "--pg-url", db.url(), "--output", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -446,16 +448,11 @@ async fn an_unexpected_column_type_is_an_error_naming_query_and_column_not_a_pan
 /// and fails, exit 1, once the limit is below the backup's age.
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_fails_a_backup_older_than_the_max_backup_age() {
-    let db = testkit::TempDatabase::create().await.unwrap();
-    let client = testkit::postgres::connect(db.url()).await.unwrap();
-    client
-        .batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().to_str().unwrap();
-    let out = agent(&["backup", "tables", "--repo", repo, "--pg-url", db.url()]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let _db =
+        table_backup_of(repo, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+            .await;
 
     let fresh = agent(&["verify", "--repo", repo, "--output", "json"]);
     assert_eq!(fresh.status.code(), Some(0), "{}", text(&fresh));
@@ -507,17 +504,11 @@ fn the_log_format_comes_from_its_own_flag() {
 /// and the live table was left empty.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_table_restore_killed_mid_stream_leaves_the_live_table_as_it_was() {
-    let db = testkit::TempDatabase::create().await.unwrap();
-    let client = testkit::postgres::connect(db.url()).await.unwrap();
-    // Far larger than a pipe buffer, so the stream is still open when the agent dies.
-    client
-        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) || md5((g + 1)::text) FROM generate_series(1, 200000) g")
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().to_str().unwrap();
-    let out = agent(&["backup", "tables", "--repo", repo, "--pg-url", db.url()]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Far larger than a pipe buffer, so the stream is still open when the agent dies.
+    let (db, _) = table_backup_of(repo, "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) || md5((g + 1)::text) FROM generate_series(1, 200000) g").await;
+    let client = testkit::postgres::connect(db.url()).await.unwrap();
     client.batch_execute("DELETE FROM t WHERE id > 500").await.unwrap();
 
     let locker = testkit::postgres::connect(db.url()).await.unwrap();
