@@ -205,7 +205,7 @@ fn comparisons(expr: &Expr, watch: &dyn Fn(&VectorSelector) -> bool) -> Vec<(Str
         let op = b.op.to_string();
         let (side, op, value) = match (constant(&b.lhs), constant(&b.rhs)) {
             (None, Some(v)) => (&*b.lhs, op, v),
-            (Some(v), None) => (&*b.rhs, flip(&op).to_owned(), v),
+            (Some(v), None) => (&*b.rhs, promql::flip(&op).to_owned(), v),
             _ => return,
         };
         if !promql::selectors(side).into_iter().any(|(vs, _, _)| watch(vs)) {
@@ -226,7 +226,7 @@ fn unscale(side: &Expr, op: String, value: f64) -> Option<(String, f64)> {
     if factor == 0.0 || !factor.is_finite() {
         return None;
     }
-    let op = if factor < 0.0 { flip(&op).to_owned() } else { op };
+    let op = if factor < 0.0 { promql::flip(&op).to_owned() } else { op };
     Some((op, value / factor))
 }
 
@@ -253,32 +253,11 @@ fn factor(expr: &Expr) -> f64 {
 fn implied(plan: &PathThreshold, op: &str, v: f64) -> bool {
     let p = plan.value;
     match plan.op {
-        Comparison::Equal => compare(p, op, v),
+        Comparison::Equal => promql::compare(p, op, v),
         Comparison::Greater => matches!(op, ">" | ">=") && v <= p,
         Comparison::GreaterOrEqual => (op == ">=" && v <= p) || (op == ">" && v < p),
         Comparison::Less => matches!(op, "<" | "<=") && v >= p,
         Comparison::LessOrEqual => (op == "<=" && v >= p) || (op == "<" && v > p),
-    }
-}
-
-fn compare(l: f64, op: &str, r: f64) -> bool {
-    match op {
-        ">" => l > r,
-        ">=" => l >= r,
-        "<" => l < r,
-        "<=" => l <= r,
-        "==" => l == r,
-        _ => l != r,
-    }
-}
-
-fn flip(op: &str) -> &str {
-    match op {
-        ">" => "<",
-        ">=" => "<=",
-        "<" => ">",
-        "<=" => ">=",
-        other => other,
     }
 }
 

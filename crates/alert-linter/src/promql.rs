@@ -584,6 +584,29 @@ pub fn longest_window(expr: &Expr) -> Duration {
     longest
 }
 
+/// `l OP r` for a PromQL comparison operator (`!=` for anything else).
+pub fn compare(l: f64, op: &str, r: f64) -> bool {
+    match op {
+        ">" => l > r,
+        ">=" => l >= r,
+        "<" => l < r,
+        "<=" => l <= r,
+        "==" => l == r,
+        _ => l != r,
+    }
+}
+
+/// The operator with its sides swapped (`5 < x` is `x > 5`).
+pub fn flip(op: &str) -> &str {
+    match op {
+        ">" => "<",
+        ">=" => "<=",
+        "<" => ">",
+        "<=" => ">=",
+        other => other,
+    }
+}
+
 /// The shortest range window (matrix selector or subquery) in `expr`;
 /// `None` when it has none (an instant gauge comparison).
 pub fn shortest_window(expr: &Expr) -> Option<Duration> {

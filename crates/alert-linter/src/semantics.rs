@@ -187,7 +187,7 @@ impl Ctx<'_> {
             let (range, value, op) = match (promql::unparen(&b.lhs), promql::unparen(&b.rhs)) {
                 (Expr::NumberLiteral(_), Expr::NumberLiteral(_)) => {
                     let (l, r) = (promql::value_range(&b.lhs).0, promql::value_range(&b.rhs).0);
-                    if !compare(l, &op, r) {
+                    if !promql::compare(l, &op, r) {
                         found.push(format!(
                             "`{e}` is a comparison of two constants that is never true"
                         ));
@@ -195,7 +195,9 @@ impl Ctx<'_> {
                     return;
                 }
                 (_, Expr::NumberLiteral(n)) => (promql::value_range(&b.lhs), n.val, op),
-                (Expr::NumberLiteral(n), _) => (promql::value_range(&b.rhs), n.val, flip(&op)),
+                (Expr::NumberLiteral(n), _) => {
+                    (promql::value_range(&b.rhs), n.val, promql::flip(&op).to_owned())
+                }
                 _ => return,
             };
             let (lo, hi) = range;
@@ -464,28 +466,6 @@ pub fn detection_time(
 fn looks_like_counter(name: &str) -> bool {
     name.contains(':')
         || ["_total", "_count", "_sum", "_bucket", "_created"].iter().any(|s| name.ends_with(s))
-}
-
-fn compare(l: f64, op: &str, r: f64) -> bool {
-    match op {
-        ">" => l > r,
-        ">=" => l >= r,
-        "<" => l < r,
-        "<=" => l <= r,
-        "==" => l == r,
-        _ => l != r,
-    }
-}
-
-fn flip(op: &str) -> String {
-    match op {
-        ">" => "<",
-        ">=" => "<=",
-        "<" => ">",
-        "<=" => ">=",
-        other => other,
-    }
-    .to_owned()
 }
 
 /// The repository path a runbook link points at, when it is local.
