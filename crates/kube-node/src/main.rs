@@ -37,7 +37,7 @@ struct Args {
     /// Cluster slot (1-127): pod IPs 198.19.SLOT.0/24, Service IPs 198.18.SLOT.0/24.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=127))]
     slot: u8,
-    /// A node: NAME[,cpu=4][,memory=8Gi][,pods=110][,zone=Z][,instance-type=T][,label.K=V]. Repeatable.
+    /// A node: `NAME[,cpu=4][,memory=8Gi][,pods=110][,zone=Z][,instance-type=T][,label.K=V]`. Repeatable.
     #[arg(long = "node", default_value = "node-1")]
     nodes: Vec<String>,
     /// An image: REPOSITORY=EXECUTABLE. Repeatable. Built in: postlaunch/sandbox,
