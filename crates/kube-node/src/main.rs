@@ -95,13 +95,23 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let routes = if args.no_route { Vec::new() } else { add_routes(args.slot) };
-    let code = runtime.block_on(run(args, specs, images));
-    for route in routes {
-        let _ =
-            std::process::Command::new("ip").args(["route", "del", "unreachable", &route]).status();
+    // Removed on drop: after a normal stop and after a panic unwinds.
+    let _routes = Routes(if args.no_route { Vec::new() } else { add_routes(args.slot) });
+    runtime.block_on(run(args, specs, images))
+}
+
+/// The `unreachable` routes this node added.
+struct Routes(Vec<String>);
+
+impl Drop for Routes {
+    fn drop(&mut self) {
+        for route in &self.0 {
+            let _ = std::process::Command::new("ip")
+                .args(["route", "del", "unreachable", route])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
-    code
 }
 
 /// Images found beside this binary (a cargo target directory) and on the system.

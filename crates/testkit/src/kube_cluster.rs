@@ -378,6 +378,27 @@ impl KubeCluster {
         Err(self.failed("postlaunch-node", "its nodes were not Ready and untainted within 60 s"))
     }
 
+    /// Kills the node process with SIGKILL, as a crash would (its pods'
+    /// processes die with it: they run under PR_SET_PDEATHSIG).
+    pub fn kill_node(&mut self) {
+        if let Some(mut node) = self.node.take() {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+        self.remove_routes();
+    }
+
+    /// Removes the slot's unreachable routes if the node could not (it was
+    /// killed); nothing when they are gone already.
+    fn remove_routes(&self) {
+        for range in [format!("198.18.{}.0/24", self.slot), format!("198.19.{}.0/24", self.slot)] {
+            let _ = Command::new("ip")
+                .args(["route", "del", "unreachable", &range])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
     /// The cluster's slot: pod IPs in 198.19.SLOT.0/24, Service IPs in 198.18.SLOT.0/24.
     pub fn slot(&self) -> u8 {
         self.slot
@@ -582,6 +603,7 @@ impl Drop for KubeCluster {
             }
             let _ = node.kill();
             let _ = node.wait();
+            self.remove_routes();
         }
         for (_, child) in self.children.iter_mut().rev() {
             let _ = child.kill();

@@ -136,7 +136,7 @@ async fn release_of(client: &reqwest::Client, url: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_rolls_out_the_sandbox_the_proxy_serves_it_and_pods_are_real_processes() {
-    let cluster = KubeCluster::start()
+    let mut cluster = KubeCluster::start()
         .expect("control plane and node start (see the step named in the error)");
     // A figure for people, not a verdict: start-up time depends on the machine's load.
     eprintln!("cluster with a ready node in {:.1} s", cluster.started_in.as_secs_f64());
@@ -276,6 +276,15 @@ async fn kubectl_rolls_out_the_sandbox_the_proxy_serves_it_and_pods_are_real_pro
         assert!(Instant::now() < deadline, "each sandbox pod's /metrics is scraped: {up}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+
+    // A crash of the node (SIGKILL, no clean-up code runs) takes its pods'
+    // processes with it: none is left serving on the machine.
+    let pids: Vec<i32> = ready_pods(&cluster, "app=sandbox").into_iter().map(|p| p.2).collect();
+    assert_eq!(pids.len(), 3);
+    cluster.kill_node();
+    wait_until("the pods' processes to die with the node", Duration::from_secs(10), || {
+        pids.iter().all(|pid| !pid_alive(*pid)).then_some(())
+    });
 }
 
 const PROBED: &str = r#"apiVersion: v1
