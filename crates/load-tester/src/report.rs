@@ -192,6 +192,9 @@ fn measurements(
         LoadModel::Open { rate, .. } => {
             let peak = rate.stages.iter().map(|(r, _)| *r).fold(0.0, f64::max);
             out.push(Measurement::new("arrival_rate", peak, "req/s"));
+            // What k6 calls dropped iterations: --users capped the requests in flight.
+            out.push(Measurement::new("arrivals_late", data.stats.late_arrivals as f64, ""));
+            out.push(Measurement::new("arrivals_late_max", data.stats.late_arrival_max_ms, "ms"));
         }
     }
     for s in &data.services {

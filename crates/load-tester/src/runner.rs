@@ -86,6 +86,9 @@ pub struct RunOutcome {
 
 const ARRIVALS_DONE: &str = "load-tester: arrival schedule complete";
 
+/// An arrival picked up this long after it was due found no free user.
+const LATE_ARRIVAL: Duration = Duration::from_millis(100);
+
 /// Runs the load and returns what was measured.
 ///
 /// Under [`LoadModel::Staged`], standard output (file descriptor 1) points at
@@ -322,6 +325,10 @@ fn open_scenarios(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 return Ok(());
             };
+            let lag = Instant::now().saturating_duration_since(intended);
+            if lag > LATE_ARRIVAL {
+                shared.recorder.late_arrival(lag);
+            }
             in_flight.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep_until(intended.into()).await;
             let r = UserRng::new(seq.fetch_add(1, Ordering::Relaxed)).below(total);

@@ -87,6 +87,8 @@ pub struct Recorder {
     started: Instant,
     series: Mutex<(Vec<SecondStats>, Totals)>,
     active_users: std::sync::atomic::AtomicU64,
+    late_arrivals: std::sync::atomic::AtomicU64,
+    late_max_micros: std::sync::atomic::AtomicU64,
 }
 
 /// A user counted as running while this lives (its first transaction until
@@ -128,7 +130,19 @@ impl Recorder {
             started: Instant::now(),
             series: Mutex::new((Vec::new(), Totals::default())),
             active_users: std::sync::atomic::AtomicU64::new(0),
+            late_arrivals: std::sync::atomic::AtomicU64::new(0),
+            late_max_micros: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Open model: an arrival no user was free to start when it was due
+    /// (`--users` capped the requests in flight), `by` after its time. k6
+    /// drops such iterations; here they start late, and their latency
+    /// counts from when they were due.
+    pub fn late_arrival(&self, by: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.late_arrivals.fetch_add(1, Relaxed);
+        self.late_max_micros.fetch_max(u64::try_from(by.as_micros()).unwrap_or(u64::MAX), Relaxed);
     }
 
     /// The transaction names, indexed by [`TransactionId`].
@@ -205,7 +219,14 @@ impl Recorder {
         }
         transactions.retain(|_, t| t.requests > 0);
         let series = lock(&self.series).0.clone();
-        RunStats { duration_secs: duration.as_secs_f64(), transactions, series }
+        use std::sync::atomic::Ordering::Relaxed;
+        RunStats {
+            duration_secs: duration.as_secs_f64(),
+            transactions,
+            series,
+            late_arrivals: self.late_arrivals.load(Relaxed),
+            late_arrival_max_ms: self.late_max_micros.load(Relaxed) as f64 / 1000.0,
+        }
     }
 }
 
@@ -363,6 +384,13 @@ pub struct RunStats {
     pub transactions: BTreeMap<String, TransactionStats>,
     /// One point per second.
     pub series: Vec<SecondStats>,
+    /// Open model: arrivals that started late because every user was busy
+    /// (what k6 reports as dropped iterations).
+    #[serde(default)]
+    pub late_arrivals: u64,
+    /// The latest of them, ms after it was due.
+    #[serde(default)]
+    pub late_arrival_max_ms: f64,
 }
 
 impl RunStats {
@@ -398,6 +426,8 @@ impl RunStats {
     /// side by side).
     pub fn merge(&mut self, other: &RunStats) {
         self.duration_secs = self.duration_secs.max(other.duration_secs);
+        self.late_arrivals += other.late_arrivals;
+        self.late_arrival_max_ms = self.late_arrival_max_ms.max(other.late_arrival_max_ms);
         for (name, t) in &other.transactions {
             self.transactions.entry(name.clone()).or_default().merge(t);
         }

@@ -43,6 +43,7 @@ fn stats(samples: &[u64], errors: u64, seconds: &[u64]) -> RunStats {
         duration_secs: seconds.len() as f64,
         transactions: BTreeMap::from([("t".to_owned(), tx)]),
         series,
+        ..RunStats::default()
     }
 }
 

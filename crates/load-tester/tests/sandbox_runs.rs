@@ -150,6 +150,14 @@ async fn periodic_stalls_show_in_the_corrected_percentiles_of_the_open_model() {
     let model = r.data["run"]["load_model_description"].as_str().unwrap();
     assert!(model.contains("open model") && model.contains("coordinated omission"), "{model}");
     assert!((700.0..=850.0).contains(&measurement(&r, "requests_total")), "about 200/s for 4 s");
+    // All 4 users sit in each stall: arrivals due meanwhile start late
+    // (k6 would drop them), and the report says how many and how late.
+    assert!(measurement(&r, "arrivals_late") > 0.0, "late arrivals reported");
+    assert!(
+        measurement(&r, "arrivals_late_max") >= 100.0,
+        "{}",
+        measurement(&r, "arrivals_late_max")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
