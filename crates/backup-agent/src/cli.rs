@@ -129,9 +129,14 @@ pub(crate) enum Command {
         /// PITR target time (RFC 3339).
         #[arg(long)]
         target_time: Option<String>,
-        /// The simulated failure time (RFC 3339); default now.
+        /// The simulated failure time (RFC 3339); default now, on the clock of
+        /// --source-url when given, else this machine's.
         #[arg(long)]
         failure_point: Option<String>,
+        /// The source database: its clock gives the default failure point, so
+        /// the RPO compares one clock (its commit timestamps) with itself.
+        #[arg(long, conflicts_with = "failure_point")]
+        source_url: Option<String>,
         /// Table to restore (scenario table).
         #[arg(long)]
         table: Option<String>,

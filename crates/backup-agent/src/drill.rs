@@ -68,6 +68,21 @@ impl DrillScenario {
     }
 }
 
+/// Where the failure point's time came from. The RPO compares it with the
+/// source server's commit timestamps; only the server's own clock makes
+/// that one clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailureClock {
+    /// This machine's clock at the drill's start (no source server given).
+    #[default]
+    ThisMachine,
+    /// The source server's `clock_timestamp()` (`--source-url`, or the
+    /// self-contained drill's own source).
+    Server,
+    /// Given by the user (`--failure-point`).
+    Given,
+}
+
 /// How a drill runs.
 #[derive(Debug, Clone)]
 pub struct DrillOptions {
@@ -79,6 +94,9 @@ pub struct DrillOptions {
     pub rpo: Threshold,
     /// The moment of the simulated failure (default: the drill's start).
     pub failure_point: Option<Timestamp>,
+    /// Whose clock the RPO's reference (`failure_point`, or `target_time`
+    /// in a PITR drill) was read from.
+    pub failure_clock: FailureClock,
     /// PITR target (scenario `pitr`; default: the failure point).
     pub target_time: Option<Timestamp>,
     /// Table to restore (scenario `table`; default: the first of the backup).
@@ -206,8 +224,15 @@ pub async fn drill(repo: &Repository, options: &DrillOptions) -> Result<Report> 
         "from drill start to a restored, promoted, queryable {} scratch cluster",
         options.scenario.name()
     )));
+    let clock = match options.failure_clock {
+        FailureClock::Server => "from the source server's clock, like the commit timestamps",
+        FailureClock::Given => "as given",
+        FailureClock::ThisMachine => {
+            "from this machine's clock at the drill's start; pass --source-url so both ends come from the server's clock"
+        }
+    };
     report.push_check(options.rpo.check("rpo", Quantity::seconds(rpo)).with_detail(format!(
-        "last recovered commit {} vs {} {}",
+        "last recovered commit {} (server clock) vs {} {} ({clock})",
         recovered_until,
         if options.scenario == DrillScenario::Pitr { "target" } else { "failure point" },
         reference

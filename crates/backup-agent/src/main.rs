@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::time::Instant;
 
-use backup_agent::drill::{DrillOptions, DrillScenario};
+use backup_agent::drill::{DrillOptions, DrillScenario, FailureClock};
 use backup_agent::error::{AgentError, Result};
 use backup_agent::guard;
 use backup_agent::manifest::{BackupCatalog, BackupKind, BackupState};
@@ -265,6 +265,7 @@ async fn execute(command: Command) -> Result<ExitCode> {
             rpo,
             target_time,
             failure_point,
+            source_url,
             table,
             self_contained,
             rows,
@@ -272,11 +273,28 @@ async fn execute(command: Command) -> Result<ExitCode> {
             timeout,
         } => {
             let scenario: DrillScenario = scenario.parse()?;
+            let (failure_point, failure_clock) = match (&failure_point, &source_url) {
+                (Some(_), _) => {
+                    (parse_time(failure_point.as_deref(), "--failure-point")?, FailureClock::Given)
+                }
+                (None, Some(url)) => {
+                    let client = backup_agent::postgres::connect(url).await?;
+                    (Some(backup_agent::postgres::server_now(&client).await?), FailureClock::Server)
+                }
+                (None, None) => (None, FailureClock::ThisMachine),
+            };
+            // A PITR drill measures against its target, which the user gave.
+            let failure_clock = if scenario == DrillScenario::Pitr && target_time.is_some() {
+                FailureClock::Given
+            } else {
+                failure_clock
+            };
             let options = DrillOptions {
                 scenario,
                 rto: rto.unwrap_or_else(|| scenario.default_rto()),
                 rpo,
-                failure_point: parse_time(failure_point.as_deref(), "--failure-point")?,
+                failure_point,
+                failure_clock,
                 target_time: parse_time(target_time.as_deref(), "--target-time")?,
                 table,
                 wal_fetch: repo.self_command("wal-fetch")?,

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use shared_types::{Check, Measurement, Report, Timestamp};
+use shared_types::{Check, Measurement, Report};
 
 use crate::drill::{DrillOptions, DrillScenario, drill};
 use crate::error::{AgentError, Result};
@@ -124,7 +124,9 @@ pub async fn self_contained(
     let backup_secs = backup_started.elapsed().as_secs_f64();
     // The PITR target lies between the two batches.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let between = Timestamp::now();
+    // Both the PITR target and the failure point are read from the source
+    // server's clock, the clock of the commit timestamps they are compared with.
+    let between = crate::postgres::server_now(&client).await?;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let second_batch = commit_rows(&client, rows).await?;
     if let Err(e) = archive_current_wal(&client, timeout.min(Duration::from_secs(60))).await {
@@ -133,7 +135,7 @@ pub async fn self_contained(
             source.log_tail(8)
         )));
     }
-    let failure_point = Timestamp::now();
+    let failure_point = crate::postgres::server_now(&client).await?;
     source.crash().await?;
     let expected_last = match options.scenario {
         DrillScenario::FullLoss => second_batch,
@@ -141,6 +143,7 @@ pub async fn self_contained(
     };
     let mut drill_options = options.clone();
     drill_options.failure_point = Some(failure_point);
+    drill_options.failure_clock = crate::drill::FailureClock::Server;
     if options.scenario == DrillScenario::Pitr {
         drill_options.target_time = Some(between);
     }

@@ -190,11 +190,15 @@ async fn a_table_with_a_foreign_key_in_its_own_schema_restores_into_an_empty_clu
         "shop.nfts",
         "--repo",
         repo,
+        "--source-url",
+        db.url(),
         "--output",
         "json",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let report = Report::from_json(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let rpo = report.checks.iter().find(|c| c.id == "rpo").unwrap();
+    assert!(rpo.detail.as_deref().unwrap_or("").contains("source server's clock"), "{rpo:?}");
     let sanity = report.checks.iter().find(|c| c.id == "sanity").unwrap();
     assert_eq!(sanity.observed.as_deref(), Some("500 rows"));
     assert!(sanity.detail.as_deref().unwrap_or("").contains("shop.collections"), "{sanity:?}");
@@ -224,6 +228,9 @@ fn a_pitr_drill_reports_rto_and_rpo_against_the_launch_plan() {
     let rto = report.measurements.iter().find(|m| m.name == "rto").unwrap();
     assert!(rto.value > 0.0 && rto.unit == "s");
     assert!(report.measurements.iter().any(|m| m.name == "rpo" && m.value.is_finite()));
+    // Target and recovered commit both on the source server's clock.
+    let detail = check("rpo").detail.unwrap_or_default();
+    assert!(detail.contains("source server's clock"), "{detail}");
 }
 
 #[test]

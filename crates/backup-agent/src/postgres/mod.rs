@@ -47,6 +47,17 @@ pub fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
     })
 }
 
+/// The server's clock (`clock_timestamp()`): the clock its commit
+/// timestamps come from, so an RPO measured against it uses one clock.
+pub async fn server_now(client: &Client) -> Result<shared_types::Timestamp> {
+    let query = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+    let row = client
+        .query_one(query, &[])
+        .await
+        .map_err(|e| AgentError::CouldNotRun(format!("reading the server's clock: {e}")))?;
+    Ok(shared_types::Timestamp::from_unix_millis(column::<i64>(&row, 0, query, "now_ms")?))
+}
+
 /// `"name"` with quotes doubled.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
