@@ -171,14 +171,7 @@ fn execute(task: Task) -> anyhow::Result<ExitCode> {
             );
             let runtime = tokio::runtime::Runtime::new()?;
             // Ctrl-C or SIGTERM: drop the handle so every process is stopped.
-            runtime.block_on(async {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-                tokio::select! {
-                    stopped = tokio::signal::ctrl_c() => stopped,
-                    _ = term.recv() => Ok(()),
-                }
-            })?;
+            runtime.block_on(shared_types::signals::shutdown());
             drop(cluster);
             Ok(ExitCode::Success)
         }

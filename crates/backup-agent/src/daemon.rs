@@ -366,7 +366,7 @@ pub async fn run(config: DaemonConfig, exe: PathBuf) -> Result<()> {
             }
         });
     }
-    shutdown_signal().await;
+    shared_types::signals::shutdown().await;
     let busy: Vec<String> = lock(&running).keys().cloned().collect();
     if !busy.is_empty() {
         tracing::warn!(jobs = ?busy, "stopping: waiting for running jobs to finish");
@@ -408,28 +408,6 @@ async fn serve_metrics(
             .await;
     });
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
 
 #[cfg(test)]

@@ -210,20 +210,9 @@ async fn run(args: Args, specs: Vec<NodeSpec>, images: ImageTable) -> ExitCode {
         tasks.push(tokio::spawn(kube_node::proxy::run(client.clone())));
     }
     println!("postlaunch-node ready");
-    shutdown_signal().await;
+    shared_types::signals::shutdown().await;
     for task in tasks {
         task.abort();
     }
     ExitCode::SUCCESS
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -188,8 +188,12 @@ async fn execute(command: Command) -> Result<ExitCode, ProbeError> {
     match command {
         Command::Watch { run, duration } => {
             let options = run_options(&run)?;
-            let report =
-                pg_failover_probe::run(&options, Mode::Watch { duration }, ctrl_c()).await?;
+            let report = pg_failover_probe::run(
+                &options,
+                Mode::Watch { duration },
+                shared_types::signals::interrupted(),
+            )
+            .await?;
             emit(&report, &run.output)
         }
         Command::Drill { run, steps, warmup, settle, max_wait, step_timeout, allow, dry_run } => {
@@ -216,7 +220,12 @@ async fn execute(command: Command) -> Result<ExitCode, ProbeError> {
                 );
                 return Ok(ExitCode::Success);
             }
-            let report = pg_failover_probe::run(&options, Mode::Drill(plan), ctrl_c()).await?;
+            let report = pg_failover_probe::run(
+                &options,
+                Mode::Drill(plan),
+                shared_types::signals::interrupted(),
+            )
+            .await?;
             emit(&report, &run.output)
         }
         Command::CheckLedger { output, url, ledger, wait } => {
@@ -329,10 +338,4 @@ fn emit(report: &Report, output: &OutputArgs) -> Result<ExitCode, ProbeError> {
     report
         .emit(output.output, output.report.as_deref())
         .map_err(|e| ProbeError::CouldNotRun(e.to_string()))
-}
-
-async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
 }

@@ -254,9 +254,15 @@ async fn execute(command: Command) -> Outcome {
         Command::Simulate { scenario: name, listen, step_interval } => {
             let scenario = scenario(&name)?;
             let ready = |url: &str| println!("reorg-sim simulator listening on {url}");
-            reorg_sim::runner::simulate(&scenario, listen, step_interval, ready, ctrl_c())
-                .await
-                .map_err(run_error)?;
+            reorg_sim::runner::simulate(
+                &scenario,
+                listen,
+                step_interval,
+                ready,
+                shared_types::signals::interrupted(),
+            )
+            .await
+            .map_err(run_error)?;
             Ok(ExitCode::Success)
         }
         Command::Index {
@@ -292,7 +298,7 @@ async fn execute(command: Command) -> Outcome {
                 );
                 return Ok(ExitCode::Success);
             }
-            indexer.follow(ctrl_c()).await.map_err(indexer_error)?;
+            indexer.follow(shared_types::signals::interrupted()).await.map_err(indexer_error)?;
             Ok(ExitCode::Success)
         }
         Command::Verify { rpc_url, db, start_block, mapping: mapping_path, output } => {
@@ -367,10 +373,4 @@ fn emit(report: &Report, output: &OutputArgs) -> Outcome {
     report
         .emit(output.output, output.report.as_deref())
         .map_err(|e| (ExitCode::CouldNotRun, e.to_string()))
-}
-
-async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
 }

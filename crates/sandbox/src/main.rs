@@ -15,7 +15,8 @@ fn main() {
             std::process::exit(shared_types::ExitCode::CouldNotRun.code());
         }
     };
-    let outcome = runtime.block_on(sandbox::serve(config, announce, shutdown_signal()));
+    let outcome =
+        runtime.block_on(sandbox::serve(config, announce, shared_types::signals::shutdown()));
     if let Err(e) = outcome {
         eprintln!("error: {e}");
         std::process::exit(e.exit_code().code());
@@ -29,27 +30,4 @@ fn announce(addr: std::net::SocketAddr) {
     let _ = writeln!(stdout, "sandbox listening on http://{addr}");
     let _ = stdout.flush();
     tracing::info!(%addr, "sandbox listening");
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutting down");
 }

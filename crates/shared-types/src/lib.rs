@@ -69,6 +69,8 @@ pub mod pg;
 mod quantity;
 pub mod render;
 pub mod report;
+#[cfg(feature = "signals")]
+pub mod signals;
 pub mod threshold;
 pub mod time;
 pub mod verdict;
