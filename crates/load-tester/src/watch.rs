@@ -354,34 +354,45 @@ async fn scrape(
         .unwrap_or("")
         .to_owned();
     let text = answer.text().await.map_err(|e| format!("cannot read {url}: {e}"))?;
-    check_exposition(url, &content_type, &text)?;
-    Ok(parse_snapshot(&text, m, started.elapsed().as_secs_f64()))
+    let samples = check_exposition(url, &content_type, &text)?;
+    Ok(snapshot_of_scrape(samples, m, started.elapsed().as_secs_f64()))
 }
 
 /// A 200 that is not the Prometheus text format (an HTML page, an empty
 /// body, a JSON error) is a failed scrape, not a scrape of zero series:
 /// zero series would read as "no cache lookups, no restarts".
-fn check_exposition(url: &str, content_type: &str, text: &str) -> Result<(), String> {
+fn check_exposition(
+    url: &str,
+    content_type: &str,
+    text: &str,
+) -> Result<Vec<prometheus_parse::Sample>, String> {
     let hint = "is --metrics-url the service's Prometheus endpoint?";
     if content_type.contains("html") || text.trim_start().starts_with('<') {
         return Err(format!(
             "scraping {url} answered HTML ({content_type}), not the Prometheus text format: {hint}"
         ));
     }
-    let series = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .map(|s| s.samples.len())
-        .unwrap_or(0);
-    if series == 0 {
+    let samples = parse_samples(text);
+    if samples.is_empty() {
         return Err(format!("scraping {url} answered 200 with no Prometheus series: {hint}"));
     }
-    Ok(())
+    Ok(samples)
 }
 
-fn parse_snapshot(text: &str, m: &MetricMapping, t: f64) -> Snapshot {
-    let lines = text.lines().map(|l| Ok(l.to_owned()));
-    let samples: Vec<Sample> = prometheus_parse::Scrape::parse(lines)
+/// Every sample of a Prometheus text exposition (none if it does not parse).
+fn parse_samples(text: &str) -> Vec<prometheus_parse::Sample> {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
         .map(|s| s.samples)
         .unwrap_or_default()
+}
+
+/// The snapshot of parsed samples: the scalar ones, by the mapping.
+fn snapshot_of_scrape(
+    samples: Vec<prometheus_parse::Sample>,
+    m: &MetricMapping,
+    t: f64,
+) -> Snapshot {
+    let samples: Vec<Sample> = samples
         .into_iter()
         .filter_map(|s| {
             let value = scalar(&s.value)?;
@@ -390,6 +401,11 @@ fn parse_snapshot(text: &str, m: &MetricMapping, t: f64) -> Snapshot {
         })
         .collect();
     snapshot_of(&samples, m, t)
+}
+
+#[cfg(test)]
+fn parse_snapshot(text: &str, m: &MetricMapping, t: f64) -> Snapshot {
+    snapshot_of_scrape(parse_samples(text), m, t)
 }
 
 /// One sample of a mapped series, from a scrape or a query.

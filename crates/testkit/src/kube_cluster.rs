@@ -310,9 +310,6 @@ impl KubeCluster {
 
     fn start_node(&mut self, program: &Path, options: &KubeOptions) -> Result<()> {
         let log_path = self.log_path("postlaunch-node");
-        let log = File::create(&log_path)
-            .map_err(|err| Error::io("cannot create postlaunch-node.log", err))?;
-        let err_log = log.try_clone().map_err(|err| Error::io("cannot clone a log handle", err))?;
         let mut cmd = Command::new(program);
         cmd.arg("--kubeconfig")
             .arg(self.kubeconfig())
@@ -328,14 +325,7 @@ impl KubeCluster {
         for image in &options.images {
             cmd.arg("--image").arg(image);
         }
-        let child = cmd
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err_log)
-            .spawn()
-            .map_err(|err| Error::io(format!("cannot start {}", program.display()), err))?;
-        self.node = Some(child);
+        self.node = Some(self.launch("postlaunch-node", &mut cmd)?);
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -508,19 +498,24 @@ impl KubeCluster {
     }
 
     fn spawn(&mut self, name: &'static str, program: &Path, args: &[&str]) -> Result<()> {
+        let child = self.launch(name, Command::new(program).args(args))?;
+        self.children.push((name, child));
+        Ok(())
+    }
+
+    /// Starts `cmd` in the cluster's directory, stdout and stderr to `NAME.log`.
+    fn launch(&self, name: &str, cmd: &mut Command) -> Result<Child> {
         let log = File::create(self.log_path(name))
             .map_err(|err| Error::io(format!("cannot create {name}.log"), err))?;
         let err_log = log.try_clone().map_err(|err| Error::io("cannot clone a log handle", err))?;
-        let child = Command::new(program)
-            .args(args)
-            .current_dir(self.dir.path())
+        cmd.current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err_log)
             .spawn()
-            .map_err(|err| Error::io(format!("cannot start {}", program.display()), err))?;
-        self.children.push((name, child));
-        Ok(())
+            .map_err(|err| {
+                Error::io(format!("cannot start {}", cmd.get_program().to_string_lossy()), err)
+            })
     }
 
     fn failed(&self, process: &str, what: &str) -> Error {
