@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use siwe::Message;
 
+use crate::breaker::{BreakerError, CircuitBreaker};
+use crate::grpc::client::{AuthReply, RemoteAuth, describe};
+
 /// How long a nonce stays usable.
 pub const NONCE_TTL: Duration = Duration::from_secs(300);
 /// How long a session lasts.
@@ -158,6 +161,163 @@ impl Authenticator {
     /// The live session of `token`, if any.
     pub fn session(&self, token: &str) -> Option<Session> {
         lock(&self.sessions).get(token).filter(|s| s.expires > Instant::now()).cloned()
+    }
+}
+
+/// A nonce handed to a wallet, with what its message must name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonceGrant {
+    /// The single-use nonce.
+    pub nonce: String,
+    /// The domain the message must name.
+    pub domain: String,
+    /// The chain id the message must name.
+    pub chain_id: u64,
+    /// How long the nonce stays usable.
+    pub expires_in_seconds: u64,
+}
+
+/// A verified sign-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    /// The bearer token.
+    pub token: String,
+    /// EIP-55 address of the signer.
+    pub address: String,
+    /// How long the session lasts.
+    pub expires_in_seconds: u64,
+}
+
+/// Why sign-in or a session check did not succeed, as the routes map it.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The message or signature does not parse (HTTP 400).
+    #[error("{0}")]
+    Malformed(String),
+    /// The sign-in was refused (HTTP 401).
+    #[error("{0}")]
+    Refused(String),
+    /// The auth service is down or its breaker is open (HTTP 503).
+    #[error("{detail}")]
+    Unavailable {
+        /// When to try again.
+        retry_after: Duration,
+        /// What failed.
+        detail: String,
+    },
+}
+
+impl From<SignInError> for AuthError {
+    fn from(e: SignInError) -> Self {
+        match e {
+            SignInError::Malformed(_) => AuthError::Malformed(e.to_string()),
+            _ => AuthError::Refused(e.to_string()),
+        }
+    }
+}
+
+/// Sign-in as the routes see it: in this process (`--role all`), or the auth
+/// service over gRPC behind the `auth` circuit breaker (`--role gateway`).
+#[derive(Debug)]
+pub enum Auth {
+    /// Nonces and sessions held here.
+    Local(Authenticator),
+    /// The auth service.
+    Remote {
+        /// Its client.
+        client: RemoteAuth,
+        /// The `auth` breaker.
+        breaker: CircuitBreaker,
+    },
+}
+
+impl Auth {
+    /// The `auth` breaker, when auth is a remote service.
+    pub fn breaker(&self) -> Option<&CircuitBreaker> {
+        match self {
+            Auth::Local(_) => None,
+            Auth::Remote { breaker, .. } => Some(breaker),
+        }
+    }
+
+    /// Issues a nonce.
+    pub async fn issue_nonce(&self) -> Result<NonceGrant, AuthError> {
+        match self {
+            Auth::Local(auth) => Ok(NonceGrant {
+                nonce: auth.issue_nonce(),
+                domain: auth.domain().to_owned(),
+                chain_id: auth.chain_id(),
+                expires_in_seconds: NONCE_TTL.as_secs(),
+            }),
+            Auth::Remote { client, breaker } => {
+                let reply = guarded(breaker, client.issue_nonce()).await?;
+                Ok(NonceGrant {
+                    nonce: reply.nonce,
+                    domain: reply.domain,
+                    chain_id: reply.chain_id,
+                    expires_in_seconds: reply.expires_in_seconds,
+                })
+            }
+        }
+    }
+
+    /// Verifies a signed message; a new session on success.
+    pub async fn verify(
+        &self,
+        message: &str,
+        signature: &str,
+        device: &str,
+    ) -> Result<SignedIn, AuthError> {
+        match self {
+            Auth::Local(auth) => {
+                let (token, session) = auth.verify(message, signature, device)?;
+                Ok(SignedIn {
+                    token,
+                    address: session.address,
+                    expires_in_seconds: SESSION_TTL.as_secs(),
+                })
+            }
+            Auth::Remote { client, breaker } => {
+                let reply = guarded(breaker, client.verify(message, signature, device)).await?;
+                Ok(SignedIn {
+                    token: reply.token,
+                    address: reply.address,
+                    expires_in_seconds: reply.expires_in_seconds,
+                })
+            }
+        }
+    }
+
+    /// The live session of `token` as (address, device), if any.
+    pub async fn session(&self, token: &str) -> Result<Option<(String, String)>, AuthError> {
+        match self {
+            Auth::Local(auth) => Ok(auth.session(token).map(|s| (s.address, s.device))),
+            Auth::Remote { client, breaker } => {
+                let reply = guarded(breaker, client.session(token)).await?;
+                Ok(reply.found.then_some((reply.address, reply.device)))
+            }
+        }
+    }
+}
+
+/// One call to the auth service through its breaker. A refusal is an answer,
+/// not a failure of the service: it does not count against the breaker.
+async fn guarded<T>(
+    breaker: &CircuitBreaker,
+    call: impl Future<Output = Result<AuthReply<T>, tonic::Status>>,
+) -> Result<T, AuthError> {
+    match breaker.call(call).await {
+        Ok(AuthReply::Ok(reply)) => Ok(reply),
+        Ok(AuthReply::Malformed(message)) => Err(AuthError::Malformed(message)),
+        Ok(AuthReply::Refused(message)) => Err(AuthError::Refused(message)),
+        Err(BreakerError::Open { dependency, retry_after }) => Err(AuthError::Unavailable {
+            retry_after,
+            detail: format!("{dependency} circuit breaker is open"),
+        }),
+        Err(BreakerError::Inner(status)) => Err(AuthError::Unavailable {
+            retry_after: breaker.retry_after(),
+            detail: format!("auth service call failed: {}", describe(&status)),
+        }),
     }
 }
 

@@ -51,6 +51,8 @@ pub enum BreakerError<E> {
     Open {
         /// The guarded dependency.
         dependency: &'static str,
+        /// How long until the breaker lets a trial call through.
+        retry_after: Duration,
     },
     /// The dependency was called and failed.
     Inner(E),
@@ -59,7 +61,9 @@ pub enum BreakerError<E> {
 impl<E: fmt::Display> fmt::Display for BreakerError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BreakerError::Open { dependency } => write!(f, "{dependency} circuit breaker is open"),
+            BreakerError::Open { dependency, .. } => {
+                write!(f, "{dependency} circuit breaker is open")
+            }
             BreakerError::Inner(e) => e.fmt(f),
         }
     }
@@ -114,13 +118,32 @@ impl CircuitBreaker {
         self.lock().state
     }
 
+    /// The dependency it guards.
+    pub fn dependency(&self) -> &'static str {
+        self.dependency
+    }
+
+    /// How long a caller should wait before trying again: the rest of the
+    /// open period, or the whole period when the breaker is not open (a trial
+    /// is in flight, or a call just failed).
+    pub fn retry_after(&self) -> Duration {
+        let inner = self.lock();
+        match inner.state {
+            BreakerState::Open => self.open_for.saturating_sub(inner.opened_at.elapsed()),
+            _ => self.open_for,
+        }
+    }
+
     /// Runs `call` unless the breaker is open, and records its outcome.
     pub async fn call<T, E, F>(&self, call: F) -> Result<T, BreakerError<E>>
     where
         F: Future<Output = Result<T, E>>,
     {
         if !self.admit() {
-            return Err(BreakerError::Open { dependency: self.dependency });
+            return Err(BreakerError::Open {
+                dependency: self.dependency,
+                retry_after: self.retry_after(),
+            });
         }
         let outcome = call.await;
         self.record(outcome.is_ok());
@@ -219,7 +242,7 @@ mod tests {
                 Ok::<(), &str>(())
             })
             .await;
-        assert!(matches!(outcome, Err(BreakerError::Open { dependency: "database" })));
+        assert!(matches!(outcome, Err(BreakerError::Open { dependency: "database", .. })));
         assert!(!called);
     }
 

@@ -1,9 +1,10 @@
 //! Command-line configuration of the sandbox and its validation.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
 use shared_types::parse_duration;
 
 /// A miniature NFT marketplace: the default target of every postlaunch tool.
@@ -14,16 +15,77 @@ use shared_types::parse_duration;
 /// cache live in memory. Point it at PostgreSQL and Redis to exercise real
 /// dependencies.
 ///
+/// With `--role` it runs as one of the marketplace's services instead: a
+/// gateway serving the public routes and calling `auth` and `catalog` over
+/// gRPC (mTLS with `--tls-cert/--tls-key/--tls-ca`), each call guarded by its
+/// own circuit breaker. `--role all` (the default) is the whole marketplace in
+/// one process.
+///
 /// Examples:
 ///   sandbox --listen 127.0.0.1:0
 ///   sandbox --database-url postgres://postgres@127.0.0.1:5432/sandbox --redis-url redis://127.0.0.1:6379
 ///   curl -X POST localhost:8080/admin/faults -d '{"latency_ms":300,"error_rate":0.01}'
 ///
+///   # the marketplace as three services, with mutual TLS between them
+///   sandbox certs /tmp/pki
+///   sandbox --role auth --listen 127.0.0.1:8081 --grpc-listen 127.0.0.1:50051 \
+///     --tls-cert /tmp/pki/auth.pem --tls-key /tmp/pki/auth-key.pem --tls-ca /tmp/pki/ca.pem
+///   sandbox --role catalog --listen 127.0.0.1:8082 --grpc-listen 127.0.0.1:50052 \
+///     --tls-cert /tmp/pki/catalog.pem --tls-key /tmp/pki/catalog-key.pem --tls-ca /tmp/pki/ca.pem
+///   sandbox --role gateway --listen 127.0.0.1:8080 \
+///     --auth-url https://127.0.0.1:50051 --catalog-url https://127.0.0.1:50052 \
+///     --tls-cert /tmp/pki/gateway.pem --tls-key /tmp/pki/gateway-key.pem --tls-ca /tmp/pki/ca.pem
+///
 /// Exit codes: 0 clean shutdown, 2 bad parameters, 3 a dependency or the listen
-/// address could not be reached.
+/// address could not be reached. A gRPC peer that is down at start is not an
+/// error: its breaker answers for it until it comes up.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sandbox", version, about, long_about, verbatim_doc_comment)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Config {
+    /// A helper command instead of the service.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Which service this process is: `all` (the whole marketplace), `gateway`
+    /// (public routes; calls auth and catalog over gRPC), `auth` (sign-in and
+    /// sessions over gRPC) or `catalog` (collections and NFTs over gRPC).
+    #[arg(long, value_enum, default_value_t = Role::All, env = "SANDBOX_ROLE")]
+    pub role: Role,
+
+    /// gRPC address of the `auth` and `catalog` roles; port 0 picks a free one.
+    /// The bound address is printed on the second line of stdout:
+    /// `sandbox grpc listening on ADDR`.
+    #[arg(long, default_value = "127.0.0.1:50051", env = "SANDBOX_GRPC_LISTEN")]
+    pub grpc_listen: SocketAddr,
+
+    /// The auth service's gRPC URL (`--role gateway`): `http://HOST:PORT`, or
+    /// `https://HOST:PORT` with the TLS flags.
+    #[arg(long, env = "SANDBOX_AUTH_URL")]
+    pub auth_url: Option<String>,
+
+    /// The catalog service's gRPC URL (`--role gateway`).
+    #[arg(long, env = "SANDBOX_CATALOG_URL")]
+    pub catalog_url: Option<String>,
+
+    /// Deadline of every gRPC call the gateway makes, connecting included.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub grpc_timeout: Duration,
+
+    /// This service's certificate (PEM). With `--tls-key` and `--tls-ca` the
+    /// gRPC server requires client certificates signed by that CA, and the
+    /// gateway presents this one to its peers.
+    #[arg(long, env = "SANDBOX_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = "SANDBOX_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The CA (PEM) that signs every service's certificate.
+    #[arg(long, env = "SANDBOX_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
     /// Address to listen on; port 0 picks a free port. The bound address is printed
     /// on the first line of stdout: `sandbox listening on http://ADDR`.
     #[arg(long, default_value = "127.0.0.1:8080", env = "SANDBOX_LISTEN")]
@@ -97,6 +159,48 @@ pub struct Config {
     pub release: Option<String>,
 }
 
+/// The service a sandbox process plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// The whole marketplace in one process.
+    All,
+    /// Public REST/GraphQL routes and sign-in, calling auth and catalog over gRPC.
+    Gateway,
+    /// Sign-in with Ethereum and sessions, over gRPC.
+    Auth,
+    /// Collections and NFTs, over gRPC.
+    Catalog,
+}
+
+impl Role {
+    /// The role's name, as given to `--role` (also the DNS name in its certificate).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Gateway => "gateway",
+            Role::Auth => "auth",
+            Role::Catalog => "catalog",
+        }
+    }
+}
+
+/// Helper commands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Writes a throw-away CA and one certificate per service into DIR:
+    /// `ca.pem`, `ca-key.pem`, and `ROLE.pem` / `ROLE-key.pem` for gateway,
+    /// auth and catalog (each valid for the DNS name ROLE, `localhost` and
+    /// 127.0.0.1). For tests and the local cluster, not for production.
+    Certs {
+        /// Directory to write into (created if missing).
+        dir: PathBuf,
+        /// Extra DNS names for every service certificate (repeatable), e.g.
+        /// `auth.marketplace.svc`.
+        #[arg(long = "dns-name")]
+        dns_names: Vec<String>,
+    },
+}
+
 /// A parameter combination that cannot work, found before anything starts.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid parameter {flag}: {reason}")]
@@ -151,6 +255,96 @@ impl Config {
         if self.cache_namespace.is_empty() || self.cache_namespace.contains(char::is_whitespace) {
             return fail("--cache-namespace", "must be non-empty and contain no whitespace");
         }
+        if self.grpc_timeout.is_zero() {
+            return fail("--grpc-timeout", "must be longer than 0s");
+        }
+        self.validate_role()?;
+        self.validate_tls()
+    }
+
+    /// Whether the TLS flags were given (all three, or [`Config::validate`] fails).
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
+    fn validate_role(&self) -> Result<(), ConfigError> {
+        let peers = [("--auth-url", &self.auth_url), ("--catalog-url", &self.catalog_url)];
+        for (flag, url) in peers {
+            match (self.role, url) {
+                (Role::Gateway, None) => {
+                    return Err(ConfigError {
+                        flag,
+                        reason: format!(
+                            "required with --role gateway (the {} service's gRPC address, \
+                             e.g. http://127.0.0.1:50051)",
+                            flag.trim_start_matches("--").trim_end_matches("-url")
+                        ),
+                    });
+                }
+                (Role::Gateway, Some(url)) => self.validate_peer_url(flag, url)?,
+                (role, Some(_)) => {
+                    return Err(ConfigError {
+                        flag,
+                        reason: format!(
+                            "only --role gateway calls peers; this is --role {}",
+                            role.as_str()
+                        ),
+                    });
+                }
+                (_, None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_peer_url(&self, flag: &'static str, url: &str) -> Result<(), ConfigError> {
+        let fail = |reason: String| Err(ConfigError { flag, reason });
+        let Ok(uri) = url.parse::<axum::http::Uri>() else {
+            return fail(format!("{url:?} is not a URL; use http://HOST:PORT"));
+        };
+        if uri.host().is_none() || uri.port_u16().is_none() {
+            return fail(format!("{url:?} needs a host and a port, e.g. http://127.0.0.1:50051"));
+        }
+        match (uri.scheme_str(), self.tls()) {
+            (Some("http"), false) | (Some("https"), true) => Ok(()),
+            (Some("http"), true) => {
+                fail(format!("{url:?} is plaintext but --tls-cert is given; use https://"))
+            }
+            (Some("https"), false) => {
+                fail(format!("{url:?} asks for TLS: give --tls-cert, --tls-key and --tls-ca"))
+            }
+            _ => fail(format!("{url:?}: the scheme must be http or https")),
+        }
+    }
+
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let files = [
+            ("--tls-cert", &self.tls_cert),
+            ("--tls-key", &self.tls_key),
+            ("--tls-ca", &self.tls_ca),
+        ];
+        let given = files.iter().filter(|(_, path)| path.is_some()).count();
+        if given == 0 {
+            return Ok(());
+        }
+        if self.role == Role::All {
+            return Err(ConfigError {
+                flag: "--tls-cert",
+                reason: "TLS secures the gRPC calls between roles; --role all makes none"
+                    .to_owned(),
+            });
+        }
+        if let Some((flag, _)) = files.iter().find(|(_, path)| path.is_none()) {
+            return Err(ConfigError {
+                flag,
+                reason: "--tls-cert, --tls-key and --tls-ca go together".to_owned(),
+            });
+        }
+        for (flag, path) in files {
+            if let Some(path) = path {
+                crate::grpc::tls::check_pem(flag, path)?;
+            }
+        }
         Ok(())
     }
 }
@@ -164,6 +358,59 @@ mod tests {
         let config = Config::parse_from(["sandbox", "--collections", "0"]);
         let err = config.validate().unwrap_err();
         assert_eq!(err.to_string(), "invalid parameter --collections: must be at least 1");
+    }
+
+    #[test]
+    fn a_gateway_needs_both_peers_and_names_the_missing_flag() {
+        let config = Config::parse_from([
+            "sandbox",
+            "--role",
+            "gateway",
+            "--auth-url",
+            "http://127.0.0.1:1",
+        ]);
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.flag, "--catalog-url");
+        let config = Config::parse_from([
+            "sandbox",
+            "--role",
+            "gateway",
+            "--auth-url",
+            "https://127.0.0.1:1",
+            "--catalog-url",
+            "http://127.0.0.1:2",
+        ]);
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.flag, "--auth-url");
+        assert!(err.reason.contains("--tls-cert"), "{err}");
+    }
+
+    #[test]
+    fn tls_flags_go_together_and_name_a_missing_file() {
+        let config = Config::parse_from([
+            "sandbox",
+            "--role",
+            "auth",
+            "--tls-cert",
+            "/nonexistent/a.pem",
+            "--tls-key",
+            "/nonexistent/k.pem",
+            "--tls-ca",
+            "/nonexistent/ca.pem",
+        ]);
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.flag, "--tls-cert");
+        assert!(err.reason.contains("/nonexistent/a.pem"), "{err}");
+        let config = Config::parse_from([
+            "sandbox",
+            "--role",
+            "auth",
+            "--tls-cert",
+            "/nonexistent/a.pem",
+            "--tls-key",
+            "/nonexistent/k.pem",
+        ]);
+        assert_eq!(config.validate().unwrap_err().flag, "--tls-ca");
     }
 
     #[test]

@@ -17,11 +17,16 @@
 //! - fault knobs on `POST /admin/faults` (latency, error rate, stalls, database
 //!   latency, a dependency down) to provoke SLO breaches deterministically.
 //!
+//!
+//! `--role` splits it into the marketplace's services: a `gateway` with the
+//! public routes that calls `auth` and `catalog` over gRPC ([`grpc`]), each
+//! call behind its own breaker, with mutual TLS when certificates are given.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), sandbox::StartError> {
 //! use clap::Parser;
 //! let config = sandbox::config::Config::parse_from(["sandbox", "--listen", "127.0.0.1:0"]);
-//! sandbox::serve(config, |addr| println!("listening on {addr}"), std::future::pending()).await
+//! sandbox::serve(config, |at| println!("listening on {}", at.http), std::future::pending()).await
 //! # }
 //! ```
 
@@ -29,9 +34,11 @@ pub mod auth;
 pub mod breaker;
 pub mod cache;
 pub mod catalog;
+pub mod certs;
 pub mod config;
 pub mod faults;
 pub mod graphql;
+pub mod grpc;
 pub mod metrics;
 pub mod routes;
 
@@ -41,15 +48,19 @@ use std::sync::Arc;
 
 use shared_types::ExitCode;
 
-use crate::auth::Authenticator;
+use crate::auth::{Auth, Authenticator};
 use crate::breaker::CircuitBreaker;
 use crate::cache::{Cache, CacheConnectError};
 use crate::catalog::ConnectError;
 use crate::catalog::{Catalog, CatalogShape, PoolSettings};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Role};
 use crate::faults::Faults;
+use crate::grpc::client::{ChannelError, RemoteAuth, RemoteCatalog, channel};
+use crate::grpc::pb::{auth_server::AuthServer, catalog_server::CatalogServer};
+use crate::grpc::server::{AuthService, CatalogService};
+use crate::grpc::tls::TlsFiles;
 use crate::metrics::Metrics;
-use crate::routes::AppState;
+use crate::routes::{AppState, OpsState, Readiness};
 
 /// Why the sandbox could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +87,12 @@ pub enum StartError {
     /// The server failed while running.
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    /// A peer URL or the TLS material was refused by the gRPC transport.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// The gRPC server could not be set up or failed while running.
+    #[error("gRPC server error: {0}")]
+    Grpc(#[from] tonic::transport::Error),
     /// The metrics registry refused a series (a programming error).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -86,7 +103,9 @@ impl StartError {
     /// that stopped the service from running.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            StartError::Config(_) | StartError::InvalidUrl(_) => ExitCode::Usage,
+            StartError::Config(_) | StartError::InvalidUrl(_) | StartError::Channel(_) => {
+                ExitCode::Usage
+            }
             _ => ExitCode::CouldNotRun,
         }
     }
@@ -110,40 +129,88 @@ impl From<CacheConnectError> for StartError {
     }
 }
 
-/// Connects the dependencies (seeding the catalog if needed) and assembles the
-/// state every handler shares.
-pub async fn build(config: &Config) -> Result<AppState, StartError> {
-    config.validate()?;
-    let metrics = Metrics::new()?;
-    let faults = Faults::default();
-    let breaker = |dependency| {
-        CircuitBreaker::new(
-            dependency,
-            config.breaker_failures,
-            config.breaker_open_for,
-            metrics.breaker_state.clone(),
-            metrics.breaker_transitions.clone(),
-        )
-    };
+/// Where a started sandbox listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    /// The HTTP port: the marketplace routes, or `/healthz`, `/readyz` and
+    /// `/metrics` for the auth and catalog roles.
+    pub http: SocketAddr,
+    /// The gRPC port of the auth and catalog roles.
+    pub grpc: Option<SocketAddr>,
+    /// Whether the gRPC port speaks (mutual) TLS.
+    pub tls: bool,
+}
+
+fn breaker_for(
+    config: &Config,
+    metrics: &Metrics,
+) -> impl Fn(&'static str) -> CircuitBreaker + use<> {
+    let (failures, open_for) = (config.breaker_failures, config.breaker_open_for);
+    let (state, transitions) = (metrics.breaker_state.clone(), metrics.breaker_transitions.clone());
+    move |dependency| {
+        CircuitBreaker::new(dependency, failures, open_for, state.clone(), transitions.clone())
+    }
+}
+
+/// The catalog in PostgreSQL (`--database-url`) or in memory, behind the
+/// `database` breaker: the catalog of `--role all` and `--role catalog`.
+async fn local_catalog(
+    config: &Config,
+    metrics: &Metrics,
+    faults: &Faults,
+) -> Result<Catalog, StartError> {
+    let breaker = breaker_for(config, metrics)("database");
     let shape =
         CatalogShape { collections: config.collections, nfts: config.nfts, seed: config.seed };
     let pool = PoolSettings { size: config.db_pool_size, timeout: config.db_pool_timeout };
-    let catalog = match &config.database_url {
+    Ok(match &config.database_url {
         Some(url) => {
             Catalog::postgres(
                 url,
                 &config.database_schema,
                 shape,
                 pool,
-                breaker("database"),
+                breaker,
                 faults.clone(),
                 metrics.clone(),
             )
             .await?
         }
-        None => {
-            Catalog::in_memory(shape, pool, breaker("database"), faults.clone(), metrics.clone())
+        None => Catalog::in_memory(shape, pool, breaker, faults.clone(), metrics.clone()),
+    })
+}
+
+/// Connects the dependencies (seeding the catalog if needed) and assembles the
+/// state every handler shares: for `--role all`, everything in this process;
+/// for `--role gateway`, clients of the auth and catalog services.
+pub async fn build(config: &Config) -> Result<AppState, StartError> {
+    config.validate()?;
+    let tls = TlsFiles::load(config)?;
+    build_with(config, tls.as_ref()).await
+}
+
+async fn build_with(config: &Config, tls: Option<&TlsFiles>) -> Result<AppState, StartError> {
+    let metrics = Metrics::new()?;
+    let faults = Faults::default();
+    let breaker = breaker_for(config, &metrics);
+    let (catalog, auth) = match (&config.auth_url, &config.catalog_url) {
+        (Some(auth_url), Some(catalog_url)) if config.role == Role::Gateway => {
+            let timeout = config.grpc_timeout;
+            let catalog_channel = channel("--catalog-url", catalog_url, "catalog", tls, timeout)?;
+            let auth_channel = channel("--auth-url", auth_url, "auth", tls, timeout)?;
+            let catalog = Catalog::remote(
+                RemoteCatalog::new(catalog_channel, metrics.grpc_client.clone()),
+                breaker("catalog"),
+                faults.clone(),
+                metrics.clone(),
+            );
+            let client = RemoteAuth::new(auth_channel, metrics.grpc_client.clone());
+            (catalog, Auth::Remote { client, breaker: breaker("auth") })
         }
+        _ => (
+            local_catalog(config, &metrics, &faults).await?,
+            Auth::Local(Authenticator::new(&config.siwe_domain, config.chain_id)),
+        ),
     };
     let cache = match &config.redis_url {
         Some(url) => {
@@ -171,29 +238,91 @@ pub async fn build(config: &Config) -> Result<AppState, StartError> {
         schema: graphql::schema(catalog.clone()),
         catalog,
         cache: Arc::new(cache),
-        auth: Arc::new(Authenticator::new(&config.siwe_domain, config.chain_id)),
+        auth: Arc::new(auth),
         faults,
         metrics,
         release: config.release.as_deref().and_then(|r| axum::http::HeaderValue::from_str(r).ok()),
     })
 }
 
-/// Builds the service, binds `config.listen`, calls `on_listening` with the bound
-/// address and serves until `shutdown` completes.
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+    Ok((listener, bound))
+}
+
+/// Builds the service for `config.role`, binds its ports, calls
+/// `on_listening` with the bound addresses and serves until `shutdown`
+/// completes.
 pub async fn serve(
     config: Config,
-    on_listening: impl FnOnce(SocketAddr),
+    on_listening: impl FnOnce(&Listening),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let state = build(&config).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    let addr =
-        listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    on_listening(addr);
-    axum::serve(listener, routes::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(StartError::Serve)
+    config.validate()?;
+    // tonic's TLS builds rustls configurations with the process default
+    // provider; when the workspace also links aws-lc-rs there is none.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = TlsFiles::load(&config)?;
+    let release = config.release.as_deref().and_then(|r| axum::http::HeaderValue::from_str(r).ok());
+    let (ops, grpc) = match config.role {
+        Role::All | Role::Gateway => {
+            let state = build_with(&config, tls.as_ref()).await?;
+            let (listener, http) = bind(config.listen).await?;
+            on_listening(&Listening { http, grpc: None, tls: false });
+            return axum::serve(listener, routes::router(state))
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(StartError::Serve);
+        }
+        Role::Auth => {
+            let metrics = Metrics::new()?;
+            let auth = Arc::new(Authenticator::new(&config.siwe_domain, config.chain_id));
+            let service = AuthServer::new(AuthService::new(auth, metrics.clone()));
+            let ops = OpsState { metrics, faults: None, readiness: Readiness::Auth, release };
+            (ops, tonic::service::Routes::new(service))
+        }
+        Role::Catalog => {
+            let metrics = Metrics::new()?;
+            let faults = Faults::default();
+            let catalog = Arc::new(local_catalog(&config, &metrics, &faults).await?);
+            metrics.catalog_info.with_label_values(&[catalog.backend(), "none"]).set(1);
+            let service = CatalogServer::new(CatalogService::new(catalog.clone(), metrics.clone()));
+            let ops = OpsState {
+                metrics,
+                faults: Some(faults),
+                readiness: Readiness::Catalog(catalog),
+                release,
+            };
+            (ops, tonic::service::Routes::new(service))
+        }
+    };
+    let (http_listener, http) = bind(config.listen).await?;
+    let (grpc_listener, grpc_addr) = bind(config.grpc_listen).await?;
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        server = server.tls_config(tls.server())?;
+    }
+    on_listening(&Listening { http, grpc: Some(grpc_addr), tls: tls.is_some() });
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let http_server = axum::serve(http_listener, routes::operations(ops))
+        .with_graceful_shutdown(until_stopped(stopped.clone()));
+    let grpc_server = server.add_routes(grpc).serve_with_incoming_shutdown(
+        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+        until_stopped(stopped),
+    );
+    tokio::try_join!(async { http_server.await.map_err(StartError::Serve) }, async {
+        grpc_server.await.map_err(StartError::Grpc)
+    },)?;
+    Ok(())
 }

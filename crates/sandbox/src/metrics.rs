@@ -33,7 +33,17 @@ pub struct Metrics {
     pub faults_injected: IntCounterVec,
     /// `sandbox_catalog_info{catalog,cache}` = 1: which backends this instance uses.
     pub catalog_info: IntGaugeVec,
+    /// `grpc_server_handling_seconds{grpc_type,grpc_service,grpc_method,grpc_code}`
+    pub grpc_server: HistogramVec,
+    /// `grpc_client_handling_seconds{grpc_type,grpc_service,grpc_method,grpc_code}`
+    pub grpc_client: HistogramVec,
 }
+
+/// The labels of the gRPC histograms, as go-grpc-prometheus names them.
+const GRPC_LABELS: [&str; 4] = ["grpc_type", "grpc_service", "grpc_method", "grpc_code"];
+/// Latency buckets of every histogram, 1 ms to 10 s.
+const BUCKETS: [f64; 13] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 impl Metrics {
     /// Creates and registers every series, including the `process_*` collector.
@@ -45,9 +55,7 @@ impl Metrics {
         )?;
         let http_duration = HistogramVec::new(
             HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by route.")
-                .buckets(vec![
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ]),
+                .buckets(BUCKETS.to_vec()),
             &["route"],
         )?;
         let db_in_use =
@@ -83,6 +91,24 @@ impl Metrics {
             Opts::new("sandbox_catalog_info", "Backends of this sandbox instance."),
             &["catalog", "cache"],
         )?;
+        let grpc_server = HistogramVec::new(
+            HistogramOpts::new(
+                "grpc_server_handling_seconds",
+                "Time to handle a gRPC call, by service, method and status code.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &GRPC_LABELS,
+        )?;
+        let grpc_client = HistogramVec::new(
+            HistogramOpts::new(
+                "grpc_client_handling_seconds",
+                "Time until a gRPC call made by this service completed, by service, method and code.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &GRPC_LABELS,
+        )?;
+        registry.register(Box::new(grpc_server.clone()))?;
+        registry.register(Box::new(grpc_client.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(db_in_use.clone()))?;
@@ -110,6 +136,8 @@ impl Metrics {
             breaker_transitions,
             faults_injected,
             catalog_info,
+            grpc_server,
+            grpc_client,
         })
     }
 

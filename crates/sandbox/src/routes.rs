@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::auth::{Authenticator, SignInError};
+use crate::auth::{Auth, AuthError};
 use crate::breaker::BreakerState;
 use crate::cache::Cache;
 use crate::catalog::{Catalog, CatalogError};
@@ -32,8 +32,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     /// The response cache.
     pub cache: Arc<Cache>,
-    /// Sign-in and sessions.
-    pub auth: Arc<Authenticator>,
+    /// Sign-in and sessions (here, or the auth service).
+    pub auth: Arc<Auth>,
     /// Fault knobs.
     pub faults: Faults,
     /// Exported series.
@@ -73,14 +73,82 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/admin/faults", get(get_faults).post(set_faults).delete(clear_faults));
+    let recorder = Recorder { metrics: state.metrics.clone(), release: state.release.clone() };
     marketplace
         .merge(operations)
-        .route_layer(middleware::from_fn_with_state(state.clone(), record))
+        .route_layer(middleware::from_fn_with_state(recorder, record))
         .with_state(state)
 }
 
+/// What the HTTP port of the auth and catalog roles serves: health, metrics,
+/// and (catalog) the database fault knobs.
+#[derive(Debug, Clone)]
+pub struct OpsState {
+    /// Exported series (the gRPC server histogram among them).
+    pub metrics: Metrics,
+    /// The fault knobs, where they have an effect (the catalog's database).
+    pub faults: Option<Faults>,
+    /// What `/readyz` checks.
+    pub readiness: Readiness,
+    /// `--release`, sent back as `x-release`.
+    pub release: Option<axum::http::HeaderValue>,
+}
+
+/// What makes an auth or catalog process ready.
+#[derive(Debug, Clone)]
+pub enum Readiness {
+    /// Auth needs nothing but itself.
+    Auth,
+    /// The catalog needs its database.
+    Catalog(Arc<Catalog>),
+}
+
+/// The HTTP router of the auth and catalog roles.
+pub fn operations(state: OpsState) -> Router {
+    let recorder = Recorder { metrics: state.metrics.clone(), release: state.release.clone() };
+    let mut router = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ops_ready))
+        .route("/metrics", get(ops_metrics));
+    if let Some(faults) = state.faults.clone() {
+        let faults_router = Router::new()
+            .route("/admin/faults", get(get_faults).post(set_faults).delete(clear_faults))
+            .with_state(faults);
+        router = router.merge(faults_router.with_state(()));
+    }
+    router.route_layer(middleware::from_fn_with_state(recorder, record)).with_state(state)
+}
+
+async fn ops_ready(State(state): State<OpsState>) -> Response {
+    match &state.readiness {
+        Readiness::Auth => Json(json!({ "auth": "ok" })).into_response(),
+        Readiness::Catalog(catalog) => {
+            let database = catalog.ping().await;
+            let body = json!({
+                "database": database.as_ref().map_or_else(|e| e.to_string(), |()| "ok".to_owned()),
+                "database_breaker": catalog.breaker().state().as_str(),
+                "catalog": catalog.backend(),
+            });
+            let status =
+                if database.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            (status, Json(body)).into_response()
+        }
+    }
+}
+
+async fn ops_metrics(State(state): State<OpsState>) -> impl IntoResponse {
+    ([("content-type", "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+/// The state of the request-recording middleware.
+#[derive(Debug, Clone)]
+struct Recorder {
+    metrics: Metrics,
+    release: Option<axum::http::HeaderValue>,
+}
+
 /// Counts every request in `http_requests_total` and times it.
-async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn record(State(state): State<Recorder>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -109,34 +177,101 @@ async fn inject_faults(State(state): State<AppState>, request: Request, next: Ne
     next.run(request).await
 }
 
-/// A JSON error body `{"error": "..."}` with a status.
+/// An error response: a JSON body `{"error": "..."}` with a status, or, when
+/// a dependency is unavailable, HTTP 503 with an RFC 9457
+/// `application/problem+json` body naming it and a `Retry-After` header.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    unavailable: Option<Unavailable>,
 }
+
+/// A dependency the request needed and could not use.
+#[derive(Debug)]
+struct Unavailable {
+    dependency: &'static str,
+    retry_after: std::time::Duration,
+}
+
+/// The problem type of a 503 caused by a dependency.
+pub const DEPENDENCY_UNAVAILABLE: &str = "urn:postlaunch:problem:dependency-unavailable";
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self { status, message: message.into(), unavailable: None }
+    }
+
+    fn unavailable(
+        dependency: &'static str,
+        retry_after: std::time::Duration,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: message.into(),
+            unavailable: Some(Unavailable { dependency, retry_after }),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let Some(Unavailable { dependency, retry_after }) = self.unavailable else {
+            return (self.status, Json(json!({ "error": self.message }))).into_response();
+        };
+        // Whole seconds, rounded up: a client that waits that long finds the
+        // breaker ready for a trial call.
+        let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+        let body = json!({
+            "type": DEPENDENCY_UNAVAILABLE,
+            "title": format!("{dependency} is unavailable"),
+            "status": self.status.as_u16(),
+            "detail": self.message,
+            "dependency": dependency,
+            "retry_after_seconds": seconds,
+            "error": self.message,
+        });
+        (
+            self.status,
+            [("content-type", "application/problem+json"), ("retry-after", &seconds.to_string())],
+            body.to_string(),
+        )
+            .into_response()
     }
 }
 
+/// The retry hint when nothing better is known: a pool wait or a fault.
+const RETRY_SOON: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl From<CatalogError> for ApiError {
     fn from(e: CatalogError) -> Self {
-        let status = match e {
-            CatalogError::Down | CatalogError::BreakerOpen | CatalogError::PoolTimeout(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
+        match e {
+            CatalogError::Down | CatalogError::PoolTimeout(_) => {
+                Self::unavailable("database", RETRY_SOON, e.to_string())
             }
-            CatalogError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        Self::new(status, e.to_string())
+            CatalogError::BreakerOpen { dependency, retry_after } => {
+                Self::unavailable(dependency, retry_after, e.to_string())
+            }
+            CatalogError::Remote { dependency, .. } => {
+                Self::unavailable(dependency, RETRY_SOON, e.to_string())
+            }
+            CatalogError::Database(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            }
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Malformed(message) => Self::new(StatusCode::BAD_REQUEST, message),
+            AuthError::Refused(message) => Self::new(StatusCode::UNAUTHORIZED, message),
+            AuthError::Unavailable { retry_after, detail } => {
+                Self::unavailable("auth", retry_after, detail)
+            }
+        }
     }
 }
 
@@ -245,13 +380,14 @@ async fn graphql(
     Json(state.schema.execute(request).await).into_response()
 }
 
-async fn nonce(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({
-        "nonce": state.auth.issue_nonce(),
-        "domain": state.auth.domain(),
-        "chain_id": state.auth.chain_id(),
-        "expires_in_seconds": crate::auth::NONCE_TTL.as_secs(),
-    }))
+async fn nonce(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let grant = state.auth.issue_nonce().await?;
+    Ok(Json(json!({
+        "nonce": grant.nonce,
+        "domain": grant.domain,
+        "chain_id": grant.chain_id,
+        "expires_in_seconds": grant.expires_in_seconds,
+    })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,17 +402,12 @@ async fn verify(
     Json(body): Json<VerifyRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let device = header(&headers, "x-device-fingerprint");
-    match state.auth.verify(&body.message, &body.signature, device) {
-        Ok((token, session)) => Ok(Json(json!({
-            "token": token,
-            "address": session.address,
-            "expires_in_seconds": crate::auth::SESSION_TTL.as_secs(),
-        }))),
-        Err(e @ SignInError::Malformed(_)) => {
-            Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
-        }
-        Err(e) => Err(ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())),
-    }
+    let signed_in = state.auth.verify(&body.message, &body.signature, device).await?;
+    Ok(Json(json!({
+        "token": signed_in.token,
+        "address": signed_in.address,
+        "expires_in_seconds": signed_in.expires_in_seconds,
+    })))
 }
 
 async fn me(
@@ -284,13 +415,13 @@ async fn me(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let token = header(&headers, "authorization").strip_prefix("Bearer ").unwrap_or_default();
-    let session = state.auth.session(token).ok_or_else(|| {
+    let (address, device) = state.auth.session(token).await?.ok_or_else(|| {
         ApiError::new(StatusCode::UNAUTHORIZED, "missing, unknown or expired session token")
     })?;
-    if session.device != header(&headers, "x-device-fingerprint") {
+    if device != header(&headers, "x-device-fingerprint") {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "session is bound to another device"));
     }
-    Ok(Json(json!({ "address": session.address })))
+    Ok(Json(json!({ "address": address })))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
@@ -301,7 +432,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
 async fn ready(State(state): State<AppState>) -> Response {
     let database = state.catalog.ping().await;
     let cache_state = state.cache.breaker().state();
-    let body = json!({
+    let mut body = json!({
         "database": database.as_ref().map_or_else(|e| e.to_string(), |()| "ok".to_owned()),
         "database_breaker": state.catalog.breaker().state().as_str(),
         "cache": if cache_state == BreakerState::Closed { "ok" } else { "degraded" },
@@ -309,6 +440,12 @@ async fn ready(State(state): State<AppState>) -> Response {
         "catalog": state.catalog.backend(),
         "cache_backend": state.cache.backend(),
     });
+    // A gateway: the catalog answer above came through the catalog service;
+    // auth being down degrades sign-in only, so it does not make us unready.
+    if let Some(auth) = state.auth.breaker() {
+        body["catalog_breaker"] = json!(state.catalog.breaker().state().as_str());
+        body["auth_breaker"] = json!(auth.state().as_str());
+    }
     let status = if database.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }
@@ -317,12 +454,18 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([("content-type", "text/plain; version=0.0.4")], state.metrics.render())
 }
 
-async fn get_faults(State(state): State<AppState>) -> Json<FaultSpec> {
-    Json(state.faults.spec())
+impl axum::extract::FromRef<AppState> for Faults {
+    fn from_ref(state: &AppState) -> Faults {
+        state.faults.clone()
+    }
+}
+
+async fn get_faults(State(faults): State<Faults>) -> Json<FaultSpec> {
+    Json(faults.spec())
 }
 
 async fn set_faults(
-    State(state): State<AppState>,
+    State(faults): State<Faults>,
     body: axum::body::Bytes,
 ) -> Result<Json<FaultSpec>, ApiError> {
     let spec: FaultSpec = serde_json::from_slice(&body)
@@ -330,12 +473,12 @@ async fn set_faults(
     spec.validate()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid fault spec: {e}")))?;
     tracing::warn!(?spec, "faults set");
-    state.faults.set(spec.clone());
+    faults.set(spec.clone());
     Ok(Json(spec))
 }
 
-async fn clear_faults(State(state): State<AppState>) -> Json<FaultSpec> {
-    state.faults.set(FaultSpec::default());
+async fn clear_faults(State(faults): State<Faults>) -> Json<FaultSpec> {
+    faults.set(FaultSpec::default());
     tracing::info!("faults cleared");
     Json(FaultSpec::default())
 }

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::breaker::{BreakerError, CircuitBreaker};
 use crate::faults::{Dependency, Faults};
+use crate::grpc::client::RemoteCatalog;
 use crate::metrics::Metrics;
 pub use memory::MemoryCatalog;
 pub use postgres::{ConnectError, PgCatalog};
@@ -63,9 +64,23 @@ pub enum CatalogError {
     /// No connection became free within the pool timeout.
     #[error("no database connection free within {0:?} (pool exhausted)")]
     PoolTimeout(Duration),
-    /// The database breaker is open.
-    #[error("database circuit breaker is open")]
-    BreakerOpen,
+    /// The breaker of the catalog's dependency (the database, or the catalog
+    /// service for a gateway) is open.
+    #[error("{dependency} circuit breaker is open")]
+    BreakerOpen {
+        /// `database` or `catalog`.
+        dependency: &'static str,
+        /// When the breaker lets a trial call through.
+        retry_after: Duration,
+    },
+    /// The catalog service failed to answer (a gateway's call over gRPC).
+    #[error("{dependency} service call failed: {detail}")]
+    Remote {
+        /// The service called.
+        dependency: &'static str,
+        /// The gRPC code and message.
+        detail: String,
+    },
     /// PostgreSQL could not be reached or answered with an error.
     #[error("database error: {0}")]
     Database(String),
@@ -74,6 +89,7 @@ pub enum CatalogError {
 enum Store {
     Memory(MemoryCatalog),
     Postgres(PgCatalog),
+    Remote(RemoteCatalog),
 }
 
 /// The catalog as handlers see it: every call counted in `db_queries_total`,
@@ -108,6 +124,7 @@ macro_rules! query {
                 match &$self.store {
                     Store::Memory(s) => s.$method($($arg),*).await,
                     Store::Postgres(s) => s.$method($($arg),*).await,
+                    Store::Remote(s) => s.$method($($arg),*).await,
                 }
             })
             .await
@@ -158,11 +175,24 @@ impl Catalog {
         Ok(Self { store: Store::Postgres(store), breaker, faults, metrics })
     }
 
-    /// `memory` or `postgres`.
+    /// The catalog service over gRPC (a gateway's catalog), guarded by the
+    /// `catalog` breaker. The database fault knobs do not apply: the catalog
+    /// role has its own.
+    pub fn remote(
+        client: RemoteCatalog,
+        breaker: CircuitBreaker,
+        faults: Faults,
+        metrics: Metrics,
+    ) -> Self {
+        Self { store: Store::Remote(client), breaker, faults, metrics }
+    }
+
+    /// `memory`, `postgres` or `remote` (the catalog service).
     pub fn backend(&self) -> &'static str {
         match self.store {
             Store::Memory(_) => "memory",
             Store::Postgres(_) => "postgres",
+            Store::Remote(_) => "remote",
         }
     }
 
@@ -178,7 +208,16 @@ impl Catalog {
         per_page: u32,
     ) -> Result<Vec<Collection>, CatalogError> {
         let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
-        query!(self, "collections", collections(offset, i64::from(per_page)))
+        self.collections_at(offset, per_page).await
+    }
+
+    /// `limit` collections from `offset`, ordered by id.
+    pub async fn collections_at(
+        &self,
+        offset: i64,
+        limit: u32,
+    ) -> Result<Vec<Collection>, CatalogError> {
+        query!(self, "collections", collections(offset, i64::from(limit)))
     }
 
     /// One collection.
@@ -194,7 +233,17 @@ impl Catalog {
         per_page: u32,
     ) -> Result<Vec<Nft>, CatalogError> {
         let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
-        query!(self, "collection_nfts", collection_nfts(collection_id, offset, i64::from(per_page)))
+        self.collection_nfts_at(collection_id, offset, per_page).await
+    }
+
+    /// `limit` of a collection's NFTs from `offset`, ordered by token id.
+    pub async fn collection_nfts_at(
+        &self,
+        collection_id: i64,
+        offset: i64,
+        limit: u32,
+    ) -> Result<Vec<Nft>, CatalogError> {
+        query!(self, "collection_nfts", collection_nfts(collection_id, offset, i64::from(limit)))
     }
 
     /// One NFT.
@@ -223,15 +272,18 @@ impl Catalog {
         query: impl Future<Output = Result<T, CatalogError>>,
     ) -> Result<T, CatalogError> {
         self.metrics.db_queries.with_label_values(&[operation]).inc();
+        let local = !matches!(self.store, Store::Remote(_));
         let guarded = async {
-            if self.faults.is_down(Dependency::Database) {
+            if local && self.faults.is_down(Dependency::Database) {
                 return Err(CatalogError::Down);
             }
             query.await
         };
         // Boxed: the store futures are large and every handler awaits one.
         self.breaker.call(Box::pin(guarded)).await.map_err(|e| match e {
-            BreakerError::Open { .. } => CatalogError::BreakerOpen,
+            BreakerError::Open { dependency, retry_after } => {
+                CatalogError::BreakerOpen { dependency, retry_after }
+            }
             BreakerError::Inner(e) => e,
         })
     }
