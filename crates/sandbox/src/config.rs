@@ -49,7 +49,8 @@ pub struct Config {
 
     /// Which service this process is: `all` (the whole marketplace), `gateway`
     /// (public routes; calls auth and catalog over gRPC), `auth` (sign-in and
-    /// sessions over gRPC) or `catalog` (collections and NFTs over gRPC).
+    /// sessions over gRPC), `catalog` (collections, NFTs and orders over gRPC)
+    /// or `consumer` (applies order events from RabbitMQ).
     #[arg(long, value_enum, default_value_t = Role::All, env = "SANDBOX_ROLE")]
     pub role: Role,
 
@@ -67,6 +68,13 @@ pub struct Config {
     /// The catalog service's gRPC URL (`--role gateway`).
     #[arg(long, env = "SANDBOX_CATALOG_URL")]
     pub catalog_url: Option<String>,
+
+    /// RabbitMQ URL (`amqp://user:pass@host:port/vhost`). With it, `--role all`
+    /// and `--role catalog` publish the order outbox to it, and `--role
+    /// consumer` (which needs it) consumes the events. Without it, order
+    /// events wait in the outbox (`outbox_pending`).
+    #[arg(long, env = "SANDBOX_AMQP_URL")]
+    pub amqp_url: Option<String>,
 
     /// Deadline of every gRPC call the gateway makes, connecting included.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
@@ -170,6 +178,9 @@ pub enum Role {
     Auth,
     /// Collections and NFTs, over gRPC.
     Catalog,
+    /// Applies order events from RabbitMQ, once each (needs `--database-url`
+    /// and `--amqp-url`).
+    Consumer,
 }
 
 impl Role {
@@ -180,6 +191,7 @@ impl Role {
             Role::Gateway => "gateway",
             Role::Auth => "auth",
             Role::Catalog => "catalog",
+            Role::Consumer => "consumer",
         }
     }
 }
@@ -268,6 +280,44 @@ impl Config {
     }
 
     fn validate_role(&self) -> Result<(), ConfigError> {
+        if self.role == Role::Consumer {
+            for (flag, value) in
+                [("--database-url", &self.database_url), ("--amqp-url", &self.amqp_url)]
+            {
+                if value.is_none() {
+                    return Err(ConfigError {
+                        flag,
+                        reason: "required with --role consumer (it applies events from \
+                                 RabbitMQ into PostgreSQL)"
+                            .to_owned(),
+                    });
+                }
+            }
+        }
+        if let Some(url) = &self.amqp_url {
+            if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+                return Err(ConfigError {
+                    flag: "--amqp-url",
+                    reason: format!("{url:?}: use amqp://user:pass@host:port/vhost"),
+                });
+            }
+            if matches!(self.role, Role::All | Role::Catalog) && self.database_url.is_none() {
+                return Err(ConfigError {
+                    flag: "--amqp-url",
+                    reason: "the order outbox lives in PostgreSQL: give --database-url too"
+                        .to_owned(),
+                });
+            }
+            if matches!(self.role, Role::Gateway | Role::Auth) {
+                return Err(ConfigError {
+                    flag: "--amqp-url",
+                    reason: format!(
+                        "--role {} publishes no events (the catalog's relay does)",
+                        self.role.as_str()
+                    ),
+                });
+            }
+        }
         let peers = [("--auth-url", &self.auth_url), ("--catalog-url", &self.catalog_url)];
         for (flag, url) in peers {
             match (self.role, url) {
@@ -327,11 +377,13 @@ impl Config {
         if given == 0 {
             return Ok(());
         }
-        if self.role == Role::All {
+        if matches!(self.role, Role::All | Role::Consumer) {
             return Err(ConfigError {
                 flag: "--tls-cert",
-                reason: "TLS secures the gRPC calls between roles; --role all makes none"
-                    .to_owned(),
+                reason: format!(
+                    "TLS secures the gRPC calls between roles; --role {} makes none",
+                    self.role.as_str()
+                ),
             });
         }
         if let Some((flag, _)) = files.iter().find(|(_, path)| path.is_none()) {

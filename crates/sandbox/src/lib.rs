@@ -36,10 +36,12 @@ pub mod cache;
 pub mod catalog;
 pub mod certs;
 pub mod config;
+pub mod events;
 pub mod faults;
 pub mod graphql;
 pub mod grpc;
 pub mod metrics;
+pub mod orders;
 pub mod routes;
 
 use std::future::Future;
@@ -267,13 +269,56 @@ pub async fn serve(
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tls = TlsFiles::load(&config)?;
     let release = config.release.as_deref().and_then(|r| axum::http::HeaderValue::from_str(r).ok());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let relay = |orders: Option<&orders::Orders>, metrics: &Metrics| {
+        if let (Some(url), Some(orders)) = (&config.amqp_url, orders) {
+            tokio::spawn(events::relay(
+                orders.clone(),
+                url.clone(),
+                metrics.clone(),
+                stopped.clone(),
+            ));
+        }
+    };
     let (ops, grpc) = match config.role {
         Role::All | Role::Gateway => {
             let state = build_with(&config, tls.as_ref()).await?;
+            relay(state.catalog.orders(), &state.metrics);
             let (listener, http) = bind(config.listen).await?;
             on_listening(&Listening { http, grpc: None, tls: false });
             return axum::serve(listener, routes::router(state))
-                .with_graceful_shutdown(shutdown)
+                .with_graceful_shutdown(until_stopped(stopped.clone()))
+                .await
+                .map_err(StartError::Serve);
+        }
+        Role::Consumer => {
+            let metrics = Metrics::new()?;
+            let (Some(database_url), Some(amqp_url)) = (&config.database_url, &config.amqp_url)
+            else {
+                unreachable!("validate() requires both for --role consumer");
+            };
+            let orders =
+                orders::Orders::connect(database_url, &config.database_schema, config.db_pool_size)
+                    .await?;
+            tokio::spawn(events::consume(
+                orders.clone(),
+                amqp_url.clone(),
+                metrics.clone(),
+                stopped.clone(),
+            ));
+            let ops =
+                OpsState { metrics, faults: None, readiness: Readiness::Consumer(orders), release };
+            let (listener, http) = bind(config.listen).await?;
+            on_listening(&Listening { http, grpc: None, tls: false });
+            return axum::serve(listener, routes::operations(ops))
+                .with_graceful_shutdown(until_stopped(stopped.clone()))
                 .await
                 .map_err(StartError::Serve);
         }
@@ -289,6 +334,7 @@ pub async fn serve(
             let faults = Faults::default();
             let catalog = Arc::new(local_catalog(&config, &metrics, &faults).await?);
             metrics.catalog_info.with_label_values(&[catalog.backend(), "none"]).set(1);
+            relay(catalog.orders(), &metrics);
             let service = CatalogServer::new(CatalogService::new(catalog.clone(), metrics.clone()));
             let ops = OpsState {
                 metrics,
@@ -306,15 +352,6 @@ pub async fn serve(
         server = server.tls_config(tls.server())?;
     }
     on_listening(&Listening { http, grpc: Some(grpc_addr), tls: tls.is_some() });
-
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop.send(true);
-    });
-    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
     let http_server = axum::serve(http_listener, routes::operations(ops))
         .with_graceful_shutdown(until_stopped(stopped.clone()));
     let grpc_server = server.add_routes(grpc).serve_with_incoming_shutdown(

@@ -1,8 +1,8 @@
 //! The Prometheus series the marketplace's runbooks and postlaunch's tools read.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Every series the sandbox exports, registered in one registry.
@@ -37,6 +37,20 @@ pub struct Metrics {
     pub grpc_server: HistogramVec,
     /// `grpc_client_handling_seconds{grpc_type,grpc_service,grpc_method,grpc_code}`
     pub grpc_client: HistogramVec,
+    /// `events_published_total`: outbox events RabbitMQ confirmed.
+    pub events_published: IntCounter,
+    /// `outbox_pending`: events stored with their order, not yet confirmed by RabbitMQ.
+    pub outbox_pending: IntGauge,
+    /// `events_consumed_total`: events the consumer applied (once each).
+    pub events_consumed: IntCounter,
+    /// `events_redelivered_total`: deliveries of events already applied (ignored).
+    pub events_redelivered: IntCounter,
+    /// `events_rejected_total`: messages that were not order events (dropped).
+    pub events_rejected: IntCounter,
+    /// `consumer_lag_seconds`: age of the oldest event not yet applied.
+    pub consumer_lag: Gauge,
+    /// `amqp_queue_messages{queue}`: messages ready in the queue.
+    pub queue_messages: IntGaugeVec,
 }
 
 /// The labels of the gRPC histograms, as go-grpc-prometheus names them.
@@ -107,6 +121,39 @@ impl Metrics {
             .buckets(BUCKETS.to_vec()),
             &GRPC_LABELS,
         )?;
+        let events_published = IntCounter::new(
+            "events_published_total",
+            "Outbox events published to RabbitMQ and confirmed by it.",
+        )?;
+        let outbox_pending = IntGauge::new(
+            "outbox_pending",
+            "Events stored with their order and not yet confirmed by RabbitMQ.",
+        )?;
+        let events_consumed =
+            IntCounter::new("events_consumed_total", "Order events applied by the consumer.")?;
+        let events_redelivered = IntCounter::new(
+            "events_redelivered_total",
+            "Deliveries of events that had already been applied (acknowledged, not applied again).",
+        )?;
+        let events_rejected = IntCounter::new(
+            "events_rejected_total",
+            "Messages that were not order events (dropped without requeue).",
+        )?;
+        let consumer_lag = Gauge::new(
+            "consumer_lag_seconds",
+            "Age of the oldest order event not yet applied by the consumer.",
+        )?;
+        let queue_messages = IntGaugeVec::new(
+            Opts::new("amqp_queue_messages", "Messages ready in a RabbitMQ queue."),
+            &["queue"],
+        )?;
+        registry.register(Box::new(events_published.clone()))?;
+        registry.register(Box::new(outbox_pending.clone()))?;
+        registry.register(Box::new(events_consumed.clone()))?;
+        registry.register(Box::new(events_redelivered.clone()))?;
+        registry.register(Box::new(events_rejected.clone()))?;
+        registry.register(Box::new(consumer_lag.clone()))?;
+        registry.register(Box::new(queue_messages.clone()))?;
         registry.register(Box::new(grpc_server.clone()))?;
         registry.register(Box::new(grpc_client.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
@@ -138,6 +185,13 @@ impl Metrics {
             catalog_info,
             grpc_server,
             grpc_client,
+            events_published,
+            outbox_pending,
+            events_consumed,
+            events_redelivered,
+            events_rejected,
+            consumer_lag,
+            queue_messages,
         })
     }
 

@@ -19,6 +19,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::faults::{FaultSpec, Faults};
 use crate::graphql::MarketplaceSchema;
 use crate::metrics::Metrics;
+use crate::orders::{NewOrder, OrderError, OrderKind};
 
 /// Largest page size of the REST routes.
 const MAX_PER_PAGE: u32 = 100;
@@ -64,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/nfts/{id}", get(nft))
         .route("/api/search", get(search))
         .route("/api/me", get(me))
+        .route("/api/orders", post(place_order))
         .route("/graphql", post(graphql))
         .route("/auth/nonce", post(nonce))
         .route("/auth/verify", post(verify))
@@ -101,6 +103,8 @@ pub enum Readiness {
     Auth,
     /// The catalog needs its database.
     Catalog(Arc<Catalog>),
+    /// The consumer needs its database (RabbitMQ it waits for).
+    Consumer(crate::orders::Orders),
 }
 
 /// The HTTP router of the auth and catalog roles.
@@ -133,6 +137,12 @@ async fn ops_ready(State(state): State<OpsState>) -> Response {
                 if database.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
             (status, Json(body)).into_response()
         }
+        Readiness::Consumer(orders) => match orders.pending().await {
+            Ok(_) => Json(json!({ "database": "ok" })).into_response(),
+            Err(e) => {
+                (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "database": e }))).into_response()
+            }
+        },
     }
 }
 
@@ -410,18 +420,91 @@ async fn verify(
     })))
 }
 
+/// The signed-in account of a request: its bearer session, on the device
+/// the session is bound to.
+async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let token = header(headers, "authorization").strip_prefix("Bearer ").unwrap_or_default();
+    let (address, device) = state.auth.session(token).await?.ok_or_else(|| {
+        ApiError::new(StatusCode::UNAUTHORIZED, "missing, unknown or expired session token")
+    })?;
+    if device != header(headers, "x-device-fingerprint") {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "session is bound to another device"));
+    }
+    Ok(address)
+}
+
 async fn me(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let token = header(&headers, "authorization").strip_prefix("Bearer ").unwrap_or_default();
-    let (address, device) = state.auth.session(token).await?.ok_or_else(|| {
-        ApiError::new(StatusCode::UNAUTHORIZED, "missing, unknown or expired session token")
-    })?;
-    if device != header(&headers, "x-device-fingerprint") {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "session is bound to another device"));
+    Ok(Json(json!({ "address": signed_in(&state, &headers).await? })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderRequest {
+    nft_id: i64,
+    kind: OrderKind,
+    price_wei: String,
+}
+
+impl From<OrderError> for ApiError {
+    fn from(e: OrderError) -> Self {
+        let status = match &e {
+            OrderError::Invalid(_) => StatusCode::BAD_REQUEST,
+            OrderError::UnknownNft(_) => StatusCode::NOT_FOUND,
+            OrderError::KeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            OrderError::NoDatabase => StatusCode::NOT_IMPLEMENTED,
+            OrderError::Database(_) => {
+                return Self::unavailable("database", RETRY_SOON, e.to_string());
+            }
+            OrderError::Unavailable { dependency, retry_after, .. } => {
+                return Self::unavailable(dependency, *retry_after, e.to_string());
+            }
+        };
+        Self::new(status, e.to_string())
     }
-    Ok(Json(json!({ "address": address })))
+}
+
+/// `POST /api/orders` with `Idempotency-Key`: 201 with the new order, 200 with
+/// the one the key placed before.
+async fn place_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let idempotency_key = header(&headers, "idempotency-key").to_owned();
+    if idempotency_key.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "an Idempotency-Key header is required (any unique string per order, reused on retry)",
+        ));
+    }
+    let request: OrderRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "invalid order: {e} (expected {{\"nft_id\": 1, \"kind\": \"buy\"|\"list\", \"price_wei\": \"1000\"}})"
+            ),
+        )
+    })?;
+    let account = signed_in(&state, &headers).await?;
+    let order = NewOrder {
+        idempotency_key,
+        account,
+        nft_id: request.nft_id,
+        kind: request.kind,
+        price_wei: request.price_wei,
+    };
+    let placed = state.catalog.place_order(&order).await?;
+    let status = if placed.replayed { StatusCode::OK } else { StatusCode::CREATED };
+    let body = json!({
+        "order_id": placed.order_id,
+        "event_id": placed.event_id,
+        "collection_id": placed.collection_id,
+        "replayed": placed.replayed,
+    });
+    Ok((status, Json(body)).into_response())
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {

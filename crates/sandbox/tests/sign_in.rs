@@ -5,43 +5,9 @@
 
 mod common;
 
+use common::wallet::Wallet;
 use common::{SMALL, post_json, start};
-use k256::ecdsa::SigningKey;
 use serde_json::{Value, json};
-use sha3::{Digest, Keccak256};
-
-struct Wallet {
-    key: SigningKey,
-    address: String,
-}
-
-impl Wallet {
-    fn new(secret: u8) -> Self {
-        let key = SigningKey::from_slice(&[secret; 32]).unwrap();
-        let public = key.verifying_key().to_encoded_point(false);
-        let hash = Keccak256::digest(&public.as_bytes()[1..]);
-        let address = siwe::eip55(&hash[12..].try_into().unwrap());
-        Self { key, address }
-    }
-
-    /// EIP-191 personal_sign: r || s || v with v = 27 + recovery id.
-    fn sign(&self, message: &str) -> String {
-        let prefixed = format!("\x19Ethereum Signed Message:\n{}{message}", message.len());
-        let digest = Keccak256::digest(prefixed.as_bytes());
-        let (signature, recovery) = self.key.sign_prehash_recoverable(&digest).unwrap();
-        let mut bytes = signature.to_bytes().to_vec();
-        bytes.push(27 + recovery.to_byte());
-        format!("0x{}", hex::encode(bytes))
-    }
-
-    fn message(&self, domain: &str, chain_id: u64, nonce: &str) -> String {
-        format!(
-            "{domain} wants you to sign in with your Ethereum account:\n{}\n\nSign in to the marketplace.\n\nURI: http://{domain}/login\nVersion: 1\nChain ID: {chain_id}\nNonce: {nonce}\nIssued At: {}",
-            self.address,
-            shared_types::Timestamp::now().as_str()
-        )
-    }
-}
 
 async fn nonce(sandbox: &testkit::Sandbox) -> String {
     let body: Value = post_json(sandbox, "/auth/nonce", &json!({})).await.json().await.unwrap();

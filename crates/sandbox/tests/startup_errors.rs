@@ -82,3 +82,58 @@ fn a_taken_listen_address_exits_3() {
     assert_eq!(output.status.code(), Some(3));
     assert!(stderr(&output).contains(&format!("cannot listen on {addr}")), "{}", stderr(&output));
 }
+
+#[test]
+fn role_flags_are_checked_before_anything_starts() {
+    let output = run(&["--role", "billing"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--role"), "{}", stderr(&output));
+
+    let output = run(&["--role", "gateway", "--auth-url", "http://127.0.0.1:1"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("invalid parameter --catalog-url"), "{}", stderr(&output));
+
+    let output = run(&["--role", "consumer", "--database-url", "postgres://127.0.0.1/x"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("invalid parameter --amqp-url"), "{}", stderr(&output));
+
+    let output = run(&[
+        "--role",
+        "auth",
+        "--tls-cert",
+        "/nonexistent/auth.pem",
+        "--tls-key",
+        "/nonexistent/k.pem",
+        "--tls-ca",
+        "/nonexistent/ca.pem",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(
+        message.contains("invalid parameter --tls-cert: cannot read /nonexistent/auth.pem"),
+        "{message}"
+    );
+    assert!(!message.contains("panicked"));
+}
+
+#[test]
+fn a_file_that_is_not_a_certificate_exits_2_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_sandbox")).arg("certs").arg(dir.path()).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    // A key where the CA should be.
+    let output = run(&[
+        "--role",
+        "catalog",
+        "--tls-cert",
+        &file("catalog.pem"),
+        "--tls-key",
+        &file("catalog-key.pem"),
+        "--tls-ca",
+        &file("catalog-key.pem"),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("invalid parameter --tls-ca"), "{}", stderr(&output));
+}

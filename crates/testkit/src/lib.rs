@@ -58,6 +58,7 @@ pub mod binaries;
 mod error;
 pub mod kube_cluster;
 pub mod local;
+pub mod marketplace;
 pub mod metrics;
 pub mod mongo;
 pub mod nginx;
@@ -77,6 +78,7 @@ pub use kube_cluster::{KubeCluster, KubeOptions};
 pub use local::{
     TempDatabase, local_postgres_url, local_redis_url, postgres_writable_dir, unique_name,
 };
+pub use marketplace::{Marketplace, MarketplaceOptions};
 pub use mongo::MongoServer;
 pub use nginx::Nginx;
 pub use pg_tls::TlsPostgres;

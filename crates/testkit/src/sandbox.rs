@@ -88,6 +88,17 @@ impl Sandbox {
         binary: impl AsRef<Path>,
         extra_args: &[String],
     ) -> Result<Sandbox> {
+        Sandbox::start_at(binary, "127.0.0.1:0".parse().expect("a socket address"), extra_args)
+            .await
+    }
+
+    /// Starts `binary --listen LISTEN <extra_args>`: a fixed port, so a
+    /// process started again answers where its peers expect it.
+    pub async fn start_at(
+        binary: impl AsRef<Path>,
+        listen: SocketAddr,
+        extra_args: &[String],
+    ) -> Result<Sandbox> {
         let binary = binary.as_ref();
         if !binaries::is_executable(binary) {
             return Err(Error::BinaryNotFound {
@@ -101,7 +112,7 @@ impl Sandbox {
             .tempdir()
             .map_err(|err| Error::io("cannot create a temporary directory for the sandbox", err))?;
         let log_path = dir.path().join("sandbox.stderr.log");
-        match start_child(binary, extra_args, &log_path).await {
+        match start_child(binary, listen, extra_args, &log_path).await {
             Ok((child, pid, addr)) => {
                 Ok(Sandbox { child, pid, url: format!("http://{addr}"), addr, log_path, _dir: dir })
             }
@@ -134,6 +145,21 @@ impl Sandbox {
         &self.log_path
     }
 
+    /// Stops it with SIGTERM (a graceful shutdown) and waits up to 10 s for
+    /// it to exit, then kills it.
+    pub async fn stop(&mut self) -> Result<()> {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return Ok(());
+        }
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
+            Ok(_) => Ok(()),
+            Err(_) => self.kill().await,
+        }
+    }
+
     /// Kills it (SIGKILL, like a crash) and reaps it. Killing one that has
     /// already exited is not an error.
     pub async fn kill(&mut self) -> Result<()> {
@@ -158,10 +184,11 @@ impl Drop for Sandbox {
 /// exit code and the tail of its stderr.
 async fn start_child(
     binary: &Path,
+    listen: SocketAddr,
     extra_args: &[String],
     log_path: &Path,
 ) -> Result<(Child, u32, SocketAddr)> {
-    let mut child = spawn(binary, extra_args, log_path).await?;
+    let mut child = spawn(binary, listen, extra_args, log_path).await?;
     let pid = child.id().unwrap_or_default();
     let deadline = Instant::now() + START_TIMEOUT;
     let failed = |what: String, exit_code: Option<i32>, hint: &str| Error::ProcessFailed {
@@ -245,13 +272,19 @@ async fn start_child(
     Ok((child, pid, addr))
 }
 
-async fn spawn(binary: &Path, extra_args: &[String], log_path: &Path) -> Result<Child> {
+async fn spawn(
+    binary: &Path,
+    listen: SocketAddr,
+    extra_args: &[String],
+    log_path: &Path,
+) -> Result<Child> {
     let mut attempt = 0;
     loop {
         let log = std::fs::File::create(log_path)
             .map_err(|err| Error::io(format!("cannot create {}", log_path.display()), err))?;
         let spawned = Command::new(binary)
-            .args(["--listen", "127.0.0.1:0"])
+            .arg("--listen")
+            .arg(listen.to_string())
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -15,8 +15,9 @@ use crate::breaker::{BreakerError, CircuitBreaker};
 use crate::faults::{Dependency, Faults};
 use crate::grpc::client::RemoteCatalog;
 use crate::metrics::Metrics;
+use crate::orders::{NewOrder, OrderError, Orders, PlacedOrder};
 pub use memory::MemoryCatalog;
-pub use postgres::{ConnectError, PgCatalog};
+pub use postgres::{ConnectError, PgCatalog, connect_pool};
 pub use seed::CatalogShape;
 
 /// A collection (an ERC-1155 contract) in the marketplace.
@@ -96,6 +97,7 @@ enum Store {
 /// guarded by the `database` circuit breaker and subject to fault knobs.
 pub struct Catalog {
     store: Store,
+    orders: Option<Orders>,
     breaker: CircuitBreaker,
     faults: Faults,
     metrics: Metrics,
@@ -148,7 +150,7 @@ impl Catalog {
             metrics.db_in_use.clone(),
         );
         metrics.db_max.set(i64::from(pool.size));
-        Self { store: Store::Memory(store), breaker, faults, metrics }
+        Self { store: Store::Memory(store), orders: None, breaker, faults, metrics }
     }
 
     /// A catalog in PostgreSQL, seeded with `shape` unless it already holds it.
@@ -171,8 +173,14 @@ impl Catalog {
             metrics.db_in_use.clone(),
         )
         .await?;
+        let orders = Orders::init(store.pool(), schema).await.map_err(|reason| {
+            ConnectError::Unreachable {
+                target: "the order tables".to_owned(),
+                reason: format!("{reason}; check --database-url"),
+            }
+        })?;
         metrics.db_max.set(i64::from(pool.size));
-        Ok(Self { store: Store::Postgres(store), breaker, faults, metrics })
+        Ok(Self { store: Store::Postgres(store), orders: Some(orders), breaker, faults, metrics })
     }
 
     /// The catalog service over gRPC (a gateway's catalog), guarded by the
@@ -184,7 +192,7 @@ impl Catalog {
         faults: Faults,
         metrics: Metrics,
     ) -> Self {
-        Self { store: Store::Remote(client), breaker, faults, metrics }
+        Self { store: Store::Remote(client), orders: None, breaker, faults, metrics }
     }
 
     /// `memory`, `postgres` or `remote` (the catalog service).
@@ -259,6 +267,50 @@ impl Catalog {
     /// NFTs held by `owner`, ordered by id.
     pub async fn owner_nfts(&self, owner: &str, limit: u32) -> Result<Vec<Nft>, CatalogError> {
         query!(self, "owner_nfts", owner_nfts(owner, i64::from(limit)))
+    }
+
+    /// The order tables, when the catalog is in PostgreSQL.
+    pub fn orders(&self) -> Option<&Orders> {
+        self.orders.as_ref()
+    }
+
+    /// Stores an order and its event: in this catalog's database, or through
+    /// the catalog service. A refusal (unknown NFT, reused key) is an answer
+    /// and does not count against the breaker.
+    pub async fn place_order(&self, order: &NewOrder) -> Result<PlacedOrder, OrderError> {
+        order.validate()?;
+        let local = !matches!(self.store, Store::Remote(_));
+        let call = async {
+            let outcome = match (&self.store, &self.orders) {
+                (Store::Remote(remote), _) => remote.place_order(order).await,
+                (_, Some(_)) if self.faults.is_down(Dependency::Database) => {
+                    Err(OrderError::Database("database is down (fault injected)".to_owned()))
+                }
+                (_, Some(orders)) => orders.place(order).await,
+                (_, None) => Err(OrderError::NoDatabase),
+            };
+            match outcome {
+                Err(e) if !e.is_refusal() => Err(e),
+                answer => Ok(answer),
+            }
+        };
+        self.metrics.db_queries.with_label_values(&["place_order"]).inc();
+        match self.breaker.call(Box::pin(call)).await {
+            Ok(answer) => answer,
+            Err(BreakerError::Open { dependency, retry_after }) => Err(OrderError::Unavailable {
+                dependency,
+                retry_after,
+                detail: format!("{dependency} circuit breaker is open"),
+            }),
+            Err(BreakerError::Inner(OrderError::Database(detail))) if local => {
+                Err(OrderError::Unavailable {
+                    dependency: "database",
+                    retry_after: self.breaker.retry_after(),
+                    detail: format!("database error: {detail}"),
+                })
+            }
+            Err(BreakerError::Inner(e)) => Err(e),
+        }
     }
 
     /// A trivial round trip, for readiness.

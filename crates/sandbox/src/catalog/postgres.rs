@@ -31,6 +31,38 @@ pub enum ConnectError {
     },
 }
 
+/// A pool of `size` connections to `url` (sslmode and sslrootcert honoured as
+/// libpq does), and the server it points at, without credentials.
+pub fn connect_pool(url: &str, size: u32, wait: Duration) -> Result<(Pool, String), ConnectError> {
+    let shared_types::pg::PgConnectOptions { mut config, tls, .. } =
+        shared_types::pg::PgConnectOptions::parse(url).map_err(|e| {
+            ConnectError::InvalidUrl(format!(
+                "{e} (expected postgres://user@host:port/dbname[?sslmode=verify-full&sslrootcert=CA])"
+            ))
+        })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    config.application_name("postlaunch-sandbox");
+    let target = describe(&config);
+    let manager = Manager::from_config(
+        config,
+        tls,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(size as usize)
+        .timeouts(Timeouts {
+            wait: Some(wait),
+            create: Some(Duration::from_secs(5)),
+            recycle: Some(Duration::from_secs(5)),
+        })
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| ConnectError::InvalidUrl(e.to_string()))?;
+    Ok((pool, target))
+}
+
 /// The catalog tables in one schema of a PostgreSQL database.
 #[derive(Debug)]
 pub struct PgCatalog {
@@ -52,33 +84,7 @@ impl PgCatalog {
         faults: Faults,
         in_use: IntGauge,
     ) -> Result<Self, ConnectError> {
-        // sslmode and sslrootcert are honoured as libpq does (shared-types' pg).
-        let shared_types::pg::PgConnectOptions { mut config, tls, .. } =
-            shared_types::pg::PgConnectOptions::parse(url).map_err(|e| {
-                ConnectError::InvalidUrl(format!(
-                    "{e} (expected postgres://user@host:port/dbname[?sslmode=verify-full&sslrootcert=CA])"
-                ))
-            })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
-        }
-        config.application_name("postlaunch-sandbox");
-        let target = describe(&config);
-        let manager = Manager::from_config(
-            config,
-            tls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(pool_size as usize)
-            .timeouts(Timeouts {
-                wait: Some(pool_timeout),
-                create: Some(Duration::from_secs(5)),
-                recycle: Some(Duration::from_secs(5)),
-            })
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| ConnectError::InvalidUrl(e.to_string()))?;
+        let (pool, target) = connect_pool(url, pool_size, pool_timeout)?;
         let catalog = Self { pool, schema: schema.to_owned(), faults, in_use };
         catalog.seed(shape).await.map_err(|e| ConnectError::Unreachable {
             target,
@@ -193,6 +199,11 @@ impl PgCatalog {
             .await
             .map_err(|e| e.to_string())?;
         tx.commit().await.map_err(|e| e.to_string())
+    }
+
+    /// The pool, shared with the order tables.
+    pub fn pool(&self) -> Pool {
+        self.pool.clone()
     }
 
     async fn checkout(&self) -> Result<(Object, InUseGuard), CatalogError> {

@@ -12,6 +12,7 @@ use super::pb::{self, auth_client::AuthClient, catalog_client::CatalogClient};
 use super::tls::TlsFiles;
 use super::{AUTH_SERVICE, CATALOG_SERVICE, observed};
 use crate::catalog::{CatalogError, Collection, Nft};
+use crate::orders::{NewOrder, OrderError, PlacedOrder};
 
 /// Why a peer's channel could not be set up (a bad URL or TLS material).
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +168,47 @@ impl RemoteCatalog {
             })
             .await?;
         Ok(reply.nfts.into_iter().map(Into::into).collect())
+    }
+
+    /// `PlaceOrder`: refusals come back as the [`OrderError`] the catalog
+    /// raised; a failed call is [`OrderError::Unavailable`] naming `catalog`.
+    pub(crate) async fn place_order(&self, order: &NewOrder) -> Result<PlacedOrder, OrderError> {
+        let request = pb::PlaceOrderRequest {
+            idempotency_key: order.idempotency_key.clone(),
+            account: order.account.clone(),
+            nft_id: order.nft_id,
+            kind: order.kind.as_str().to_owned(),
+            price_wei: order.price_wei.clone(),
+        };
+        let outcome = observed(
+            &self.histogram,
+            CATALOG_SERVICE,
+            "PlaceOrder",
+            self.client.clone().place_order(request),
+        )
+        .await;
+        match outcome {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                Ok(PlacedOrder {
+                    order_id: reply.order_id,
+                    event_id: reply.event_id,
+                    collection_id: reply.collection_id,
+                    replayed: reply.replayed,
+                })
+            }
+            Err(s) => Err(match s.code() {
+                Code::NotFound => OrderError::UnknownNft(order.nft_id),
+                Code::InvalidArgument => OrderError::Invalid(s.message().to_owned()),
+                Code::AlreadyExists => OrderError::KeyReused(order.idempotency_key.clone()),
+                Code::FailedPrecondition => OrderError::NoDatabase,
+                _ => OrderError::Unavailable {
+                    dependency: "catalog",
+                    retry_after: Duration::from_secs(1),
+                    detail: format!("catalog service call failed: {}", describe(&s)),
+                },
+            }),
+        }
     }
 
     pub(crate) async fn ping(&self) -> Result<(), CatalogError> {

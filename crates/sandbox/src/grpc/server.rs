@@ -10,6 +10,7 @@ use super::{AUTH_SERVICE, CATALOG_SERVICE, observed};
 use crate::auth::{Authenticator, SESSION_TTL, SignInError};
 use crate::catalog::{Catalog, CatalogError};
 use crate::metrics::Metrics;
+use crate::orders::{NewOrder, OrderError, OrderKind};
 
 /// Sign-in and sessions over gRPC.
 #[derive(Debug)]
@@ -213,6 +214,40 @@ impl catalog_server::Catalog for CatalogService {
         let limit = window(0, r.limit)?;
         self.served("OwnerNfts", async {
             Ok(nfts(self.catalog.owner_nfts(&r.owner, limit).await?))
+        })
+        .await
+    }
+
+    async fn place_order(
+        &self,
+        request: Request<pb::PlaceOrderRequest>,
+    ) -> Result<Response<pb::PlaceOrderReply>, Status> {
+        let r = request.into_inner();
+        observed(&self.metrics.grpc_server, CATALOG_SERVICE, "PlaceOrder", async {
+            let kind = OrderKind::parse(&r.kind).ok_or_else(|| {
+                Status::invalid_argument(format!("kind must be buy or list, got {:?}", r.kind))
+            })?;
+            let order = NewOrder {
+                idempotency_key: r.idempotency_key,
+                account: r.account,
+                nft_id: r.nft_id,
+                kind,
+                price_wei: r.price_wei,
+            };
+            let placed = self.catalog.place_order(&order).await.map_err(|e| match e {
+                OrderError::Invalid(_) => Status::invalid_argument(e.to_string()),
+                OrderError::UnknownNft(_) => Status::not_found(e.to_string()),
+                OrderError::KeyReused(_) => Status::already_exists(e.to_string()),
+                OrderError::NoDatabase => Status::failed_precondition(e.to_string()),
+                OrderError::Database(_) => Status::internal(e.to_string()),
+                OrderError::Unavailable { .. } => Status::unavailable(e.to_string()),
+            })?;
+            Ok(Response::new(pb::PlaceOrderReply {
+                order_id: placed.order_id,
+                event_id: placed.event_id,
+                collection_id: placed.collection_id,
+                replayed: placed.replayed,
+            }))
         })
         .await
     }

@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
 #![allow(dead_code)]
 
+pub mod wallet;
+
 use std::path::Path;
 
 use serde_json::Value;
