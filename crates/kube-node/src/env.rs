@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use kube::{Api, Client};
 
 /// What the node adds to every container besides the manifest's env.
@@ -24,6 +24,34 @@ pub struct NodeEnv {
     pub path: String,
 }
 
+/// The variables the kubelet gives a pod for each Service of its namespace
+/// (`enableServiceLinks`, on by default): `NAME_SERVICE_HOST`,
+/// `NAME_SERVICE_PORT` (the first port) and `NAME_SERVICE_PORT_PORTNAME`.
+/// The host is the cluster IP's loopback twin, where this node's proxy
+/// serves the Service: the cluster IP itself carries no traffic here.
+pub fn service_links(service: &Service) -> Vec<(String, String)> {
+    let Some(name) = &service.metadata.name else { return Vec::new() };
+    let Some(spec) = &service.spec else { return Vec::new() };
+    let Some(ip) = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok()) else {
+        return Vec::new(); // headless or not yet allocated
+    };
+    let Some(twin) = crate::addr::loopback_twin(ip) else { return Vec::new() };
+    let prefix = name.to_uppercase().replace('-', "_");
+    let ports = spec.ports.as_deref().unwrap_or_default();
+    let Some(first) = ports.first() else { return Vec::new() };
+    let mut vars = vec![
+        (format!("{prefix}_SERVICE_HOST"), twin.to_string()),
+        (format!("{prefix}_SERVICE_PORT"), first.port.to_string()),
+    ];
+    for port in ports {
+        if let Some(port_name) = port.name.as_deref().filter(|n| !n.is_empty()) {
+            let port_name = port_name.to_uppercase().replace('-', "_");
+            vars.push((format!("{prefix}_SERVICE_PORT_{port_name}"), port.port.to_string()));
+        }
+    }
+    vars
+}
+
 /// Builds the environment; an unknown ConfigMap or key is an error naming
 /// it, as the kubelet's `CreateContainerConfigError` does.
 pub async fn build(
@@ -39,6 +67,13 @@ pub async fn build(
     env.insert("POD_LOOPBACK_IP".to_owned(), node.loopback_ip.clone());
     env.insert("POSTLAUNCH_IMAGE_TAG".to_owned(), node.image_tag.clone());
     env.insert("KUBERNETES_SERVICE_HOST".to_owned(), "127.0.0.1".to_owned());
+    if pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true) {
+        let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+        let list = services.list(&Default::default()).await.map_err(|e| e.to_string())?;
+        for service in &list.items {
+            env.extend(service_links(service));
+        }
+    }
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     for source in container.env_from.iter().flatten() {
@@ -206,6 +241,25 @@ mod tests {
         assert_eq!(expand("$(POD_LOOPBACK_IP):8080", &env), "127.19.1.4:8080");
         assert_eq!(expand("$$(POD_LOOPBACK_IP)", &env), "$(POD_LOOPBACK_IP)");
         assert_eq!(expand("$(NOPE) $ $(", &env), "$(NOPE) $ $(");
+    }
+
+    #[test]
+    fn service_links_name_the_twin_and_every_port() {
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "auth-grpc"},
+            "spec": {"clusterIP": "198.18.3.9", "ports": [
+                {"name": "grpc", "port": 50051}, {"name": "http-metrics", "port": 8080}]}
+        }))
+        .unwrap();
+        let vars: BTreeMap<_, _> = service_links(&service).into_iter().collect();
+        assert_eq!(vars["AUTH_GRPC_SERVICE_HOST"], "127.18.3.9");
+        assert_eq!(vars["AUTH_GRPC_SERVICE_PORT"], "50051");
+        assert_eq!(vars["AUTH_GRPC_SERVICE_PORT_HTTP_METRICS"], "8080");
+        let headless: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db"}, "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}
+        }))
+        .unwrap();
+        assert!(service_links(&headless).is_empty());
     }
 
     proptest::proptest! {

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
-use crate::orders::Orders;
+use crate::orders::{Orders, cell};
 
 /// The topic exchange order events are published to.
 pub const EXCHANGE: &str = "marketplace.events";
@@ -173,9 +173,9 @@ async fn publish_batch(orders: &Orders, channel: &Channel) -> Result<u64, String
     let mut confirms = Vec::with_capacity(rows.len());
     let mut ids = Vec::with_capacity(rows.len());
     for row in &rows {
-        let event_id: String = row.get(0);
-        let routing_key: String = row.get(1);
-        let payload: String = row.get(2);
+        let event_id: String = cell(row, "outbox", 0)?;
+        let routing_key: String = cell(row, "outbox", 1)?;
+        let payload: String = cell(row, "outbox", 2)?;
         let properties = BasicProperties::default()
             .with_message_id(event_id.as_str().into())
             .with_content_type("application/json".into())
@@ -274,7 +274,7 @@ async fn apply(orders: &Orders, event: &OrderCreated) -> Result<bool, String> {
     let s = orders.schema();
     let mut client = orders.pool().get().await.map_err(|e| e.to_string())?;
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
-    let first: bool = tx
+    let inserted = tx
         .query_one(
             &format!(
                 "INSERT INTO {s}.processed_events (event_id, order_id, deliveries) VALUES ($1, $2, 1)
@@ -284,8 +284,8 @@ async fn apply(orders: &Orders, event: &OrderCreated) -> Result<bool, String> {
             &[&event.event_id, &event.order_id],
         )
         .await
-        .map_err(|e| e.to_string())?
-        .get(0);
+        .map_err(|e| e.to_string())?;
+    let first: bool = cell(&inserted, "processed_events", 0)?;
     if first {
         tx.execute(
             &format!(
@@ -329,7 +329,7 @@ async fn lag_gauge(orders: Orders, metrics: Metrics, mut stop: watch::Receiver<b
         let lag = async {
             let client = orders.pool().get().await.map_err(|e| e.to_string())?;
             let row = client.query_one(&sql, &[]).await.map_err(|e| e.to_string())?;
-            Ok::<f64, String>(row.get(0))
+            cell::<f64>(&row, "outbox", 0)
         };
         match lag.await {
             Ok(lag) => metrics.consumer_lag.set(lag),

@@ -227,7 +227,9 @@ impl Orders {
             )
             .await
             .map_err(db)?
-            .map(|row| row.get(0));
+            .map(|row| cell(&row, "nfts", 0))
+            .transpose()
+            .map_err(OrderError::Database)?;
         let Some(collection_id) = collection else {
             return Err(OrderError::UnknownNft(order.nft_id));
         };
@@ -253,9 +255,9 @@ impl Orders {
         let Some(row) = inserted else {
             return self.replay(&tx, order).await;
         };
-        let order_id: i64 = row.get(0);
-        let created_at: String = row.get(1);
-        let event_id: String = tx
+        let order_id: i64 = cell(&row, "orders", 0).map_err(OrderError::Database)?;
+        let created_at: String = cell(&row, "orders", 1).map_err(OrderError::Database)?;
+        let event_row = tx
             .query_one(
                 &format!(
                     "WITH e AS (SELECT gen_random_uuid()::text AS id)
@@ -277,8 +279,8 @@ impl Orders {
                 ],
             )
             .await
-            .map_err(db)?
-            .get(0);
+            .map_err(db)?;
+        let event_id: String = cell(&event_row, "outbox", 0).map_err(OrderError::Database)?;
         tx.commit().await.map_err(db)?;
         Ok(PlacedOrder { order_id, event_id, collection_id, replayed: false })
     }
@@ -300,17 +302,19 @@ impl Orders {
             )
             .await
             .map_err(db)?;
-        let same = row.get::<_, String>(1) == order.account
-            && row.get::<_, i64>(2) == order.nft_id
-            && row.get::<_, String>(3) == order.kind.as_str()
-            && row.get::<_, String>(4) == order.price_wei;
+        let get = |index| cell::<String>(&row, "orders", index).map_err(OrderError::Database);
+        let nft_id: i64 = cell(&row, "orders", 2).map_err(OrderError::Database)?;
+        let same = get(1)? == order.account
+            && nft_id == order.nft_id
+            && get(3)? == order.kind.as_str()
+            && get(4)? == order.price_wei;
         if !same {
             return Err(OrderError::KeyReused(order.idempotency_key.clone()));
         }
         Ok(PlacedOrder {
-            order_id: row.get(0),
-            event_id: row.get(6),
-            collection_id: row.get(5),
+            order_id: cell(&row, "orders", 0).map_err(OrderError::Database)?,
+            event_id: get(6)?,
+            collection_id: cell(&row, "orders", 5).map_err(OrderError::Database)?,
             replayed: true,
         })
     }
@@ -323,8 +327,20 @@ impl Orders {
             .query_one(&format!("SELECT count(*) FROM {s}.outbox WHERE published_at IS NULL"), &[])
             .await
             .map_err(|e| e.to_string())?;
-        Ok(row.get(0))
+        cell(&row, "outbox", 0)
     }
+}
+
+/// Column `index` of a row of `table`; a type mismatch is an error naming both.
+pub(crate) fn cell<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    table: &str,
+    index: usize,
+) -> Result<T, String> {
+    row.try_get(index).map_err(|e| {
+        let name = row.columns().get(index).map_or("?", |c| c.name());
+        format!("{table}.{name} (column {index}): {e}")
+    })
 }
 
 fn db(e: tokio_postgres::Error) -> OrderError {

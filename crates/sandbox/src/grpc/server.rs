@@ -94,11 +94,13 @@ impl CatalogService {
         Self { catalog, metrics }
     }
 
+    /// Times `call`; boxed, as the catalog's futures are large.
     async fn served<T>(
         &self,
         method: &'static str,
         call: impl Future<Output = Result<T, CatalogError>>,
     ) -> Result<Response<T>, Status> {
+        let call = Box::pin(call);
         observed(&self.metrics.grpc_server, CATALOG_SERVICE, method, async {
             call.await.map(Response::new).map_err(status)
         })
