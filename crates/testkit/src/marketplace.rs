@@ -257,3 +257,105 @@ fn write_certs(binary: &Path, dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// The shared services the cluster's marketplace uses: the keys of the
+/// `marketplace` ConfigMap (`deploy/sandbox/config/marketplace.yaml`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `DATABASE_URL`: the catalog, orders and the indexer's tables.
+    pub database_url: String,
+    /// `REDIS_URL`: the gateway's cache.
+    pub redis_url: String,
+    /// `AMQP_URL`: the order events.
+    pub amqp_url: String,
+    /// `CATALOG_COLLECTIONS` and `CATALOG_NFTS`: the seeded catalog.
+    pub collections: u32,
+    /// See `collections`.
+    pub nfts: u32,
+}
+
+/// The Deployments of `deploy/sandbox/marketplace.yaml`.
+pub const CLUSTER_DEPLOYMENTS: [&str; 6] =
+    ["auth", "catalog", "gateway", "consumer", "chain", "indexer"];
+
+/// Applies the marketplace to `cluster` (namespace `default`): the
+/// `marketplace` ConfigMap from `config`, then `deploy/sandbox/marketplace.yaml`
+/// with kubectl, and waits up to `timeout` for every Deployment to have all its
+/// replicas ready. On a timeout the error lists each Deployment's state.
+pub async fn deploy_to_cluster(
+    cluster: &crate::KubeCluster,
+    config: &ClusterConfig,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, Patch, PatchParams};
+
+    let client = cluster.client().await?;
+    let failed = |what: &str, detail: String| Error::Unexpected { what: what.to_owned(), detail };
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let data = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "marketplace"},
+        "data": {
+            "DATABASE_URL": config.database_url,
+            "REDIS_URL": config.redis_url,
+            "AMQP_URL": config.amqp_url,
+            "CATALOG_COLLECTIONS": config.collections.to_string(),
+            "CATALOG_NFTS": config.nfts.to_string(),
+            "CHAIN_SCENARIO": "launch-plan",
+            "CHAIN_STEP_INTERVAL": "30s",
+        }
+    });
+    configmaps
+        .patch("marketplace", &PatchParams::apply("testkit").force(), &Patch::Apply(&data))
+        .await
+        .map_err(|e| failed("applying the marketplace ConfigMap", e.to_string()))?;
+    let manifest = crate::sandbox::workspace_root().join("deploy/sandbox/marketplace.yaml");
+    let output = cluster
+        .kubectl()
+        .arg("apply")
+        .arg("-f")
+        .arg(&manifest)
+        .output()
+        .map_err(|err| Error::io("cannot run kubectl", err))?;
+    if !output.status.success() {
+        return Err(failed(
+            &format!("kubectl apply -f {}", manifest.display()),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ));
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client, "default");
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let mut waiting = Vec::new();
+        for name in CLUSTER_DEPLOYMENTS {
+            let deployment = deployments
+                .get(name)
+                .await
+                .map_err(|e| failed(&format!("reading deployment {name}"), e.to_string()))?;
+            let want = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let status = deployment.status.unwrap_or_default();
+            let ready = status.ready_replicas.unwrap_or(0);
+            let updated = status.updated_replicas.unwrap_or(0);
+            if ready < want || updated < want {
+                waiting.push(format!("{name}: {ready}/{want} ready, {updated} updated"));
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(failed(
+                &format!("waiting {timeout:?} for the marketplace's Deployments"),
+                format!(
+                    "{}; pod logs are under {}",
+                    waiting.join("; "),
+                    cluster.log_path("postlaunch-node").with_file_name("node").display()
+                ),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
