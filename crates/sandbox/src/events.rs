@@ -23,6 +23,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use serde::Deserialize;
 use tokio::sync::watch;
 
+use crate::faults::Faults;
 use crate::metrics::Metrics;
 use crate::orders::{Orders, cell};
 
@@ -54,16 +55,18 @@ pub async fn relay(
     .await;
 }
 
-/// Consumes order events until `stop` turns true.
+/// Consumes order events until `stop` turns true. `faults.db_latency_ms`
+/// slows every apply (inside its transaction), to build a backlog on purpose.
 pub async fn consume(
     orders: Orders,
     amqp_url: String,
     metrics: Metrics,
+    faults: Faults,
     stop: watch::Receiver<bool>,
 ) {
     tokio::spawn(lag_gauge(orders.clone(), metrics.clone(), stop.clone()));
     reconnecting("consumer", stop.clone(), || {
-        consume_until_error(&orders, &amqp_url, &metrics, stop.clone())
+        consume_until_error(&orders, &amqp_url, &metrics, &faults, stop.clone())
     })
     .await;
 }
@@ -222,6 +225,7 @@ async fn consume_until_error(
     orders: &Orders,
     amqp_url: &str,
     metrics: &Metrics,
+    faults: &Faults,
     stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let (_connection, channel) = open(amqp_url, "postlaunch-sandbox-consumer").await?;
@@ -254,7 +258,7 @@ async fn consume_until_error(
                     .map_err(|e| e.to_string())?;
                 continue;
             };
-            let applied = apply(orders, &event).await?;
+            let applied = apply(orders, &event, faults).await?;
             if applied {
                 metrics.events_consumed.inc();
             } else {
@@ -270,7 +274,7 @@ async fn consume_until_error(
 }
 
 /// Applies one event in one transaction; false when it had been applied before.
-async fn apply(orders: &Orders, event: &OrderCreated) -> Result<bool, String> {
+async fn apply(orders: &Orders, event: &OrderCreated, faults: &Faults) -> Result<bool, String> {
     let s = orders.schema();
     let mut client = orders.pool().get().await.map_err(|e| e.to_string())?;
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
@@ -299,6 +303,10 @@ async fn apply(orders: &Orders, event: &OrderCreated) -> Result<bool, String> {
         )
         .await
         .map_err(|e| e.to_string())?;
+    }
+    let slow = faults.spec().db_latency_ms;
+    if slow > 0 {
+        tokio::time::sleep(Duration::from_millis(slow)).await;
     }
     tx.commit().await.map_err(|e| e.to_string())?;
     Ok(first)

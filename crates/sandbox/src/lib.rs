@@ -307,14 +307,20 @@ pub async fn serve(
             let orders =
                 orders::Orders::connect(database_url, &config.database_schema, config.db_pool_size)
                     .await?;
+            let faults = Faults::default();
             tokio::spawn(events::consume(
                 orders.clone(),
                 amqp_url.clone(),
                 metrics.clone(),
+                faults.clone(),
                 stopped.clone(),
             ));
-            let ops =
-                OpsState { metrics, faults: None, readiness: Readiness::Consumer(orders), release };
+            let ops = OpsState {
+                metrics,
+                faults: Some(faults),
+                readiness: Readiness::Consumer(orders),
+                release,
+            };
             let (listener, http) = bind(config.listen).await?;
             on_listening(&Listening { http, grpc: None, tls: false });
             return axum::serve(listener, routes::operations(ops))

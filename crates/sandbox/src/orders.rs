@@ -262,9 +262,9 @@ impl Orders {
                 &format!(
                     "WITH e AS (SELECT gen_random_uuid()::text AS id)
                      INSERT INTO {s}.outbox (event_id, order_id, routing_key, payload)
-                     SELECT e.id, $1, 'order.created', jsonb_build_object(
-                         'event_id', e.id, 'type', 'order.created', 'order_id', $1,
-                         'collection_id', $2, 'nft_id', $3, 'kind', $4::text,
+                     SELECT e.id, $1::bigint, 'order.created', jsonb_build_object(
+                         'event_id', e.id, 'type', 'order.created', 'order_id', $1::bigint,
+                         'collection_id', $2::bigint, 'nft_id', $3::bigint, 'kind', $4::text,
                          'account', $5::text, 'price_wei', $6::text, 'created_at', $7::text)
                      FROM e RETURNING event_id"
                 ),

@@ -74,8 +74,9 @@ impl RabbitMq {
                 .map_err(|err| Error::io(format!("cannot write {}", path.display()), err))
         };
         for sub in ["mnesia", "log"] {
-            std::fs::create_dir_all(d.join(sub))
-                .map_err(|err| Error::io(format!("cannot create {}", d.join(sub).display()), err))?;
+            std::fs::create_dir_all(d.join(sub)).map_err(|err| {
+                Error::io(format!("cannot create {}", d.join(sub).display()), err)
+            })?;
         }
         let cookie: String = format!("postlaunch{}{}", self.amqp_port, std::process::id());
         write(".erlang.cookie", &cookie)?;
@@ -174,7 +175,9 @@ impl RabbitMq {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(self.failed(format!("{url} did not answer 200 within {START_TIMEOUT:?}")));
+                return Err(
+                    self.failed(format!("{url} did not answer 200 within {START_TIMEOUT:?}"))
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
