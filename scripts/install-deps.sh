@@ -134,8 +134,17 @@ ensure_local_redis() {
   wait_for_port 6379 Redis
 }
 
-# The machine's pre-started RabbitMQ on 127.0.0.1:5672.
+# The machine's pre-started RabbitMQ on 127.0.0.1:5672. Tests start nodes of
+# their own from the same package (testkit::RabbitMq runs
+# /usr/lib/rabbitmq/bin/rabbitmq-server directly); the mTLS tests call the
+# gRPC ports with curl.
 ensure_local_rabbitmq() {
+  local missing=()
+  [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || missing+=(rabbitmq-server)
+  command -v curl >/dev/null || missing+=(curl)
+  if ((${#missing[@]})); then
+    apt_install "${missing[@]}"
+  fi
   port_open 5672 && return 0
   log "starting local RabbitMQ (127.0.0.1:5672)"
   rabbitmq-server -detached

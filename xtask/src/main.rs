@@ -47,6 +47,9 @@ enum Task {
         steps: Vec<String>,
     },
     /// Run the sandbox marketplace service (arguments go to it; try `-- --help`).
+    /// `cargo xtask sandbox --services` runs it as separate services instead
+    /// (gateway, auth, catalog, consumer) against the machine's PostgreSQL and
+    /// Redis and a RabbitMQ node of its own, until Ctrl-C.
     Sandbox {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -60,6 +63,11 @@ enum Task {
         /// `up` (the only action so far).
         #[arg(value_parser = ["up"])]
         action: String,
+        /// Also deploy the marketplace (deploy/sandbox) and wait for every
+        /// Deployment to be ready: PostgreSQL and Redis are the machine's, RabbitMQ
+        /// a node of its own.
+        #[arg(long)]
+        sandbox: bool,
     },
     /// Install the services tests need (scripts/install-deps.sh), then run every
     /// test of the workspace against them.
@@ -138,18 +146,32 @@ fn execute(task: Task) -> anyhow::Result<ExitCode> {
             eprintln!("wrote {}", options.out_dir.join("report.{json,md}").display());
             Ok(report.exit_code())
         }
+        Task::Sandbox { args } if args.first().is_some_and(|a| a == "--services") => {
+            let mut build = cargo();
+            build.args(["build", "--quiet", "-p", "sandbox", "--bins"]);
+            run(build)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(services(&args[1..]))?;
+            Ok(ExitCode::Success)
+        }
         Task::Sandbox { args } => {
             let mut command = cargo();
             command.args(["run", "--quiet", "--package", "sandbox", "--"]).args(args);
             run(command)?;
             Ok(ExitCode::Success)
         }
-        Task::Cluster { .. } => {
+        Task::Cluster { sandbox, .. } => {
             // The node runs pods from the workspace's binaries.
             let mut build = cargo();
             build.args(["build", "--quiet", "-p", "kube-node", "-p", "sandbox", "--bins"]);
+            if sandbox {
+                build.args(["-p", "reorg-sim", "-p", "load-tester"]);
+            }
             run(build)?;
             let cluster = testkit::KubeCluster::start()?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let _rabbit =
+                if sandbox { Some(runtime.block_on(deploy_marketplace(&cluster))?) } else { None };
             let kubeconfig = cluster.kubeconfig();
             println!(
                 "Kubernetes 1.20.2 control plane and node-1 up in {:.1} s at {}\n\n\
@@ -169,7 +191,6 @@ fn execute(task: Task) -> anyhow::Result<ExitCode> {
                 cluster.log_path("kube-apiserver").with_file_name("*.log").display(),
                 slot = cluster.slot(),
             );
-            let runtime = tokio::runtime::Runtime::new()?;
             // Ctrl-C or SIGTERM: drop the handle so every process is stopped.
             runtime.block_on(shared_types::signals::shutdown());
             drop(cluster);
@@ -210,6 +231,85 @@ fn build_binaries() -> anyhow::Result<()> {
     let mut build = cargo();
     build.args(["build", "--quiet", "--workspace", "--bins"]);
     run(build)
+}
+
+/// The database the marketplace keeps between runs of `cluster up --sandbox`
+/// and `sandbox --services`.
+const MARKETPLACE_DATABASE: &str = "postlaunch_sandbox";
+
+/// Deploys deploy/sandbox to `cluster` with the launch plan's catalog, and
+/// prints where it answers; the RabbitMQ node must live as long as the cluster.
+async fn deploy_marketplace(cluster: &testkit::KubeCluster) -> anyhow::Result<testkit::RabbitMq> {
+    println!("starting a RabbitMQ node and deploying deploy/sandbox/marketplace.yaml ...");
+    let rabbit = testkit::RabbitMq::start().await?;
+    let config = testkit::marketplace::ClusterConfig {
+        database_url: testkit::ensure_database(MARKETPLACE_DATABASE).await?,
+        redis_url: testkit::local_redis_url(),
+        amqp_url: rabbit.amqp_url(),
+        collections: 1_000,
+        nfts: 100_000,
+    };
+    let started = std::time::Instant::now();
+    testkit::marketplace::deploy_to_cluster(cluster, &config, std::time::Duration::from_secs(300))
+        .await?;
+    let gateway = cluster.service_address("default", "gateway", 80)?;
+    println!(
+        "marketplace ready in {:.1} s: {}
+
+         curl -s http://{gateway}/api/collections/1
+         cargo run -q -p load-tester -- run --target http://{gateway} --users 50 --duration 30s
+         kubectl get deployments,pods -o wide
+         RabbitMQ management: {} (guest/guest)
+",
+        started.elapsed().as_secs_f64(),
+        testkit::marketplace::CLUSTER_DEPLOYMENTS.join(", "),
+        rabbit.management_url(),
+    );
+    Ok(rabbit)
+}
+
+/// `cargo xtask sandbox --services [ARGS]`: every role as a local process,
+/// ARGS given to each, until Ctrl-C.
+async fn services(args: &[String]) -> anyhow::Result<()> {
+    let rabbit = testkit::RabbitMq::start().await?;
+    let marketplace = testkit::Marketplace::start(testkit::MarketplaceOptions {
+        database_url: Some(testkit::ensure_database(MARKETPLACE_DATABASE).await?),
+        redis_url: Some(testkit::local_redis_url()),
+        amqp_url: Some(rabbit.amqp_url()),
+        common_args: args.to_vec(),
+        ..testkit::MarketplaceOptions::default()
+    })
+    .await?;
+    use testkit::marketplace::Role;
+    println!(
+        "marketplace services up:
+  gateway  {}
+  auth     {} (gRPC {})
+  catalog  {} (gRPC {})
+  consumer {}
+  RabbitMQ {} (management {})
+
+         curl -s {}/api/collections/1
+         cargo run -q -p load-tester -- run --target {} --metrics-url {}/metrics --metrics-url {}/metrics
+
+         Ctrl-C stops them all.",
+        marketplace.gateway_url(),
+        marketplace.url(Role::Auth),
+        marketplace.grpc_addr(Role::Auth).map(|a| a.to_string()).unwrap_or_default(),
+        marketplace.url(Role::Catalog),
+        marketplace.grpc_addr(Role::Catalog).map(|a| a.to_string()).unwrap_or_default(),
+        marketplace.url(Role::Consumer),
+        rabbit.amqp_url(),
+        rabbit.management_url(),
+        marketplace.gateway_url(),
+        marketplace.gateway_url(),
+        marketplace.gateway_url(),
+        marketplace.url(Role::Catalog),
+    );
+    shared_types::signals::shutdown().await;
+    drop(marketplace);
+    drop(rabbit);
+    Ok(())
 }
 
 fn test(no_install: bool, args: &[String]) -> anyhow::Result<()> {

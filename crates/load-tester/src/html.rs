@@ -155,6 +155,25 @@ fn run_sections(h: &mut String, data: &RunData) {
                     .collect(),
             )],
         ));
+        if !s.grpc.is_empty() {
+            h.push_str("<h3>gRPC calls</h3><table><tr><th>side</th><th>method</th><th>calls</th><th>errors</th><th>p50 (ms)</th><th>p95 (ms)</th></tr>");
+            let ms =
+                |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |s| format!("{:.2}", s * 1000.0));
+            for m in &s.grpc {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&m.side),
+                    esc(&m.service),
+                    esc(&m.method),
+                    m.calls,
+                    m.errors,
+                    ms(m.p50_seconds),
+                    ms(m.p95_seconds)
+                );
+            }
+            h.push_str("</table>");
+        }
         if !s.breaker_changes.is_empty() {
             h.push_str("<h3>Circuit-breaker changes</h3><table><tr><th>t (s)</th><th>dependency</th><th>from</th><th>to</th></tr>");
             for c in &s.breaker_changes {

@@ -43,6 +43,7 @@
 //! ```
 
 pub mod capacity;
+pub mod grpc;
 pub mod histogram;
 pub mod html;
 pub mod model;

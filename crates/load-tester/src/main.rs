@@ -128,7 +128,9 @@ struct TestArgs {
     /// Longest wait for one answer.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     timeout: Duration,
-    /// Prometheus text endpoint to watch (repeatable); default: the target's /metrics.
+    /// Prometheus text endpoint to watch (repeatable); default: the target's
+    /// /metrics. gRPC latency per method is read from the endpoints'
+    /// grpc_{client,server}_handling_seconds histograms, when they have them.
     #[arg(long = "metrics-url", value_name = "URL")]
     metrics_urls: Vec<String>,
     /// Prometheus server to ask during the run (HTTP API, /api/v1/query), one

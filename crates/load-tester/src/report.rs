@@ -211,6 +211,17 @@ fn measurements(
         if let Some(r) = s.rss_bytes_max {
             out.push(Measurement::new(format!("rss_max {at}"), r, "B"));
         }
+        // gRPC latency per method, next to the HTTP latency above.
+        for method in &s.grpc {
+            let name = method.label();
+            if let Some(p95) = method.p95_seconds {
+                out.push(Measurement::new(format!("grpc_p95 {name} {at}"), p95 * 1000.0, "ms"));
+            }
+            out.push(Measurement::new(format!("grpc_calls {name} {at}"), method.calls, ""));
+            if method.errors > 0.0 {
+                out.push(Measurement::new(format!("grpc_errors {name} {at}"), method.errors, ""));
+            }
+        }
     }
     out
 }

@@ -124,6 +124,8 @@ struct Snapshot {
     rss_bytes: Option<f64>,
     /// Prometheus's `up` for the instance (Prometheus source only).
     up: Option<f64>,
+    /// The gRPC histograms' buckets, per method.
+    grpc: BTreeMap<crate::grpc::Key, crate::grpc::Counts>,
 }
 
 /// A point of a service's time series.
@@ -193,6 +195,10 @@ pub struct ServiceWatch {
     pub rss_bytes_max: Option<f64>,
     /// The time series.
     pub series: Vec<ServicePoint>,
+    /// gRPC calls per method during the run, from the service's
+    /// `grpc_{client,server}_handling_seconds` histograms.
+    #[serde(default)]
+    pub grpc: Vec<crate::grpc::GrpcMethod>,
 }
 
 /// A running watcher; [`stop`](Self::stop) takes a last scrape and returns the results.
@@ -392,15 +398,36 @@ fn snapshot_of_scrape(
     m: &MetricMapping,
     t: f64,
 ) -> Snapshot {
-    let samples: Vec<Sample> = samples
-        .into_iter()
-        .filter_map(|s| {
-            let value = scalar(&s.value)?;
-            let labels = s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            Some(Sample { metric: s.metric, labels, value })
-        })
-        .collect();
-    snapshot_of(&samples, m, t)
+    let mut scalars = Vec::with_capacity(samples.len());
+    for s in samples {
+        let labels: BTreeMap<String, String> =
+            s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        match &s.value {
+            // A histogram of interest becomes its `_bucket` series, as a
+            // Prometheus server answers them.
+            prometheus_parse::Value::Histogram(buckets)
+                if crate::grpc::HISTOGRAMS.iter().any(|(_, name)| *name == s.metric) =>
+            {
+                for bucket in buckets {
+                    let mut labels = labels.clone();
+                    let le = if bucket.less_than.is_infinite() {
+                        "+Inf".to_owned()
+                    } else {
+                        bucket.less_than.to_string()
+                    };
+                    labels.insert("le".to_owned(), le);
+                    let metric = format!("{}_bucket", s.metric);
+                    scalars.push(Sample { metric, labels, value: bucket.count });
+                }
+            }
+            value => {
+                if let Some(value) = scalar(value) {
+                    scalars.push(Sample { metric: s.metric, labels, value });
+                }
+            }
+        }
+    }
+    snapshot_of(&scalars, m, t)
 }
 
 #[cfg(test)]
@@ -434,6 +461,9 @@ fn snapshot_of(samples: &[Sample], m: &MetricMapping, t: f64) -> Snapshot {
     snap.up = sum("up");
     let label = |s: &Sample, l: &str| s.labels.get(l).cloned();
     for s in samples {
+        if crate::grpc::read_bucket(&s.metric, &s.labels, s.value, &mut snap.grpc) {
+            continue;
+        }
         if s.metric == m.breaker_state && s.value == 1.0 {
             let dependency = label(s, "dependency").unwrap_or_else(|| "default".to_owned());
             snap.breakers.insert(dependency, label(s, "state").unwrap_or_else(|| "unknown".into()));
@@ -481,7 +511,15 @@ async fn query_prometheus(
 
 /// `{__name__=~"a|b|...",SELECTOR}`.
 fn prometheus_query(m: &MetricMapping, selector: &str) -> String {
-    let names: Vec<String> = m.names().iter().chain(&["up"]).map(|n| regex_escape(n)).collect();
+    let grpc = crate::grpc::HISTOGRAMS.map(|(_, name)| format!("{name}_bucket"));
+    let names: Vec<String> = m
+        .names()
+        .iter()
+        .copied()
+        .chain(["up"])
+        .chain(grpc.iter().map(String::as_str))
+        .map(regex_escape)
+        .collect();
     let selector = selector.trim().trim_start_matches('{').trim_end_matches('}').trim();
     let extra = if selector.is_empty() { String::new() } else { format!(",{selector}") };
     format!("{{__name__=~\"{}\"{extra}}}", names.join("|"))
@@ -572,6 +610,7 @@ fn summarise(mut w: ServiceWatch, snaps: &[Snapshot]) -> ServiceWatch {
     }
     w.breakers_at_end = last.breakers.clone();
     w.breaker_open_longest = open_stretches(snaps);
+    w.grpc = crate::grpc::summarise(&snaps.iter().map(|s| &s.grpc).collect::<Vec<_>>());
     let mut prev: Option<&Snapshot> = None;
     for (i, s) in snaps.iter().enumerate() {
         let utilisation = match (s.pool_in_use, s.pool_max) {

@@ -77,7 +77,8 @@ pub use anvil::Anvil;
 pub use error::{Error, Result};
 pub use kube_cluster::{KubeCluster, KubeOptions};
 pub use local::{
-    TempDatabase, local_postgres_url, local_redis_url, postgres_writable_dir, unique_name,
+    TempDatabase, ensure_database, local_postgres_url, local_redis_url, postgres_writable_dir,
+    unique_name,
 };
 pub use marketplace::{Marketplace, MarketplaceOptions};
 pub use mongo::MongoServer;

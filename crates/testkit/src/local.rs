@@ -94,6 +94,27 @@ impl Drop for TempDatabase {
     }
 }
 
+/// A database on [`local_postgres_url`] that stays (for a marketplace a
+/// developer keeps running): created when missing; its URL.
+pub async fn ensure_database(name: &str) -> Result<String> {
+    let admin_url = local_postgres_url();
+    let client = crate::postgres::connect(&admin_url)
+        .await
+        .map_err(|err| with_local_hint(err, &admin_url))?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .map_err(|err| Error::pg(format!("looking for database {name} on {admin_url}"), err))?
+        .is_some();
+    if !exists {
+        client
+            .batch_execute(&format!("CREATE DATABASE {}", quote_ident(name)))
+            .await
+            .map_err(|err| Error::pg(format!("CREATE DATABASE {name} on {admin_url}"), err))?;
+    }
+    Ok(with_database(&admin_url, name))
+}
+
 fn drop_database(admin_url: &str, name: &str) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
