@@ -55,6 +55,9 @@ pub enum SignInError {
     /// The signature was not made by the message's address.
     #[error("signature does not match the message's address")]
     BadSignature,
+    /// The session store (Redis) did not answer.
+    #[error("session store unavailable: {0}")]
+    StoreUnavailable(String),
 }
 
 /// A signed-in session.
@@ -67,13 +70,37 @@ pub struct Session {
     expires: Instant,
 }
 
-/// Nonces and sessions held in memory.
-#[derive(Debug)]
+/// Where nonces and sessions live: in this process, or in Redis, so every
+/// replica of the auth service honours a session any of them issued and a
+/// restarted one keeps them.
+enum Store {
+    Memory { nonces: Mutex<HashMap<String, Instant>>, sessions: Mutex<HashMap<String, Session>> },
+    Redis { connection: redis::aio::ConnectionManager, prefix: String },
+}
+
+/// Nonces and sessions, with the domain and chain messages must name.
 pub struct Authenticator {
     domain: String,
     chain_id: u64,
-    nonces: Mutex<HashMap<String, Instant>>,
-    sessions: Mutex<HashMap<String, Session>>,
+    store: Store,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let store = match self.store {
+            Store::Memory { .. } => "memory",
+            Store::Redis { .. } => "redis",
+        };
+        f.debug_struct("Authenticator")
+            .field("domain", &self.domain)
+            .field("chain_id", &self.chain_id)
+            .field("store", &store)
+            .finish()
+    }
+}
+
+fn store_error(e: redis::RedisError) -> SignInError {
+    SignInError::StoreUnavailable(e.to_string())
 }
 
 impl Authenticator {
@@ -82,8 +109,22 @@ impl Authenticator {
         Self {
             domain: domain.to_owned(),
             chain_id,
-            nonces: Mutex::default(),
-            sessions: Mutex::default(),
+            store: Store::Memory { nonces: Mutex::default(), sessions: Mutex::default() },
+        }
+    }
+
+    /// Keeps nonces and sessions in Redis under `PREFIX:auth:`, with their
+    /// time to live: shared by every replica, kept across restarts.
+    pub fn with_redis(
+        domain: &str,
+        chain_id: u64,
+        connection: redis::aio::ConnectionManager,
+        prefix: &str,
+    ) -> Self {
+        Self {
+            domain: domain.to_owned(),
+            chain_id,
+            store: Store::Redis { connection, prefix: format!("{prefix}:auth") },
         }
     }
 
@@ -98,19 +139,52 @@ impl Authenticator {
     }
 
     /// Issues a fresh single-use nonce.
-    pub fn issue_nonce(&self) -> String {
+    pub async fn issue_nonce(&self) -> Result<String, SignInError> {
         let nonce = siwe::generate_nonce();
-        let mut nonces = lock(&self.nonces);
-        let now = Instant::now();
-        if nonces.len() >= MAX_ENTRIES {
-            nonces.retain(|_, expires| *expires > now);
+        match &self.store {
+            Store::Memory { nonces, .. } => {
+                let mut nonces = lock(nonces);
+                let now = Instant::now();
+                if nonces.len() >= MAX_ENTRIES {
+                    nonces.retain(|_, expires| *expires > now);
+                }
+                nonces.insert(nonce.clone(), now + NONCE_TTL);
+            }
+            Store::Redis { connection, prefix } => {
+                let mut connection = connection.clone();
+                let () = redis::cmd("SET")
+                    .arg(format!("{prefix}:nonce:{nonce}"))
+                    .arg(1)
+                    .arg("EX")
+                    .arg(NONCE_TTL.as_secs())
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(store_error)?;
+            }
         }
-        nonces.insert(nonce.clone(), now + NONCE_TTL);
-        nonce
+        Ok(nonce)
+    }
+
+    /// Takes the nonce if it was issued and is still fresh (once only).
+    async fn take_nonce(&self, nonce: &str) -> Result<bool, SignInError> {
+        match &self.store {
+            Store::Memory { nonces, .. } => {
+                Ok(lock(nonces).remove(nonce).is_some_and(|expires| expires > Instant::now()))
+            }
+            Store::Redis { connection, prefix } => {
+                let mut connection = connection.clone();
+                let taken: Option<String> = redis::cmd("GETDEL")
+                    .arg(format!("{prefix}:nonce:{nonce}"))
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(store_error)?;
+                Ok(taken.is_some())
+            }
+        }
     }
 
     /// Verifies a signed message; on success returns a new session token.
-    pub fn verify(
+    pub async fn verify(
         &self,
         message: &str,
         signature: &str,
@@ -136,10 +210,7 @@ impl Authenticator {
         }
         // The nonce is consumed before the signature is checked: a forged
         // signature burns it, so it cannot be retried.
-        let fresh = lock(&self.nonces)
-            .remove(&message.nonce)
-            .is_some_and(|expires| expires > Instant::now());
-        if !fresh {
+        if !self.take_nonce(&message.nonce).await? {
             return Err(SignInError::BadNonce);
         }
         message.verify_eip191(&signature).map_err(|_| SignInError::BadSignature)?;
@@ -149,18 +220,56 @@ impl Authenticator {
             expires: Instant::now() + SESSION_TTL,
         };
         let token = format!("{}{}", siwe::generate_nonce(), siwe::generate_nonce());
-        let mut sessions = lock(&self.sessions);
-        if sessions.len() >= MAX_ENTRIES {
-            let now = Instant::now();
-            sessions.retain(|_, s| s.expires > now);
+        match &self.store {
+            Store::Memory { sessions, .. } => {
+                let mut sessions = lock(sessions);
+                if sessions.len() >= MAX_ENTRIES {
+                    let now = Instant::now();
+                    sessions.retain(|_, s| s.expires > now);
+                }
+                sessions.insert(token.clone(), session.clone());
+            }
+            Store::Redis { connection, prefix } => {
+                let mut connection = connection.clone();
+                let () = redis::cmd("SET")
+                    .arg(format!("{prefix}:session:{token}"))
+                    .arg(format!("{}\n{}", session.address, session.device))
+                    .arg("EX")
+                    .arg(SESSION_TTL.as_secs())
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(store_error)?;
+            }
         }
-        sessions.insert(token.clone(), session.clone());
         Ok((token, session))
     }
 
     /// The live session of `token`, if any.
-    pub fn session(&self, token: &str) -> Option<Session> {
-        lock(&self.sessions).get(token).filter(|s| s.expires > Instant::now()).cloned()
+    pub async fn session(&self, token: &str) -> Result<Option<Session>, SignInError> {
+        match &self.store {
+            Store::Memory { sessions, .. } => {
+                Ok(lock(sessions).get(token).filter(|s| s.expires > Instant::now()).cloned())
+            }
+            Store::Redis { connection, prefix } => {
+                if token.is_empty() || token.len() > 256 {
+                    return Ok(None);
+                }
+                let mut connection = connection.clone();
+                let value: Option<String> = redis::cmd("GET")
+                    .arg(format!("{prefix}:session:{token}"))
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(store_error)?;
+                Ok(value.and_then(|v| {
+                    let (address, device) = v.split_once('\n')?;
+                    Some(Session {
+                        address: address.to_owned(),
+                        device: device.to_owned(),
+                        expires: Instant::now() + SESSION_TTL,
+                    })
+                }))
+            }
+        }
     }
 }
 
@@ -211,6 +320,10 @@ impl From<SignInError> for AuthError {
     fn from(e: SignInError) -> Self {
         match e {
             SignInError::Malformed(_) => AuthError::Malformed(e.to_string()),
+            SignInError::StoreUnavailable(_) => AuthError::Unavailable {
+                retry_after: Duration::from_secs(1),
+                detail: e.to_string(),
+            },
             _ => AuthError::Refused(e.to_string()),
         }
     }
@@ -244,7 +357,7 @@ impl Auth {
     pub async fn issue_nonce(&self) -> Result<NonceGrant, AuthError> {
         match self {
             Auth::Local(auth) => Ok(NonceGrant {
-                nonce: auth.issue_nonce(),
+                nonce: auth.issue_nonce().await?,
                 domain: auth.domain().to_owned(),
                 chain_id: auth.chain_id(),
                 expires_in_seconds: NONCE_TTL.as_secs(),
@@ -270,7 +383,7 @@ impl Auth {
     ) -> Result<SignedIn, AuthError> {
         match self {
             Auth::Local(auth) => {
-                let (token, session) = auth.verify(message, signature, device)?;
+                let (token, session) = auth.verify(message, signature, device).await?;
                 Ok(SignedIn {
                     token,
                     address: session.address,
@@ -291,7 +404,7 @@ impl Auth {
     /// The live session of `token` as (address, device), if any.
     pub async fn session(&self, token: &str) -> Result<Option<(String, String)>, AuthError> {
         match self {
-            Auth::Local(auth) => Ok(auth.session(token).map(|s| (s.address, s.device))),
+            Auth::Local(auth) => Ok(auth.session(token).await?.map(|s| (s.address, s.device))),
             Auth::Remote { client, breaker } => {
                 let reply = guarded(breaker, client.session(token)).await?;
                 Ok(reply.found.then_some((reply.address, reply.device)))
@@ -338,17 +451,17 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn garbage_is_malformed_not_a_panic() {
+    #[tokio::test]
+    async fn garbage_is_malformed_not_a_panic() {
         let auth = Authenticator::new("localhost", 137);
-        assert!(matches!(auth.verify("hello", "0x00", ""), Err(SignInError::Malformed(_))));
+        assert!(matches!(auth.verify("hello", "0x00", "").await, Err(SignInError::Malformed(_))));
         assert!(matches!(parse_signature("0xzz"), Err(SignInError::Malformed(_))));
         assert!(parse_signature(&"ab".repeat(64)).unwrap_err().to_string().contains("65 bytes"));
     }
 
-    #[test]
-    fn nonces_are_distinct() {
+    #[tokio::test]
+    async fn nonces_are_distinct() {
         let auth = Authenticator::new("localhost", 137);
-        assert_ne!(auth.issue_nonce(), auth.issue_nonce());
+        assert_ne!(auth.issue_nonce().await.unwrap(), auth.issue_nonce().await.unwrap());
     }
 }

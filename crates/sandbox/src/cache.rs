@@ -64,6 +64,27 @@ enum CacheError {
     Redis(#[from] redis::RedisError),
 }
 
+/// A reconnecting Redis connection, checked with a PING: fails when Redis
+/// does not answer within 5 s. Shared by the cache and auth's session store.
+pub async fn connect_redis(url: &str) -> Result<ConnectionManager, CacheConnectError> {
+    let client =
+        redis::Client::open(url).map_err(|e| CacheConnectError::InvalidUrl(e.to_string()))?;
+    let info = client.get_connection_info();
+    let target = info.addr().to_string();
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2);
+    let mut manager = ConnectionManager::new_with_config(client, config).await.map_err(|e| {
+        CacheConnectError::Unreachable { target: target.clone(), reason: e.to_string() }
+    })?;
+    let _: String = redis::cmd("PING")
+        .query_async(&mut manager)
+        .await
+        .map_err(|e| CacheConnectError::Unreachable { target, reason: e.to_string() })?;
+    Ok(manager)
+}
+
 impl Cache {
     /// An in-process cache.
     pub fn in_memory(
@@ -92,22 +113,7 @@ impl Cache {
         faults: Faults,
         metrics: Metrics,
     ) -> Result<Self, CacheConnectError> {
-        let client =
-            redis::Client::open(url).map_err(|e| CacheConnectError::InvalidUrl(e.to_string()))?;
-        let info = client.get_connection_info();
-        let target = info.addr().to_string();
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2);
-        let mut manager =
-            ConnectionManager::new_with_config(client, config).await.map_err(|e| {
-                CacheConnectError::Unreachable { target: target.clone(), reason: e.to_string() }
-            })?;
-        let _: String = redis::cmd("PING")
-            .query_async(&mut manager)
-            .await
-            .map_err(|e| CacheConnectError::Unreachable { target, reason: e.to_string() })?;
+        let manager = connect_redis(url).await?;
         Ok(Self {
             backend: Backend::Redis(manager),
             namespace: namespace.to_owned(),

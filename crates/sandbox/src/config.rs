@@ -108,7 +108,9 @@ pub struct Config {
     #[arg(long, default_value = "sandbox")]
     pub database_schema: String,
 
-    /// Redis URL for the response cache. Without it the cache is in-process.
+    /// Redis URL for the response cache (`--role all`, `gateway`), or for the
+    /// nonces and sessions (`--role auth`: shared by every replica, kept across
+    /// restarts). Without it they are held in this process.
     #[arg(long, env = "SANDBOX_REDIS_URL")]
     pub redis_url: Option<String>,
 

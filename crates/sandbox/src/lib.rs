@@ -330,7 +330,16 @@ pub async fn serve(
         }
         Role::Auth => {
             let metrics = Metrics::new()?;
-            let auth = Arc::new(Authenticator::new(&config.siwe_domain, config.chain_id));
+            let auth = match &config.redis_url {
+                Some(url) => Authenticator::with_redis(
+                    &config.siwe_domain,
+                    config.chain_id,
+                    cache::connect_redis(url).await?,
+                    &config.cache_namespace,
+                ),
+                None => Authenticator::new(&config.siwe_domain, config.chain_id),
+            };
+            let auth = Arc::new(auth);
             let service = AuthServer::new(AuthService::new(auth, metrics.clone()));
             let ops = OpsState { metrics, faults: None, readiness: Readiness::Auth, release };
             (ops, tonic::service::Routes::new(service))

@@ -207,6 +207,46 @@ async fn auth_down_fails_sign_in_with_a_problem_naming_auth_while_browsing_goes_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sessions_in_redis_survive_an_auth_restart() {
+    let namespace = testkit::unique_name("roles");
+    let mut common = small();
+    common.extend(["--cache-namespace".to_owned(), namespace]);
+    let mut marketplace = Marketplace::start(MarketplaceOptions {
+        binary: binary(),
+        redis_url: Some(testkit::local_redis_url()),
+        common_args: common,
+        ..MarketplaceOptions::default()
+    })
+    .await
+    .unwrap();
+    let gateway = marketplace.gateway_url();
+    let wallet = Wallet::new(8);
+    let token = sign_in(&gateway, &wallet, "d").await.unwrap();
+    marketplace.kill(Role::Auth).await.unwrap();
+    marketplace.restart(Role::Auth).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let me = reqwest::Client::new()
+            .get(format!("{gateway}/api/me"))
+            .bearer_auth(&token)
+            .header("x-device-fingerprint", "d")
+            .send()
+            .await
+            .unwrap();
+        let status = me.status().as_u16();
+        let body: Value = me.json().await.unwrap();
+        if status == 200 {
+            assert_eq!(body["address"], wallet.address.as_str());
+            break;
+        }
+        // The gateway's breaker may still be open from the kill: a 503, never a 401.
+        assert_eq!(status, 503, "the session was lost with the auth process: {body}");
+        assert!(Instant::now() < deadline, "auth did not come back: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn catalog_down_is_a_problem_naming_catalog_and_sign_in_goes_on() {
     let mut marketplace = Marketplace::start(MarketplaceOptions {
         binary: binary(),

@@ -47,7 +47,7 @@ pub struct MarketplaceOptions {
     pub database_url: Option<String>,
     /// `--database-schema` of the catalog and the consumer.
     pub database_schema: Option<String>,
-    /// The gateway's cache; in-process when `None`.
+    /// The gateway's cache and auth's sessions; in-process when `None`.
     pub redis_url: Option<String>,
     /// RabbitMQ for the order events: the catalog relays its outbox there and
     /// a consumer is started (both need `database_url`).
@@ -134,6 +134,11 @@ impl Marketplace {
             if role == Role::Catalog {
                 args.extend(database.iter().cloned());
                 args.extend(amqp.iter().cloned());
+            }
+            // Auth keeps its sessions in Redis when there is one: every
+            // replica and a restarted auth honour them.
+            if let (Role::Auth, Some(url)) = (role, &options.redis_url) {
+                args.extend(["--redis-url".to_owned(), url.clone()]);
             }
             args.extend(options.common_args.iter().cloned());
             processes.insert(

@@ -34,7 +34,7 @@ impl auth_server::Auth for AuthService {
     ) -> Result<Response<pb::IssueNonceReply>, Status> {
         observed(&self.metrics.grpc_server, AUTH_SERVICE, "IssueNonce", async {
             Ok(Response::new(pb::IssueNonceReply {
-                nonce: self.auth.issue_nonce(),
+                nonce: self.auth.issue_nonce().await.map_err(refusal)?,
                 domain: self.auth.domain().to_owned(),
                 chain_id: self.auth.chain_id(),
                 expires_in_seconds: crate::auth::NONCE_TTL.as_secs(),
@@ -49,15 +49,16 @@ impl auth_server::Auth for AuthService {
     ) -> Result<Response<pb::VerifyReply>, Status> {
         observed(&self.metrics.grpc_server, AUTH_SERVICE, "Verify", async {
             let request = request.into_inner();
-            match self.auth.verify(&request.message, &request.signature, &request.device) {
-                Ok((token, session)) => Ok(Response::new(pb::VerifyReply {
-                    token,
-                    address: session.address,
-                    expires_in_seconds: SESSION_TTL.as_secs(),
-                })),
-                Err(e @ SignInError::Malformed(_)) => Err(Status::invalid_argument(e.to_string())),
-                Err(e) => Err(Status::unauthenticated(e.to_string())),
-            }
+            let (token, session) = self
+                .auth
+                .verify(&request.message, &request.signature, &request.device)
+                .await
+                .map_err(refusal)?;
+            Ok(Response::new(pb::VerifyReply {
+                token,
+                address: session.address,
+                expires_in_seconds: SESSION_TTL.as_secs(),
+            }))
         })
         .await
     }
@@ -67,17 +68,28 @@ impl auth_server::Auth for AuthService {
         request: Request<pb::SessionRequest>,
     ) -> Result<Response<pb::SessionReply>, Status> {
         observed(&self.metrics.grpc_server, AUTH_SERVICE, "Session", async {
-            let reply = match self.auth.session(&request.into_inner().token) {
-                Some(session) => pb::SessionReply {
-                    found: true,
-                    address: session.address,
-                    device: session.device,
-                },
-                None => pb::SessionReply::default(),
-            };
+            let reply =
+                match self.auth.session(&request.into_inner().token).await.map_err(refusal)? {
+                    Some(session) => pb::SessionReply {
+                        found: true,
+                        address: session.address,
+                        device: session.device,
+                    },
+                    None => pb::SessionReply::default(),
+                };
             Ok(Response::new(reply))
         })
         .await
+    }
+}
+
+/// A sign-in failure as a status: INVALID_ARGUMENT for what does not parse,
+/// UNAVAILABLE when the session store is down, UNAUTHENTICATED otherwise.
+fn refusal(e: SignInError) -> Status {
+    match e {
+        SignInError::Malformed(_) => Status::invalid_argument(e.to_string()),
+        SignInError::StoreUnavailable(_) => Status::unavailable(e.to_string()),
+        _ => Status::unauthenticated(e.to_string()),
     }
 }
 
