@@ -16,6 +16,23 @@ use serde_json::{Value, json};
 use testkit::marketplace::{ClusterConfig, deploy_to_cluster};
 use testkit::{KubeCluster, RabbitMq, TempDatabase, local_redis_url};
 
+/// `http://TWIN:8080/metrics` of every pod of `app` (its IP's loopback twin,
+/// where the node runs it), as Prometheus' pod discovery would find them.
+async fn pod_metrics_urls(cluster: &KubeCluster, app: &str) -> Vec<String> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams};
+    let pods: Api<Pod> = Api::namespaced(cluster.client().await.unwrap(), "default");
+    let list = pods.list(&ListParams::default().labels(&format!("app={app}"))).await.unwrap();
+    list.items
+        .iter()
+        .filter_map(|pod| pod.status.as_ref()?.pod_ip.clone())
+        .map(|ip| {
+            let twin = testkit::kube_cluster::loopback_twin(&ip).expect("a pod IP of the cluster");
+            format!("http://{twin}:8080/metrics")
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_marketplace_deploys_to_the_local_cluster_and_holds_the_built_in_load() {
     let load_tester = testkit::workspace_binary("debug", "load-tester");
@@ -73,9 +90,18 @@ async fn the_marketplace_deploys_to_the_local_cluster_and_holds_the_built_in_loa
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // The load-tester, as a user runs it, against the gateway's Service.
+    // The load-tester, as a user runs it, against the gateway's Service,
+    // watching every gateway and catalog pod (the pool is the catalog's).
+    let mut watch = Vec::new();
+    for app in ["gateway", "catalog"] {
+        for url in pod_metrics_urls(&cluster, app).await {
+            watch.extend(["--metrics-url".to_owned(), url]);
+        }
+    }
+    assert_eq!(watch.len(), 8, "two gateway and two catalog pods: {watch:?}");
     let output = tokio::process::Command::new(&load_tester)
         .args(["run", "--target", &gateway, "--users", "20", "--hatch-rate", "20"])
+        .args(&watch)
         .args(["--duration", "5s", "--think-time", "0ms..50ms", "--output", "json"])
         .output()
         .await
@@ -87,5 +113,17 @@ async fn the_marketplace_deploys_to_the_local_cluster_and_holds_the_built_in_loa
         "load-tester against {gateway}: {report:#}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(report["verdict"], "pass", "{report:#}");
+    for check in report["checks"].as_array().unwrap() {
+        assert_eq!(check["verdict"], "pass", "{check:#}");
+    }
+    // The pages went through the catalog Service over gRPC, timed on both sides.
+    let measured = |prefix: &str| {
+        report["measurements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+    };
+    assert!(measured("grpc_p95 client Catalog/"), "{report:#}");
+    assert!(measured("grpc_p95 server Catalog/"), "{report:#}");
 }
