@@ -254,13 +254,13 @@ async fn deploy_marketplace(cluster: &testkit::KubeCluster) -> anyhow::Result<te
         .await?;
     let gateway = cluster.service_address("default", "gateway", 80)?;
     println!(
-        "marketplace ready in {:.1} s: {}
-
-         curl -s http://{gateway}/api/collections/1
-         cargo run -q -p load-tester -- run --target http://{gateway} --users 50 --duration 30s
-         kubectl get deployments,pods -o wide
-         RabbitMQ management: {} (guest/guest)
-",
+        "marketplace ready in {:.1} s: {}\n\n\
+         curl -s http://{gateway}/api/collections/1\n\
+         cargo run -q -p load-tester -- run --target http://{gateway} --users 50 --duration 30s\n\
+         (the pool criterion reads the catalog's pool: add --metrics-url http://TWIN:8080/metrics\n\
+         for each catalog pod, TWIN being its pod IP with 127 for 198: kubectl get pods -l app=catalog -o wide)\n\
+         kubectl get deployments,pods -o wide\n\
+         RabbitMQ management: {} (guest/guest)\n",
         started.elapsed().as_secs_f64(),
         testkit::marketplace::CLUSTER_DEPLOYMENTS.join(", "),
         rabbit.management_url(),
@@ -282,16 +282,10 @@ async fn services(args: &[String]) -> anyhow::Result<()> {
     .await?;
     use testkit::marketplace::Role;
     println!(
-        "marketplace services up:
-  gateway  {}
-  auth     {} (gRPC {})
-  catalog  {} (gRPC {})
-  consumer {}
-  RabbitMQ {} (management {})
-
-         curl -s {}/api/collections/1
-         cargo run -q -p load-tester -- run --target {} --metrics-url {}/metrics --metrics-url {}/metrics
-
+        "marketplace services up:\n  gateway  {}\n  auth     {} (gRPC {})\n  catalog  {} (gRPC {})\n  \
+         consumer {}\n  RabbitMQ {} (management {})\n\n\
+         curl -s {}/api/collections/1\n\
+         cargo run -q -p load-tester -- run --target {} --metrics-url {}/metrics --metrics-url {}/metrics\n\n\
          Ctrl-C stops them all.",
         marketplace.gateway_url(),
         marketplace.url(Role::Auth),
