@@ -1,5 +1,5 @@
 //! Outside input never panics the sandbox's parsers: sign-in messages and
-//! signatures, fault specs.
+//! signatures, fault specs, orders.
 
 use proptest::prelude::*;
 use sandbox::auth::Authenticator;
@@ -11,7 +11,7 @@ proptest! {
     #[test]
     fn sign_in_never_panics_on_arbitrary_messages(message in ".{0,400}", signature in "(0x)?[0-9a-fA-F]{0,140}") {
         let auth = Authenticator::new("localhost", 137);
-        let _ = auth.verify(&message, &signature, "device");
+        let _ = futures::executor::block_on(auth.verify(&message, &signature, "device"));
     }
 
     #[test]
@@ -24,8 +24,22 @@ proptest! {
         chars.splice(at..at, insert.chars());
         let message: String = chars.into_iter().collect();
         let auth = Authenticator::new("localhost", 137);
-        let outcome = auth.verify(&message, &format!("0x{}", "11".repeat(65)), "d");
+        let outcome = futures::executor::block_on(auth.verify(&message, &format!("0x{}", "11".repeat(65)), "d"));
         prop_assert!(outcome.is_err(), "an unsigned message is never accepted");
+    }
+
+    #[test]
+    fn order_validation_accepts_only_digits_and_printable_keys(key in ".{0,210}", price in ".{0,80}") {
+        let order = sandbox::orders::NewOrder {
+            idempotency_key: key.clone(),
+            account: "0xabc".to_owned(),
+            nft_id: 1,
+            kind: sandbox::orders::OrderKind::Buy,
+            price_wei: price.clone(),
+        };
+        let valid_key = !key.is_empty() && key.len() <= 200 && !key.chars().any(char::is_control);
+        let valid_price = !price.is_empty() && price.len() <= 78 && price.bytes().all(|b| b.is_ascii_digit());
+        prop_assert_eq!(order.validate().is_ok(), valid_key && valid_price);
     }
 
     #[test]

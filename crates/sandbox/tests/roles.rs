@@ -352,6 +352,51 @@ async fn mutual_tls_refuses_foreign_certificates_and_plaintext() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn orders_refuse_bad_input_with_the_reason() {
+    let all = Sandbox::start_with_binary(binary().unwrap(), &small()).await.unwrap();
+    let post = |key: Option<&'static str>, body: &'static str, token: Option<String>| {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/api/orders", all.url()))
+            .header("content-type", "application/json")
+            .header("x-device-fingerprint", "d")
+            .body(body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let order = r#"{"nft_id": 1, "kind": "buy", "price_wei": "100"}"#;
+    let (status, body) = post(None, order, None).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("Idempotency-Key"), "{body}");
+    for bad in [
+        "{",
+        r#"{"nft_id": 1, "kind": "steal", "price_wei": "1"}"#,
+        r#"{"nft_id": 1, "kind": "buy", "price_wei": "1", "extra": 1}"#,
+    ] {
+        let (status, body) = post(Some("k"), bad, None).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.contains("invalid order"), "{body}");
+    }
+    assert_eq!(post(Some("k"), order, None).await.0, 401, "orders need a session");
+    let token = sign_in(all.url(), &Wallet::new(6), "d").await.unwrap();
+    let (status, body) =
+        post(Some("k"), r#"{"nft_id": 1, "kind": "buy", "price_wei": "-5"}"#, Some(token.clone()))
+            .await;
+    assert_eq!(status, 400, "{body}");
+    // The in-memory catalog stores no orders, and says so.
+    let (status, body) = post(Some("k"), order, Some(token)).await;
+    assert_eq!(status, 501, "{body}");
+    assert!(body.contains("--database-url"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_peer_down_at_start_is_logged_not_fatal() {
     let closed = format!("http://127.0.0.1:{}", testkit::free_port());
     let args: Vec<String> = ["--role", "gateway", "--auth-url", &closed, "--catalog-url", &closed]
