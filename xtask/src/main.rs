@@ -79,6 +79,19 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// What a team installing one tool gets: `cargo publish --workspace
+    /// --dry-run` (every publishable crate packages and builds alone), then
+    /// each tool installed with `cargo install --path crates/TOOL --root DIR
+    /// --locked` and its `--help` and `--version` run from DIR/bin.
+    Package {
+        /// Install only these tools (repeatable); default: every tool.
+        #[arg(long = "tool", value_name = "TOOL")]
+        tools: Vec<String>,
+        /// Build the installed tools with the dev profile (faster; the
+        /// release profile is what `cargo install` uses by default).
+        #[arg(long)]
+        debug: bool,
+    },
     /// What CI runs: rustfmt check, clippy with warnings denied, the tests,
     /// rustdoc with warnings denied, and the schema check.
     Ci,
@@ -212,6 +225,11 @@ fn execute(task: Task) -> anyhow::Result<ExitCode> {
             doc.args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings");
             run(doc)?;
             schema(true)?;
+            package(&[], true)?;
+            Ok(ExitCode::Success)
+        }
+        Task::Package { tools, debug } => {
+            package(&tools, debug)?;
             Ok(ExitCode::Success)
         }
         Task::Bench { tool, runs, scale } => {
@@ -224,6 +242,54 @@ fn execute(task: Task) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::Success)
         }
     }
+}
+
+/// The tools a team installs alone, each a crate with a binary of its name.
+const TOOLS: [&str; 5] = ["alert-linter", "backup-agent", "load-tester", "pg-failover-probe", "reorg-sim"];
+
+/// The publish dry run, then each tool installed into a temporary root and
+/// run from there. The installs share one target directory
+/// (`target/install`), so the dependencies are compiled once.
+fn package(only: &[String], debug: bool) -> anyhow::Result<()> {
+    for tool in only {
+        anyhow::ensure!(
+            TOOLS.contains(&tool.as_str()),
+            "unknown tool {tool:?}: one of {}",
+            TOOLS.join(", ")
+        );
+    }
+    let mut publish = cargo();
+    publish.args(["publish", "--workspace", "--dry-run", "--allow-dirty", "--quiet"]);
+    run(publish)?;
+    let root = tempfile::tempdir()?;
+    let target = workspace::root().join("target/install");
+    for tool in TOOLS.iter().filter(|t| only.is_empty() || only.iter().any(|o| o == *t)) {
+        let mut install = cargo();
+        install
+            .args(["install", "--quiet", "--locked", "--path"])
+            .arg(workspace::root().join("crates").join(tool))
+            .arg("--root")
+            .arg(root.path())
+            .env("CARGO_TARGET_DIR", &target);
+        if debug {
+            install.arg("--debug");
+        }
+        run(install)?;
+        let binary = root.path().join("bin").join(tool);
+        for flag in ["--version", "--help"] {
+            let output = Command::new(&binary).arg(flag).output()?;
+            let text = String::from_utf8_lossy(&output.stdout);
+            anyhow::ensure!(
+                output.status.success() && text.contains(tool),
+                "{} {flag} failed ({}): {text}{}",
+                binary.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        println!("installed alone and ran: {tool} ({})", binary.display());
+    }
+    Ok(())
 }
 
 /// Builds every binary the tests and `verify` start as processes.

@@ -302,7 +302,10 @@ pub async fn serve(
             let metrics = Metrics::new()?;
             let (Some(database_url), Some(amqp_url)) = (&config.database_url, &config.amqp_url)
             else {
-                unreachable!("validate() requires both for --role consumer");
+                return Err(StartError::Config(ConfigError {
+                    flag: "--amqp-url",
+                    reason: "--role consumer needs --database-url and --amqp-url".to_owned(),
+                }));
             };
             let orders =
                 orders::Orders::connect(database_url, &config.database_schema, config.db_pool_size)
