@@ -245,7 +245,8 @@ fn execute(task: Task) -> anyhow::Result<ExitCode> {
 }
 
 /// The tools a team installs alone, each a crate with a binary of its name.
-const TOOLS: [&str; 5] = ["alert-linter", "backup-agent", "load-tester", "pg-failover-probe", "reorg-sim"];
+const TOOLS: [&str; 5] =
+    ["alert-linter", "backup-agent", "load-tester", "pg-failover-probe", "reorg-sim"];
 
 /// The publish dry run, then each tool installed into a temporary root and
 /// run from there. The installs share one target directory

@@ -864,7 +864,10 @@ mod tests {
         let m = MetricMapping::default();
         let q = prometheus_query(&m, r#"{job="marketplace"}"#);
         assert!(q.starts_with(r#"{__name__=~"cache_hits_total|cache_misses_total|"#), "{q}");
-        assert!(q.ends_with(r#"process_resident_memory_bytes|up",job="marketplace"}"#), "{q}");
+        assert!(
+            q.ends_with(r#"|up|grpc_client_handling_seconds_bucket|grpc_server_handling_seconds_bucket",job="marketplace"}"#),
+            "{q}"
+        );
         assert_eq!(prometheus_query(&m, "").matches('{').count(), 1);
         let answer = serde_json::json!([
             {"metric": {"__name__": "cache_hits_total", "instance": "a:1"}, "value": [1.0, "80"]},
@@ -878,6 +881,25 @@ mod tests {
         assert_eq!(snaps[0].0, "a:1");
         assert_eq!((snaps[0].1.cache_hits, snaps[0].1.cache_misses), (Some(80.0), Some(20.0)));
         assert_eq!(snaps[1].1.breakers.get("db").map(String::as_str), Some("open"));
+    }
+
+    #[test]
+    fn prometheus_answers_carry_the_grpc_buckets() {
+        let m = MetricMapping::default();
+        let at = |t: f64, fast: &str, all: &str| {
+            let bucket = |le: &str, v: &str| {
+                serde_json::json!({"metric": {
+                "__name__": "grpc_server_handling_seconds_bucket", "instance": "c:1",
+                "grpc_service": "pkg.Catalog", "grpc_method": "GetNft", "grpc_code": "OK", "le": le},
+                "value": [t, v]})
+            };
+            let answer = serde_json::json!([bucket("0.005", fast), bucket("+Inf", all)]);
+            split_by_instance(&answer, &m, t).remove(0).1
+        };
+        let w = summarise(ServiceWatch::default(), &[at(0.0, "10", "10"), at(1.0, "110", "110")]);
+        assert_eq!(w.grpc.len(), 1);
+        assert_eq!((w.grpc[0].label().as_str(), w.grpc[0].calls), ("server Catalog/GetNft", 100.0));
+        assert!(w.grpc[0].p95_seconds.is_some_and(|p| p <= 0.005));
     }
 
     #[test]
