@@ -312,11 +312,16 @@ async fn apply(orders: &Orders, event: &OrderCreated, faults: &Faults) -> Result
     Ok(first)
 }
 
-async fn pending_gauge(orders: Orders, metrics: Metrics, mut stop: watch::Receiver<bool>) {
+/// Runs `refresh` now and every [`GAUGE_EVERY`] until `stop`; a failed
+/// refresh leaves the gauge as it was and is logged at debug level.
+async fn every_interval<F, Fut>(what: &'static str, mut stop: watch::Receiver<bool>, mut refresh: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
     loop {
-        match orders.pending().await {
-            Ok(pending) => metrics.outbox_pending.set(pending),
-            Err(e) => tracing::debug!(error = %e, "cannot count the outbox"),
+        if let Err(e) = refresh().await {
+            tracing::debug!(error = %e, "cannot refresh {what}");
         }
         tokio::select! {
             () = tokio::time::sleep(GAUGE_EVERY) => {}
@@ -325,45 +330,42 @@ async fn pending_gauge(orders: Orders, metrics: Metrics, mut stop: watch::Receiv
     }
 }
 
+/// `outbox_pending`: events not yet confirmed by RabbitMQ.
+async fn pending_gauge(orders: Orders, metrics: Metrics, stop: watch::Receiver<bool>) {
+    every_interval("outbox_pending", stop, || async {
+        metrics.outbox_pending.set(orders.pending().await?);
+        Ok(())
+    })
+    .await;
+}
+
 /// `consumer_lag_seconds`: the age of the oldest event not yet applied.
-async fn lag_gauge(orders: Orders, metrics: Metrics, mut stop: watch::Receiver<bool>) {
+async fn lag_gauge(orders: Orders, metrics: Metrics, stop: watch::Receiver<bool>) {
     let s = orders.schema().to_owned();
     let sql = format!(
         "SELECT COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(o.created_at)), 0)::float8
          FROM {s}.outbox o
          WHERE NOT EXISTS (SELECT 1 FROM {s}.processed_events p WHERE p.event_id = o.event_id)"
     );
-    loop {
-        let lag = async {
-            let client = orders.pool().get().await.map_err(|e| e.to_string())?;
-            let row = client.query_one(&sql, &[]).await.map_err(|e| e.to_string())?;
-            cell::<f64>(&row, "outbox", 0)
-        };
-        match lag.await {
-            Ok(lag) => metrics.consumer_lag.set(lag),
-            Err(e) => tracing::debug!(error = %e, "cannot measure the consumer lag"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(GAUGE_EVERY) => {}
-            _ = stop.wait_for(|stop| *stop) => return,
-        }
-    }
+    every_interval("consumer_lag_seconds", stop, || async {
+        let client = orders.pool().get().await.map_err(|e| e.to_string())?;
+        let row = client.query_one(&sql, &[]).await.map_err(|e| e.to_string())?;
+        metrics.consumer_lag.set(cell::<f64>(&row, "outbox", 0)?);
+        Ok(())
+    })
+    .await;
 }
 
 /// `amqp_queue_messages{queue}`: messages ready in the queue.
-async fn queue_depth(channel: Channel, metrics: Metrics, mut stop: watch::Receiver<bool>) {
+async fn queue_depth(channel: Channel, metrics: Metrics, stop: watch::Receiver<bool>) {
     let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-    loop {
-        match channel.queue_declare(QUEUE.into(), passive, FieldTable::default()).await {
-            Ok(queue) => metrics
-                .queue_messages
-                .with_label_values(&[QUEUE])
-                .set(i64::from(queue.message_count())),
-            Err(e) => tracing::debug!(error = %e, "cannot read the queue depth"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(GAUGE_EVERY) => {}
-            _ = stop.wait_for(|stop| *stop) => return,
-        }
-    }
+    every_interval("amqp_queue_messages", stop, || async {
+        let queue = channel
+            .queue_declare(QUEUE.into(), passive, FieldTable::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        metrics.queue_messages.with_label_values(&[QUEUE]).set(i64::from(queue.message_count()));
+        Ok(())
+    })
+    .await;
 }
