@@ -243,8 +243,13 @@ async fn build_with(config: &Config, tls: Option<&TlsFiles>) -> Result<AppState,
         auth: Arc::new(auth),
         faults,
         metrics,
-        release: config.release.as_deref().and_then(|r| axum::http::HeaderValue::from_str(r).ok()),
+        release: release_header(config),
     })
+}
+
+/// `--release` as the `x-release` header value (checked by [`Config::validate`]).
+fn release_header(config: &Config) -> Option<axum::http::HeaderValue> {
+    config.release.as_deref().and_then(|r| axum::http::HeaderValue::from_str(r).ok())
 }
 
 async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
@@ -268,7 +273,7 @@ pub async fn serve(
     // provider; when the workspace also links aws-lc-rs there is none.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tls = TlsFiles::load(&config)?;
-    let release = config.release.as_deref().and_then(|r| axum::http::HeaderValue::from_str(r).ok());
+    let release = release_header(&config);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -287,16 +292,12 @@ pub async fn serve(
             ));
         }
     };
-    let (ops, grpc) = match config.role {
+    // The HTTP router of the role, and the gRPC services it serves, if any.
+    let (router, grpc) = match config.role {
         Role::All | Role::Gateway => {
             let state = build_with(&config, tls.as_ref()).await?;
             relay(state.catalog.orders(), &state.metrics);
-            let (listener, http) = bind(config.listen).await?;
-            on_listening(&Listening { http, grpc: None, tls: false });
-            return axum::serve(listener, routes::router(state))
-                .with_graceful_shutdown(until_stopped(stopped.clone()))
-                .await
-                .map_err(StartError::Serve);
+            (routes::router(state), None)
         }
         Role::Consumer => {
             let metrics = Metrics::new()?;
@@ -324,12 +325,7 @@ pub async fn serve(
                 readiness: Readiness::Consumer(orders),
                 release,
             };
-            let (listener, http) = bind(config.listen).await?;
-            on_listening(&Listening { http, grpc: None, tls: false });
-            return axum::serve(listener, routes::operations(ops))
-                .with_graceful_shutdown(until_stopped(stopped.clone()))
-                .await
-                .map_err(StartError::Serve);
+            (routes::operations(ops), None)
         }
         Role::Auth => {
             let metrics = Metrics::new()?;
@@ -345,7 +341,7 @@ pub async fn serve(
             let auth = Arc::new(auth);
             let service = AuthServer::new(AuthService::new(auth, metrics.clone()));
             let ops = OpsState { metrics, faults: None, readiness: Readiness::Auth, release };
-            (ops, tonic::service::Routes::new(service))
+            (routes::operations(ops), Some(tonic::service::Routes::new(service)))
         }
         Role::Catalog => {
             let metrics = Metrics::new()?;
@@ -360,18 +356,25 @@ pub async fn serve(
                 readiness: Readiness::Catalog(catalog),
                 release,
             };
-            (ops, tonic::service::Routes::new(service))
+            (routes::operations(ops), Some(tonic::service::Routes::new(service)))
         }
     };
     let (http_listener, http) = bind(config.listen).await?;
+    let Some(grpc) = grpc else {
+        on_listening(&Listening { http, grpc: None, tls: false });
+        return axum::serve(http_listener, router)
+            .with_graceful_shutdown(until_stopped(stopped))
+            .await
+            .map_err(StartError::Serve);
+    };
     let (grpc_listener, grpc_addr) = bind(config.grpc_listen).await?;
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
         server = server.tls_config(tls.server())?;
     }
     on_listening(&Listening { http, grpc: Some(grpc_addr), tls: tls.is_some() });
-    let http_server = axum::serve(http_listener, routes::operations(ops))
-        .with_graceful_shutdown(until_stopped(stopped.clone()));
+    let http_server =
+        axum::serve(http_listener, router).with_graceful_shutdown(until_stopped(stopped.clone()));
     let grpc_server = server.add_routes(grpc).serve_with_incoming_shutdown(
         tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
         until_stopped(stopped),

@@ -113,7 +113,7 @@ pub fn operations(state: OpsState) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ops_ready))
-        .route("/metrics", get(ops_metrics));
+        .route("/metrics", get(metrics));
     if let Some(faults) = state.faults.clone() {
         let faults_router = Router::new()
             .route("/admin/faults", get(get_faults).post(set_faults).delete(clear_faults))
@@ -144,10 +144,6 @@ async fn ops_ready(State(state): State<OpsState>) -> Response {
             }
         },
     }
-}
-
-async fn ops_metrics(State(state): State<OpsState>) -> impl IntoResponse {
-    ([("content-type", "text/plain; version=0.0.4")], state.metrics.render())
 }
 
 /// The state of the request-recording middleware.
@@ -533,8 +529,21 @@ async fn ready(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([("content-type", "text/plain; version=0.0.4")], state.metrics.render())
+/// `/metrics` of every role: the Prometheus text exposition.
+async fn metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
+    ([("content-type", "text/plain; version=0.0.4")], metrics.render())
+}
+
+impl axum::extract::FromRef<AppState> for Metrics {
+    fn from_ref(state: &AppState) -> Metrics {
+        state.metrics.clone()
+    }
+}
+
+impl axum::extract::FromRef<OpsState> for Metrics {
+    fn from_ref(state: &OpsState) -> Metrics {
+        state.metrics.clone()
+    }
 }
 
 impl axum::extract::FromRef<AppState> for Faults {

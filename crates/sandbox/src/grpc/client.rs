@@ -53,23 +53,12 @@ pub fn channel(
             Err(e) => tracing::warn!(
                 peer,
                 url = %shown,
-                error = %error_chain(&e),
+                error = %shared_types::pg::error_chain(&e),
                 "gRPC peer unreachable at start; its circuit breaker answers for it until it is up"
             ),
         }
     });
     Ok(endpoint.connect_lazy())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The catalog service, as the gateway's catalog store.
