@@ -75,20 +75,22 @@ async fn the_marketplace_deploys_to_the_local_cluster_and_holds_the_built_in_loa
         .unwrap();
     assert_eq!(order.status(), 201, "{}", order.text().await.unwrap());
     let client = testkit::postgres::connect(db.url()).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let applied: i64 = client
-            .query_one("SELECT count(*) FROM sandbox.processed_events", &[])
-            .await
-            .unwrap()
-            .try_get(0)
-            .unwrap();
-        if applied == 1 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the consumer pod applied no event");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let client = &client;
+    testkit::wait_until(
+        "the consumer pod to apply the order's event",
+        Duration::from_secs(60),
+        || async move {
+            let applied: i64 = client
+                .query_one("SELECT count(*) FROM sandbox.processed_events", &[])
+                .await
+                .unwrap()
+                .try_get(0)
+                .unwrap();
+            if applied == 1 { Ok(()) } else { Err(format!("{applied} applied")) }
+        },
+    )
+    .await
+    .unwrap();
 
     // The load-tester, as a user runs it, against the gateway's Service,
     // watching every gateway and catalog pod (the pool is the catalog's).

@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::wallet::{Wallet, sign_in};
 use serde_json::{Value, json};
@@ -55,15 +55,12 @@ async fn count(db: &TempDatabase, sql: &str) -> i64 {
 }
 
 async fn wait_for(db: &TempDatabase, sql: &str, want: i64, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
+    testkit::wait_until(sql, timeout, || async move {
         let got = count(db, sql).await;
-        if got == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{sql}: {got} after {timeout:?}, want {want}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if got == want { Ok(()) } else { Err(format!("{got}, want {want}")) }
+    })
+    .await
+    .unwrap();
 }
 
 async fn metric(base: &str, name: &str) -> f64 {
@@ -72,18 +69,12 @@ async fn metric(base: &str, name: &str) -> f64 {
 }
 
 async fn wait_for_metric(base: &str, name: &str, want: f64, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
+    testkit::wait_until(&format!("{name} at {base}"), timeout, || async move {
         let got = metric(base, name).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} at {base}: {got} after {timeout:?}, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if got == want { Ok(()) } else { Err(format!("{got}, want {want}")) }
+    })
+    .await
+    .unwrap();
 }
 
 const APPLIED: &str = "SELECT count(*) FROM sandbox.processed_events";
@@ -172,11 +163,17 @@ async fn a_consumer_killed_mid_stream_loses_nothing_and_applies_nothing_twice() 
         Duration::from_secs(30),
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&db, APPLIED).await < 100 {
-        assert!(Instant::now() < deadline, "the consumer applied fewer than 100 events in 60 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let db_ref = &db;
+    testkit::wait_until(
+        "the consumer to apply 100 events",
+        Duration::from_secs(60),
+        || async move {
+            let applied = count(db_ref, APPLIED).await;
+            if applied >= 100 { Ok(()) } else { Err(format!("{applied} applied")) }
+        },
+    )
+    .await
+    .unwrap();
     marketplace.kill(Role::Consumer).await.unwrap();
     let at_kill = count(&db, APPLIED).await;
     assert!(at_kill < 500, "the kill was not mid-stream ({at_kill} applied)");

@@ -182,17 +182,15 @@ async fn auth_down_fails_sign_in_with_a_problem_naming_auth_while_browsing_goes_
     // the breaker's second is over and sign-in works again.
     let gateway_pid = marketplace.pid(Role::Gateway);
     marketplace.restart(Role::Auth).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match sign_in(&gateway, &wallet, "d").await {
-            Ok(_) => break,
-            Err((status, body)) => {
-                assert_eq!(status, 503, "{body}");
-                assert!(Instant::now() < deadline, "sign-in did not recover: {body}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+    let (base, signer) = (&gateway, &wallet);
+    testkit::wait_until("sign-in to recover", Duration::from_secs(15), || async move {
+        sign_in(base, signer, "d").await.map_err(|(status, body)| {
+            assert_eq!(status, 503, "{body}");
+            body
+        })
+    })
+    .await
+    .unwrap();
     assert_eq!(marketplace.pid(Role::Gateway), gateway_pid);
     let transition = |from, to| [("dependency", "auth"), ("from", from), ("to", to)];
     let transitions = "circuit_breaker_transitions_total";
@@ -224,11 +222,11 @@ async fn sessions_in_redis_survive_an_auth_restart() {
     let token = sign_in(&gateway, &wallet, "d").await.unwrap();
     marketplace.kill(Role::Auth).await.unwrap();
     marketplace.restart(Role::Auth).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    let (base, token) = (&gateway, &token);
+    let body = testkit::wait_until("auth to come back", Duration::from_secs(15), || async move {
         let me = reqwest::Client::new()
-            .get(format!("{gateway}/api/me"))
-            .bearer_auth(&token)
+            .get(format!("{base}/api/me"))
+            .bearer_auth(token)
             .header("x-device-fingerprint", "d")
             .send()
             .await
@@ -236,14 +234,15 @@ async fn sessions_in_redis_survive_an_auth_restart() {
         let status = me.status().as_u16();
         let body: Value = me.json().await.unwrap();
         if status == 200 {
-            assert_eq!(body["address"], wallet.address.as_str());
-            break;
+            return Ok(body);
         }
         // The gateway's breaker may still be open from the kill: a 503, never a 401.
         assert_eq!(status, 503, "the session was lost with the auth process: {body}");
-        assert!(Instant::now() < deadline, "auth did not come back: {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        Err(body.to_string())
+    })
+    .await
+    .unwrap();
+    assert_eq!(body["address"], wallet.address.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -405,13 +404,15 @@ async fn a_peer_down_at_start_is_logged_not_fatal() {
     let gateway = Sandbox::start_with_binary(binary().unwrap(), &args).await.unwrap();
     let (status, problem) = fetch(gateway.url(), "/api/collections/1").await;
     assert_eq!((status, problem["dependency"].as_str()), (503, Some("catalog")));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = std::fs::read_to_string(gateway.log_path()).unwrap();
-        if log.contains("gRPC peer unreachable at start") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no warning logged: {log}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let log_path = gateway.log_path();
+    testkit::wait_until(
+        "the unreachable peer to be logged",
+        Duration::from_secs(10),
+        || async move {
+            let log = std::fs::read_to_string(log_path).unwrap();
+            if log.contains("gRPC peer unreachable at start") { Ok(()) } else { Err(log) }
+        },
+    )
+    .await
+    .unwrap();
 }

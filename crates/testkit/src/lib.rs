@@ -84,7 +84,7 @@ pub use marketplace::{Marketplace, MarketplaceOptions};
 pub use mongo::MongoServer;
 pub use nginx::Nginx;
 pub use pg_tls::TlsPostgres;
-pub use ports::{free_port, wait_for_http_ok, wait_for_tcp};
+pub use ports::{free_port, wait_for_http_ok, wait_for_tcp, wait_until};
 pub use postgres::{PgPair, PgPairOptions, postgres_user_command};
 pub use prometheus::{Prometheus, PrometheusOptions};
 pub use rabbitmq::RabbitMq;

@@ -66,6 +66,32 @@ where
     }
 }
 
+/// Calls `check` every 100 ms until it returns `Ok(value)`, for at most
+/// `timeout`. `Err(seen)` means "not yet", with what it saw; the timeout
+/// error names `what` and the last thing seen. For tests that wait for a
+/// condition instead of sleeping a fixed time.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let seen = match check().await {
+            Ok(value) => return Ok(value),
+            Err(seen) => seen,
+        };
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                what: what.to_owned(),
+                after: timeout,
+                hint: format!("last seen: {seen}"),
+            });
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until a GET of `url` answers with a 2xx status.
 pub async fn wait_for_http_ok(url: &str, timeout: Duration) -> Result<()> {
     let client = http_client()?;
