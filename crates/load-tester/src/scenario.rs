@@ -250,7 +250,7 @@ impl ScenarioPlan {
             let message = err.without_snippet().to_string();
             let message = message.lines().next().unwrap_or_default();
             let message = message.rsplit_once(" at line ").map_or(message, |(m, _)| m);
-            let key = yaml::key_path(text, line, col, message);
+            let key = shared_types::yaml_key_path(text, line, col, message);
             ScenarioError::at(source, line, col, key.as_deref(), message)
         })?;
         yaml::compile(raw, source, base, fallback_name)

@@ -122,6 +122,51 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The key path of a YAML parse error at `line`:`col` (1-based, as
+/// serde-saphyr reports them), e.g. `scenarios.transactions.weight`, found
+/// from the file's indentation, so a config error can name the key. For a
+/// missing or unknown field the message already names it.
+pub fn yaml_key_path(text: &str, line: u64, col: u64, message: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let index = usize::try_from(line).ok()?.checked_sub(1)?;
+    // (column of the key, the key) of a `key: value` or `- key: value` line.
+    let key_of = |l: &str| -> Option<(usize, String)> {
+        let trimmed = l.trim_start();
+        let mut column = l.len() - trimmed.len();
+        let rest = match trimmed.strip_prefix("- ") {
+            Some(rest) => {
+                column += 2;
+                rest
+            }
+            None => trimmed,
+        };
+        let (key, _) = rest.split_once(':')?;
+        let key = key.trim().trim_matches('"');
+        let ok = !key.is_empty() && key.chars().all(|c| c.is_alphanumeric() || "_-. ".contains(c));
+        ok.then(|| (column, key.to_owned()))
+    };
+    let (mut indent, leaf) = match lines.get(index).and_then(|l| key_of(l)) {
+        Some((column, key)) if !message.contains("missing field") => (column, Some(key)),
+        // The error points at a mapping: its keys sit at the error's column.
+        _ => (usize::try_from(col).unwrap_or(1).saturating_sub(1), None),
+    };
+    let mut path = Vec::new();
+    for l in lines.get(..index)?.iter().rev() {
+        if indent == 0 {
+            break;
+        }
+        if let Some((column, key)) = key_of(l)
+            && column < indent
+        {
+            path.push(key);
+            indent = column;
+        }
+    }
+    path.reverse();
+    path.extend(leaf);
+    (!path.is_empty()).then(|| path.join("."))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +192,13 @@ mod tests {
         assert_eq!(redact_url("mongodb://u:p@h1,h2/db?x=1"), "mongodb://u:***@h1,h2/db?x=1");
         assert_eq!(redact_url("postgres://app@db/app"), "postgres://app@db/app");
         assert_eq!(redact_url("host=db user=x"), "host=db user=x");
+    }
+
+    #[test]
+    fn yaml_errors_are_placed_under_their_parent_keys() {
+        let text = "a:\n  b:\n    - c: 1\n      d: x\n";
+        assert_eq!(yaml_key_path(text, 4, 10, "invalid type").as_deref(), Some("a.b.d"));
+        assert_eq!(yaml_key_path(text, 9, 1, "x"), None);
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub mod verdict;
 
 #[cfg(feature = "logs")]
 pub use cli::init_logs;
-pub use cli::{EmitError, UrlHost, is_loopback_host, redact_url, url_hosts};
+pub use cli::{EmitError, UrlHost, is_loopback_host, redact_url, url_hosts, yaml_key_path};
 pub use render::{OutputFormat, RenderOptions, UnknownOutputFormat};
 pub use report::{Check, Measurement, Report, SCHEMA_VERSION};
 #[cfg(feature = "schema")]

@@ -234,50 +234,6 @@ impl ScenarioPlan {
     }
 }
 
-/// The key at `line`:`col` and its parents, e.g.
-/// `scenarios[].transactions[].weight`, from the file's indentation. For a
-/// missing or unknown field the message already names it.
-pub(super) fn key_path(text: &str, line: u64, col: u64, message: &str) -> Option<String> {
-    let lines: Vec<&str> = text.lines().collect();
-    let index = usize::try_from(line).ok()?.checked_sub(1)?;
-    // (column of the key, the key) of a `key: value` or `- key: value` line.
-    let key_of = |l: &str| -> Option<(usize, String)> {
-        let trimmed = l.trim_start();
-        let mut column = l.len() - trimmed.len();
-        let rest = match trimmed.strip_prefix("- ") {
-            Some(rest) => {
-                column += 2;
-                rest
-            }
-            None => trimmed,
-        };
-        let (key, _) = rest.split_once(':')?;
-        let key = key.trim().trim_matches('"');
-        let ok = !key.is_empty() && key.chars().all(|c| c.is_alphanumeric() || "_-. ".contains(c));
-        ok.then(|| (column, key.to_owned()))
-    };
-    let (mut indent, leaf) = match lines.get(index).and_then(|l| key_of(l)) {
-        Some((column, key)) if !message.contains("missing field") => (column, Some(key)),
-        // The error points at a mapping: its keys sit at the error's column.
-        _ => (usize::try_from(col).unwrap_or(1).saturating_sub(1), None),
-    };
-    let mut path = Vec::new();
-    for l in lines.get(..index)?.iter().rev() {
-        if indent == 0 {
-            break;
-        }
-        if let Some((column, key)) = key_of(l)
-            && column < indent
-        {
-            path.push(key);
-            indent = column;
-        }
-    }
-    path.reverse();
-    path.extend(leaf);
-    (!path.is_empty()).then(|| path.join("."))
-}
-
 pub(super) fn compile(
     raw: RawFile,
     source: &str,
