@@ -223,6 +223,23 @@ ensure_backup_agent_services() {
   if command -v pyenv >/dev/null; then pyenv rehash >/dev/null 2>&1 || true; fi
 }
 
+# chaos-runner's peer: Chaos Toolkit runs the same experiment against the
+# same sandbox (1.19.0 is the newest that installs on Python 3.11), and
+# iproute2's ip/tc for the netem faults.
+ensure_chaos_tools() {
+  if ! command -v chaos >/dev/null || [[ $(chaos --version 2>/dev/null) != *1.19.0* ]]; then
+    log "pip install chaostoolkit==1.19.0"
+    python3 -m pip install -q 'chaostoolkit==1.19.0' >/dev/null 2>&1 \
+      || python3 -m pip install -q --break-system-packages 'chaostoolkit==1.19.0' >/dev/null \
+      || die "pip install chaostoolkit==1.19.0 failed"
+    if command -v pyenv >/dev/null; then pyenv rehash >/dev/null 2>&1 || true; fi
+  fi
+  if ! command -v tc >/dev/null || ! command -v ip >/dev/null; then
+    log "installing iproute2 for chaos-runner's netem faults"
+    apt_install iproute2
+  fi
+}
+
 # The upstream Kubernetes control plane for testkit's KubeCluster, built once
 # per machine from Debian's source package into a cache outside the checkout
 # (scripts/build-kubernetes.sh; about 9 minutes cold on 2 cores, instant after).
@@ -252,6 +269,7 @@ main() {
   ensure_local_redis
   ensure_local_rabbitmq
   ensure_backup_agent_services
+  ensure_chaos_tools
   ensure_reorg_sim_node_packages
   ensure_kubernetes
 }

@@ -232,8 +232,9 @@ impl ClusterArgs {
     }
 }
 
-fn needs_kube(file: &ExperimentFile) -> bool {
-    file.experiments.iter().any(|e| {
+/// Whether the selected experiments (all when `only` is empty) touch Kubernetes.
+fn needs_kube(file: &ExperimentFile, only: &[String]) -> bool {
+    file.experiments.iter().filter(|e| only.is_empty() || only.contains(&e.value.id)).any(|e| {
         e.value.method.iter().any(|s| s.value.pods.is_some() || s.value.scale.is_some())
             || e.value.steady_state.iter().any(|p| p.value.pods.is_some())
     })
@@ -284,7 +285,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
                 }
             }
             chaos_runner::check_allowed(&file)?;
-            let kube = input.cluster.connect(needs_kube(&file)).await?;
+            let kube = input.cluster.connect(needs_kube(&file, &input.only)).await?;
             if dry_run {
                 return plan(&file, &input.only, kube.as_ref(), "human").await;
             }
@@ -320,7 +321,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
             let vars: BTreeMap<String, String> = input.vars.iter().cloned().collect();
             let file = chaos_runner::load(&input.file, &vars)?;
             chaos_runner::check_allowed(&file)?;
-            let kube = input.cluster.connect(needs_kube(&file)).await?;
+            let kube = input.cluster.connect(needs_kube(&file, &input.only)).await?;
             plan(&file, &input.only, kube.as_ref(), &output).await
         }
         Command::ListFaults => {

@@ -140,6 +140,12 @@ impl Cache {
     /// The cached value, counting a hit or a miss; `None` as well when the cache
     /// failed (counted in `cache_errors_total`).
     pub async fn get(&self, key: &str) -> Option<String> {
+        self.lookup(key).await.ok().flatten()
+    }
+
+    /// The cached value, or why the cache could not be asked (counted in
+    /// `cache_errors_total`); hits and misses are counted.
+    pub async fn lookup(&self, key: &str) -> Result<Option<String>, String> {
         let key = self.full_key(key);
         let outcome = self
             .breaker
@@ -168,16 +174,16 @@ impl Cache {
         match outcome {
             Ok(Some(value)) => {
                 self.metrics.cache_hits.inc();
-                Some(value)
+                Ok(Some(value))
             }
             Ok(None) => {
                 self.metrics.cache_misses.inc();
-                None
+                Ok(None)
             }
             Err(e) => {
                 self.metrics.cache_errors.inc();
-                tracing::debug!(error = %e, "cache get failed, falling back to the database");
-                None
+                tracing::debug!(error = %e, "cache get failed");
+                Err(e.to_string())
             }
         }
     }

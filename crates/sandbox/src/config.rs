@@ -163,6 +163,18 @@ pub struct Config {
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
 
+    /// Broken on purpose, for chaos experiments that must fail: a cache error
+    /// fails the request (503) instead of falling back to the database.
+    #[arg(long)]
+    pub no_cache_fallback: bool,
+
+    /// Broken on purpose, for chaos experiments that must fail: order events
+    /// are dropped while RabbitMQ is unreachable (as a service publishing
+    /// straight to the broker would lose them) instead of waiting in the
+    /// transactional outbox.
+    #[arg(long)]
+    pub no_outbox: bool,
+
     /// Release name sent back in an `x-release` header on every response
     /// (blue/green, version A/B); none by default.
     #[arg(long, env = "SANDBOX_RELEASE")]

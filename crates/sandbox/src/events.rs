@@ -21,6 +21,9 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde::Deserialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::watch;
 
 use crate::faults::Faults;
@@ -41,16 +44,51 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 /// depth) are refreshed.
 const GAUGE_EVERY: Duration = Duration::from_millis(500);
 
-/// Publishes the outbox until `stop` turns true.
+/// Publishes the outbox until `stop` turns true. Without `outbox` (the
+/// sandbox's `--no-outbox`, broken on purpose) events are dropped whenever
+/// RabbitMQ is unreachable, as direct publishing would lose them.
 pub async fn relay(
     orders: Orders,
     amqp_url: String,
     metrics: Metrics,
     stop: watch::Receiver<bool>,
+    outbox: bool,
 ) {
     tokio::spawn(pending_gauge(orders.clone(), metrics.clone(), stop.clone()));
+    let connected = Arc::new(AtomicBool::new(false));
+    if !outbox {
+        tokio::spawn(drop_while_disconnected(orders.clone(), connected.clone(), stop.clone()));
+    }
     reconnecting("relay", stop.clone(), || {
-        publish_until_error(&orders, &amqp_url, &metrics, stop.clone())
+        publish_until_error(&orders, &amqp_url, &metrics, stop.clone(), connected.clone())
+    })
+    .await;
+}
+
+/// `--no-outbox`: while the relay is not connected, pending events are
+/// marked published without being sent: lost, on purpose.
+async fn drop_while_disconnected(orders: Orders, connected: Arc<AtomicBool>, stop: watch::Receiver<bool>) {
+    every_interval("dropping events (--no-outbox)", stop, || {
+        let orders = orders.clone();
+        let connected = connected.clone();
+        async move {
+            if connected.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let s = orders.schema();
+            let client = orders.pool().get().await.map_err(|e| e.to_string())?;
+            let dropped = client
+                .execute(
+                    &format!("UPDATE {s}.outbox SET published_at = clock_timestamp() WHERE published_at IS NULL"),
+                    &[],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if dropped > 0 {
+                tracing::warn!(dropped, "RabbitMQ unreachable: events dropped (--no-outbox)");
+            }
+            Ok(())
+        }
     })
     .await;
 }
@@ -138,10 +176,12 @@ async fn publish_until_error(
     amqp_url: &str,
     metrics: &Metrics,
     mut stop: watch::Receiver<bool>,
+    connected: Arc<AtomicBool>,
 ) -> Result<(), String> {
     let (_connection, channel) = open(amqp_url, "postlaunch-sandbox-relay").await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| e.to_string())?;
     tracing::info!("outbox relay connected to RabbitMQ");
+    let _connected = Connected::set(connected);
     loop {
         let published = publish_batch(orders, &channel).await?;
         metrics.events_published.inc_by(published);
@@ -151,6 +191,22 @@ async fn publish_until_error(
                 _ = stop.wait_for(|stop| *stop) => return Ok(()),
             }
         }
+    }
+}
+
+/// Marks the relay connected while alive.
+struct Connected(Arc<AtomicBool>);
+
+impl Connected {
+    fn set(flag: Arc<AtomicBool>) -> Connected {
+        flag.store(true, Ordering::SeqCst);
+        Connected(flag)
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 

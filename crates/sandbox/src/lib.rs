@@ -244,6 +244,7 @@ async fn build_with(config: &Config, tls: Option<&TlsFiles>) -> Result<AppState,
         faults,
         metrics,
         release: release_header(config),
+        cache_fallback: !config.no_cache_fallback,
     })
 }
 
@@ -289,6 +290,7 @@ pub async fn serve(
                 url.clone(),
                 metrics.clone(),
                 stopped.clone(),
+                !config.no_outbox,
             ));
         }
     };

@@ -44,6 +44,9 @@ pub struct AppState {
     /// `--release`: sent back as `x-release` on every response, so a test
     /// or a blue-green check sees which version served it.
     pub release: Option<axum::http::HeaderValue>,
+    /// Whether a cache error falls back to the database (`--no-cache-fallback`
+    /// turns it off, to show a chaos experiment failing).
+    pub cache_fallback: bool,
 }
 
 impl std::fmt::Debug for AppState {
@@ -307,8 +310,14 @@ where
     T: Serialize,
     F: Future<Output = Result<Option<T>, ApiError>>,
 {
-    if let Some(body) = state.cache.get(&key).await {
-        return Ok(json_body(body, "hit"));
+    match state.cache.lookup(&key).await {
+        Ok(Some(body)) => return Ok(json_body(body, "hit")),
+        Ok(None) => {}
+        Err(e) if !state.cache_fallback => {
+            let retry = std::time::Duration::from_secs(1);
+            return Err(ApiError::unavailable("cache", retry, format!("cache: {e}")));
+        }
+        Err(_) => {}
     }
     let value = load.await?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found"))?;
     let body = serde_json::to_string(&value)

@@ -72,6 +72,7 @@ pub mod s3;
 pub mod sandbox;
 mod service_dir;
 mod unix_user;
+pub mod wallet;
 
 pub use anvil::Anvil;
 pub use error::{Error, Result};

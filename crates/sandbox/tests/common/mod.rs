@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first surprise
 #![allow(dead_code)]
 
-pub mod wallet;
+#[allow(unused_imports)] // not every test binary signs in
+pub use testkit::wallet;
 
 use std::path::Path;
 
