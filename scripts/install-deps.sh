@@ -225,7 +225,7 @@ ensure_backup_agent_services() {
 
 # chaos-runner's peer: Chaos Toolkit runs the same experiment against the
 # same sandbox (1.19.0 is the newest that installs on Python 3.11), and
-# iproute2's ip/tc for the netem faults.
+# iproute2 (ip, tc) and nftables for the kernel network faults.
 ensure_chaos_tools() {
   if ! command -v chaos >/dev/null || [[ $(chaos --version 2>/dev/null) != *1.19.0* ]]; then
     log "pip install chaostoolkit==1.19.0"
@@ -234,9 +234,12 @@ ensure_chaos_tools() {
       || die "pip install chaostoolkit==1.19.0 failed"
     if command -v pyenv >/dev/null; then pyenv rehash >/dev/null 2>&1 || true; fi
   fi
-  if ! command -v tc >/dev/null || ! command -v ip >/dev/null; then
-    log "installing iproute2 for chaos-runner's netem faults"
-    apt_install iproute2
+  local missing=()
+  command -v tc >/dev/null && command -v ip >/dev/null || missing+=(iproute2)
+  command -v nft >/dev/null || missing+=(nftables)
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    log "installing ${missing[*]} for chaos-runner's kernel network faults"
+    apt_install "${missing[@]}"
   fi
 }
 

@@ -104,7 +104,7 @@ impl Undo {
             Undo::Command { command } => format!("run `{command}`"),
             Undo::Http { method, url, .. } => format!("{method} {url}"),
             Undo::Netem { netns, device } => {
-                format!("remove netem and drops on {device} (netns {netns})")
+                format!("remove netem and drop rules on {device} (netns {netns})")
             }
             Undo::Nothing { why } => format!("nothing to undo: {why}"),
         }

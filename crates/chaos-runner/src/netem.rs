@@ -1,10 +1,15 @@
-//! Kernel network faults (`tc netem` delay, jitter and loss, and `tc`
-//! filters dropping a port) on a veth pair between the host and a network
-//! namespace the runner creates. A client run inside the namespace
-//! (`ip netns exec NAME …`) reaches the host at [`Link::host_addr`] through
-//! the degraded link; the host reaches it at [`Link::ns_addr`].
+//! Kernel network faults on a veth pair between the host and a network
+//! namespace the runner creates: `tc netem` delay and jitter on the host
+//! side's egress (host → namespace), and nftables rules for loss
+//! (`numgen random`) and dropped TCP ports (the launch plan's "cut database
+//! connections") on what arrives from the namespace. A client run inside the
+//! namespace (`ip netns exec NAME …`) reaches the host at
+//! [`Link::host_addr`] through the degraded link.
 //!
-//! Needs root (CAP_NET_ADMIN) and iproute2's `ip` and `tc`.
+//! Needs root (CAP_NET_ADMIN), iproute2's `ip` and `tc`, and `nft`. A kernel
+//! built without `sch_netem` (some VM kernels) cannot delay packets: the
+//! fault then fails with that reason and nothing is left applied; the fault
+//! proxy's latency toxic is the way to add latency there.
 
 use std::process::Command;
 use std::time::Duration;
@@ -98,8 +103,13 @@ pub fn delete(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Applies delay ± jitter and loss on the host side's egress, and drops
-/// TCP packets to `drop_ports` arriving from the namespace.
+/// The nftables table holding a namespace's drop rules.
+fn table(name: &str) -> String {
+    format!("postlaunch_chaos_{}", name.replace('-', "_"))
+}
+
+/// Applies delay ± jitter (netem) on the host side's egress, and loss and
+/// dropped TCP ports (nftables) on what arrives from the namespace.
 pub fn apply(
     name: &str,
     delay: Option<Duration>,
@@ -108,76 +118,98 @@ pub fn apply(
     drop_ports: &[u16],
 ) -> Result<(), String> {
     let l = create(name)?;
-    if delay.is_some() || loss.is_some() {
-        let mut args = vec!["tc", "qdisc", "replace", "dev", &l.host_device, "root", "netem"];
-        let delay_text = delay.map(|d| format!("{}us", d.as_micros()));
+    if let Some(d) = delay {
+        let delay_text = format!("{}us", d.as_micros());
         let jitter_text = jitter.map(|j| format!("{}us", j.as_micros()));
-        let loss_text = loss.map(|p| format!("{p}%"));
-        if let Some(d) = &delay_text {
-            args.extend(["delay", d.as_str()]);
-            if let Some(j) = &jitter_text {
-                args.push(j.as_str());
+        let mut args = vec![
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            &l.host_device,
+            "root",
+            "netem",
+            "delay",
+            &delay_text,
+        ];
+        if let Some(j) = &jitter_text {
+            args.push(j.as_str());
+        }
+        run(&args).map_err(|e| {
+            if e.contains("qdisc kind is unknown") {
+                "this kernel has no sch_netem (tc netem): packets cannot be delayed here; use a proxy latency toxic instead".to_owned()
+            } else {
+                e
             }
-        }
-        if let Some(p) = &loss_text {
-            args.extend(["loss", p.as_str()]);
-        }
-        run(&args)?;
+        })?;
     }
-    if !drop_ports.is_empty() {
-        let _ = run(&["tc", "qdisc", "add", "dev", &l.host_device, "ingress"]);
-        for port in drop_ports {
-            let port = port.to_string();
-            run(&[
-                "tc",
-                "filter",
-                "add",
-                "dev",
-                &l.host_device,
-                "parent",
-                "ffff:",
-                "protocol",
-                "ip",
-                "u32",
-                "match",
-                "ip",
-                "protocol",
-                "6",
-                "0xff",
-                "match",
-                "ip",
-                "dport",
-                &port,
-                "0xffff",
-                "action",
-                "drop",
-            ])?;
+    if loss.is_some() || !drop_ports.is_empty() {
+        let t = table(name);
+        let mut rules = format!(
+            "table inet {t} {{\n  chain input {{\n    type filter hook input priority -10; policy accept;\n"
+        );
+        if !drop_ports.is_empty() {
+            let ports: Vec<String> = drop_ports.iter().map(u16::to_string).collect();
+            rules.push_str(&format!(
+                "    iifname \"{}\" tcp dport {{ {} }} drop\n",
+                l.host_device,
+                ports.join(", ")
+            ));
         }
+        if let Some(p) = loss {
+            let p = p.round().clamp(0.0, 100.0) as u32;
+            rules.push_str(&format!(
+                "    iifname \"{}\" numgen random mod 100 < {p} drop\n",
+                l.host_device
+            ));
+        }
+        rules.push_str("  }\n}\n");
+        nft_load(&rules)?;
     }
     Ok(())
 }
 
-/// Removes every netem qdisc and drop filter from the namespace's link
-/// (idempotent: nothing there is fine).
+fn nft_load(rules: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run nft: {e} (install nftables)"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(rules.as_bytes()).map_err(|e| format!("nft: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("nft -f failed: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// Removes the netem qdisc and the drop rules of the namespace whose host
+/// device is `device` (idempotent: nothing there is fine).
 pub fn clear(device: &str) -> Result<(), String> {
-    let qdiscs = match run(&["tc", "qdisc", "show", "dev", device]) {
-        Ok(out) => out,
-        // The device is gone (the namespace was deleted): nothing is applied.
-        Err(_) => return Ok(()),
-    };
-    if qdiscs.contains("netem") {
+    let name = device.strip_suffix("-h").unwrap_or(device);
+    if let Ok(qdiscs) = run(&["tc", "qdisc", "show", "dev", device])
+        && qdiscs.contains("netem")
+    {
         run(&["tc", "qdisc", "del", "dev", device, "root"])?;
     }
-    if qdiscs.contains("ingress") {
-        run(&["tc", "qdisc", "del", "dev", device, "ingress"])?;
+    let t = table(name);
+    if run(&["nft", "list", "table", "inet", &t]).is_ok() {
+        run(&["nft", "delete", "table", "inet", &t])?;
     }
     Ok(())
 }
 
-/// What `tc` shows on the device: netem or filters still applied.
-pub fn applied(device: &str) -> Result<bool, String> {
-    let qdiscs = run(&["tc", "qdisc", "show", "dev", device])?;
-    Ok(qdiscs.contains("netem") || qdiscs.contains("ingress"))
+/// Whether a netem qdisc or drop rules are in force on the namespace.
+pub fn applied(name: &str) -> bool {
+    let l = link(name);
+    let netem =
+        run(&["tc", "qdisc", "show", "dev", &l.host_device]).is_ok_and(|q| q.contains("netem"));
+    netem || run(&["nft", "list", "table", "inet", &table(name)]).is_ok()
 }
 
 #[cfg(test)]

@@ -15,7 +15,9 @@ use common::{ProxyProcess, check, report, run, table};
 use shared_types::Verdict;
 use testkit::marketplace::Role;
 use testkit::wallet::{Wallet, sign_in};
-use testkit::{Marketplace, MarketplaceOptions, Prometheus, PrometheusOptions, RabbitMq, TempDatabase};
+use testkit::{
+    Marketplace, MarketplaceOptions, Prometheus, PrometheusOptions, RabbitMq, TempDatabase,
+};
 
 struct Setup {
     _db: TempDatabase,
@@ -40,8 +42,10 @@ async fn setup(broken: bool) -> Setup {
         ("amqp", format!("127.0.0.1:{}", rabbit.amqp_port())),
     ]);
     let through = |port: u16| db.url().replacen(&pg, &format!("127.0.0.1:{port}"), 1);
-    let mut common_args: Vec<String> = ["--collections", "20", "--nfts", "200"].map(str::to_owned).to_vec();
-    common_args.extend(["--cache-namespace".to_owned(), format!("chaos-{}-{broken}", std::process::id())]);
+    let mut common_args: Vec<String> =
+        ["--collections", "20", "--nfts", "200"].map(str::to_owned).to_vec();
+    common_args
+        .extend(["--cache-namespace".to_owned(), format!("chaos-{}-{broken}", std::process::id())]);
     if broken {
         common_args.extend(["--no-cache-fallback".to_owned(), "--no-outbox".to_owned()]);
     }
@@ -77,19 +81,37 @@ async fn setup(broken: bool) -> Setup {
         // The consumer applies ~40 events/s in a debug build on 2 cores: 10,000
         // (the launch plan's default) would take 4-5 minutes of the test.
         "FLOOD_MESSAGES=1000".to_owned(),
-        format!("RABBITMQ_MANAGEMENT={}", rabbit.management_url().replacen("http://", "http://guest:guest@", 1)),
+        format!(
+            "RABBITMQ_MANAGEMENT={}",
+            rabbit.management_url().replacen("http://", "http://guest:guest@", 1)
+        ),
     ]
     .into_iter()
     .flat_map(|v| ["--var".to_owned(), v])
     .collect();
     let db_url = db.url().to_owned();
-    Setup { _db: db, _rabbit: rabbit, proxy, marketplace, prometheus, vars, dir: tempfile::tempdir().unwrap(), db_url }
+    Setup {
+        _db: db,
+        _rabbit: rabbit,
+        proxy,
+        marketplace,
+        prometheus,
+        vars,
+        dir: tempfile::tempdir().unwrap(),
+        db_url,
+    }
 }
 
 impl Setup {
     /// Runs rows of `file` (the launch plan by default); (exit code, report).
-    async fn run(&self, file: Option<PathBuf>, rows: &[&str], name: &str) -> (i32, shared_types::Report, String) {
-        let file = file.unwrap_or_else(|| common::root().join("docs/chaos-runner/launch-plan.yaml"));
+    async fn run(
+        &self,
+        file: Option<PathBuf>,
+        rows: &[&str],
+        name: &str,
+    ) -> (i32, shared_types::Report, String) {
+        let file =
+            file.unwrap_or_else(|| common::root().join("docs/chaos-runner/launch-plan.yaml"));
         let report_path = self.dir.path().join(format!("{name}.json"));
         let mut args: Vec<String> = vec!["run".into(), file.display().to_string()];
         args.extend(self.vars.iter().cloned());
@@ -125,7 +147,12 @@ async fn every_row_passes_on_a_healthy_sandbox_with_its_recovery_measured() {
     eprintln!("{:#?}", report.measurements);
     assert_eq!(code, 0, "{}\n{output}", table(&report));
     for row in rows {
-        assert_eq!(check(&report, &format!("{row}/recovered")).verdict, Verdict::Pass, "{}", table(&report));
+        assert_eq!(
+            check(&report, &format!("{row}/recovered")).verdict,
+            Verdict::Pass,
+            "{}",
+            table(&report)
+        );
         assert_eq!(check(&report, &format!("{row}/faults-undone")).verdict, Verdict::Pass);
         let took = measured(&report, &format!("{row}.recover_seconds"));
         assert!((0.0..60.0).contains(&took), "{row} recovered in {took} s");
@@ -135,7 +162,12 @@ async fn every_row_passes_on_a_healthy_sandbox_with_its_recovery_measured() {
     assert!(measured(&report, "auth-down.user_errors") > 0.0, "{}", table(&report));
     assert_eq!(check(&report, "auth-down/graceful-errors").verdict, Verdict::Pass);
     assert_eq!(check(&report, "auth-down/no-cascade").verdict, Verdict::Pass);
-    assert_eq!(check(&report, "auth-down/alert-fired").verdict, Verdict::Pass, "{}", table(&report));
+    assert_eq!(
+        check(&report, "auth-down/alert-fired").verdict,
+        Verdict::Pass,
+        "{}",
+        table(&report)
+    );
     assert!(measured(&report, "auth-down.detect_seconds") < 10.0);
     // Redis down: no user saw anything.
     assert_eq!(measured(&report, "redis-down.user_errors"), 0.0);
@@ -187,7 +219,8 @@ async fn a_broken_sandbox_fails_the_right_rows() {
     let detail = loss.detail.as_deref().unwrap_or("");
     assert!(detail.starts_with("missing order ids: "), "{detail}");
     // The ids named are orders the database holds and the consumer never saw.
-    let first: i64 = detail["missing order ids: ".len()..].split(',').next().unwrap().trim().parse().unwrap();
+    let first: i64 =
+        detail["missing order ids: ".len()..].split(',').next().unwrap().trim().parse().unwrap();
     let client = testkit::postgres::connect(&s.db_url).await.unwrap();
     let stored: i64 = client
         .query_one("SELECT count(*) FROM sandbox.orders WHERE id = $1", &[&first])

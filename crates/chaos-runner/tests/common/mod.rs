@@ -94,7 +94,15 @@ pub fn table(report: &Report) -> String {
     report
         .checks
         .iter()
-        .map(|c| format!("{} {:?} {} {}", c.id, c.verdict, c.observed.as_deref().unwrap_or(""), c.detail.as_deref().unwrap_or("")))
+        .map(|c| {
+            format!(
+                "{} {:?} {} {}",
+                c.id,
+                c.verdict,
+                c.observed.as_deref().unwrap_or(""),
+                c.detail.as_deref().unwrap_or("")
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
