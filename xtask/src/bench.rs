@@ -9,8 +9,14 @@ use crate::tools;
 use crate::workspace::{cargo, run};
 
 /// Tools with a benchmark.
-pub const BENCHES: [&str; 5] =
-    ["load-tester", "pg-failover-probe", "reorg-sim", "alert-linter", "backup-agent"];
+pub const BENCHES: [&str; 6] = [
+    "load-tester",
+    "pg-failover-probe",
+    "reorg-sim",
+    "alert-linter",
+    "backup-agent",
+    "chaos-runner",
+];
 
 /// Runs the benchmark of `tool` and prints its table.
 /// `runs` repeats the drills; `scale` is the pgbench scale of backup-agent's.
@@ -21,6 +27,7 @@ pub async fn bench(tool: &str, runs: usize, scale: u32) -> anyhow::Result<()> {
         "load-tester" => crate::bench_load::load_tester().await,
         "reorg-sim" => reorg_sim().await,
         "backup-agent" => crate::bench_backup::backup_agent(scale).await,
+        "chaos-runner" => crate::bench_chaos::chaos_runner().await,
         other => bail!("no benchmark for {other:?}; benchmarks: {}", BENCHES.join(", ")),
     }
 }

@@ -42,7 +42,7 @@ enum Task {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
         /// Run only these steps (repeatable): sandbox, load-tester, pg-failover-probe, reorg-sim,
-        /// backup-agent, alert-linter.
+        /// backup-agent, alert-linter, chaos-runner.
         #[arg(long = "step", value_name = "STEP")]
         steps: Vec<String>,
     },
@@ -245,8 +245,14 @@ fn execute(task: Task) -> anyhow::Result<ExitCode> {
 }
 
 /// The tools a team installs alone, each a crate with a binary of its name.
-const TOOLS: [&str; 5] =
-    ["alert-linter", "backup-agent", "load-tester", "pg-failover-probe", "reorg-sim"];
+const TOOLS: [&str; 6] = [
+    "alert-linter",
+    "backup-agent",
+    "chaos-runner",
+    "load-tester",
+    "pg-failover-probe",
+    "reorg-sim",
+];
 
 /// The publish dry run, then each tool installed into a temporary root and
 /// run from there. The installs share one target directory
@@ -408,6 +414,11 @@ fn schema(check: bool) -> anyhow::Result<()> {
             "docs/reorg-sim/scenario.schema.json",
             schema_text(&reorg_sim::scenario_schema()),
             "reorg-sim's scenario types",
+        ),
+        (
+            "docs/chaos-runner/experiment.schema.json",
+            schema_text(&chaos_runner::experiment_schema()),
+            "chaos-runner's experiment file types",
         ),
         (
             "docs/reorg-sim/mapping.schema.json",

@@ -17,8 +17,11 @@
 //! verified by a restore and drilled, then a point-in-time recovery drill of a
 //! scratch cluster with WAL archiving: crash it, restore, measure RTO/RPO) and
 //! `alert-linter` (the shipped
-//! marketplace rules: valid, quiet, covering every critical path). Each tool
-//! issue adds its step.
+//! marketplace rules: valid, quiet, covering every critical path) and
+//! `chaos-runner` (the launch plan's chaos matrix, docs/chaos-runner/launch-plan.yaml,
+//! against the marketplace as processes with every dependency behind the
+//! fault proxy: auth, database, Redis and RabbitMQ down, and a RabbitMQ
+//! flood). Each tool issue adds its step.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -67,8 +70,15 @@ pub struct VerifyOptions {
 }
 
 /// Every step `verify` knows, in the order it runs them.
-pub const STEPS: [&str; 6] =
-    ["sandbox", "load-tester", "pg-failover-probe", "reorg-sim", "backup-agent", "alert-linter"];
+pub const STEPS: [&str; 7] = [
+    "sandbox",
+    "load-tester",
+    "pg-failover-probe",
+    "reorg-sim",
+    "backup-agent",
+    "alert-linter",
+    "chaos-runner",
+];
 
 /// Metrics the smoke load's criteria may name.
 pub const SMOKE_METRICS: [&str; 7] =
@@ -162,6 +172,7 @@ pub async fn run(options: &VerifyOptions) -> anyhow::Result<Report> {
             "load-tester" => load_step(&url).await,
             "reorg-sim" => reorg_step().await,
             "backup-agent" => backup_step(sandbox_db_url.as_deref()).await,
+            "chaos-runner" => chaos_step(options).await,
             other => anyhow::bail!("unknown verify step {other:?}; steps: {}", STEPS.join(", ")),
         };
         steps.push(report);
@@ -388,6 +399,40 @@ async fn failover_step(options: &VerifyOptions) -> Report {
     ]
     .to_vec();
     tool_report(tool, &args, target, "drill", criterion).await
+}
+
+/// The launch plan's chaos rows that run on processes, against a stage of
+/// their own (testkit's ChaosStage: the marketplace roles, RabbitMQ, the
+/// fault proxy, Prometheus with the shipped rules). The flood is 2,000
+/// messages: the debug-built consumer applies about 20 a second, and the
+/// launch plan's 10,000 would hold the run for minutes.
+async fn chaos_step(options: &VerifyOptions) -> Report {
+    let (tool, target) = ("chaos-runner", "the sandbox marketplace's chaos matrix");
+    let criterion = "the marketplace degrades gracefully, loses nothing and recovers within budget";
+    let stage =
+        match testkit::chaos_stage::ChaosStage::start(testkit::chaos_stage::ChaosStageOptions {
+            chaos_runner: Some(crate::tools::binary("debug", tool)),
+            flood_messages: Some(2000),
+            ..Default::default()
+        })
+        .await
+        {
+            Ok(stage) => stage,
+            Err(e) => {
+                let detail = format!("cannot start the chaos stage: {e}");
+                return unevaluated(tool, target, Check::error("matrix", criterion, detail));
+            }
+        };
+    let plan = workspace::root().join("docs/chaos-runner/launch-plan.yaml");
+    let mut args = vec!["run".to_owned(), plan.display().to_string()];
+    args.extend(stage.vars());
+    for row in ["auth-down", "database-down", "redis-down", "rabbitmq-down", "rabbitmq-flood"] {
+        args.extend(["--experiment".to_owned(), row.to_owned()]);
+    }
+    let state = options.out_dir.join("chaos-runner-state");
+    let _ = std::fs::remove_dir_all(&state);
+    args.extend(["--state-dir".to_owned(), state.display().to_string()]);
+    tool_report(tool, &args, target, "matrix", criterion).await
 }
 
 /// The load step: 20 users of the built-in marketplace scenario for 5 s. Think

@@ -43,6 +43,26 @@ use shared_types::{Check, Report};
 pub use error::{ConfigError, Error};
 pub use experiment::ExperimentFile;
 
+/// The JSON Schema of the experiment file, published as
+/// `docs/chaos-runner/experiment.schema.json` by `cargo xtask schema`.
+#[cfg(feature = "schema")]
+pub fn experiment_schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(ExperimentFile);
+    schema.insert(
+        "$id".to_owned(),
+        "https://postlaunch.dev/schemas/chaos-runner/experiment.schema.json".into(),
+    );
+    schema.insert("title".to_owned(), "chaos-runner experiment file".into());
+    schema.insert(
+        "description".to_owned(),
+        "Rows of a chaos matrix: steady-state probes, user traffic, faults with a duration and an \
+         exact undo, and the expected behaviour with budgets. `${NAME}` and `${NAME:-default}` are \
+         replaced before parsing. Unknown keys are errors."
+            .into(),
+    );
+    shared_types::sorted_keys(schema.to_value())
+}
+
 /// Reads an experiment file: a chaos-runner YAML file, or a Chaos Toolkit
 /// JSON experiment (recognised by its `steady-state-hypothesis` or `method`
 /// keys). `${NAME}` is replaced from `vars`, then the environment.

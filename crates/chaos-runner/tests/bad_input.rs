@@ -61,7 +61,9 @@ async fn try_file(text: &str, extra: &[&str]) -> (i32, String, String) {
 #[tokio::test]
 async fn an_unknown_fault_exits_2_naming_file_line_and_key() {
     let sleeper = Sleeper::start();
-    let text = GOOD.replace("PID", &sleeper.pid().to_string()).replace("process: {action: stop", "explode: {action: stop");
+    let text = GOOD
+        .replace("PID", &sleeper.pid().to_string())
+        .replace("process: {action: stop", "explode: {action: stop");
     let (code, _, err) = try_file(&text, &[]).await;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("e.yaml:6:"), "{err}");
@@ -72,10 +74,15 @@ async fn an_unknown_fault_exits_2_naming_file_line_and_key() {
 #[tokio::test]
 async fn a_target_outside_the_allow_list_exits_2_and_is_not_touched() {
     let sleeper = Sleeper::start();
-    let text = GOOD.replace("PID", &sleeper.pid().to_string()).replace("processes: [sleep]", "processes: [sandbox]");
+    let text = GOOD
+        .replace("PID", &sleeper.pid().to_string())
+        .replace("processes: [sleep]", "processes: [sandbox]");
     let (code, _, err) = try_file(&text, &[]).await;
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("freeze.method.stop-it") && err.contains("add `sleep` to allow.processes"), "{err}");
+    assert!(
+        err.contains("freeze.method.stop-it") && err.contains("add `sleep` to allow.processes"),
+        "{err}"
+    );
     assert_eq!(sleeper.state(), 'S', "the process was signalled");
     // A proxy API on another host is refused before anything is dialled.
     let remote = "experiments:
@@ -104,9 +111,13 @@ async fn malformed_yaml_unset_variables_and_unknown_rows_exit_2() {
     let (code, _, err) = try_file("experiments:\n  - id: x\n    method: [\n", &[]).await;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("e.yaml:"), "{err}");
-    let (code, _, err) = try_file("prometheus: ${NO_SUCH_VARIABLE_HERE}\nexperiments: []\n", &[]).await;
+    let (code, _, err) =
+        try_file("prometheus: ${NO_SUCH_VARIABLE_HERE}\nexperiments: []\n", &[]).await;
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("e.yaml:1:") && err.contains("--var NO_SUCH_VARIABLE_HERE=VALUE"), "{err}");
+    assert!(
+        err.contains("e.yaml:1:") && err.contains("--var NO_SUCH_VARIABLE_HERE=VALUE"),
+        "{err}"
+    );
     let sleeper = Sleeper::start();
     let text = GOOD.replace("PID", &sleeper.pid().to_string());
     let (code, _, err) = try_file(&text, &["--experiment", "nope"]).await;
@@ -115,7 +126,9 @@ async fn malformed_yaml_unset_variables_and_unknown_rows_exit_2() {
     let (code, _, err) = try_file(&text.replace("duration: 1s", "duration: soon"), &[]).await;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("e.yaml:7:") && err.contains("not a duration"), "{err}");
-    let (code, _, err) = try_file(&text.replace("process: {action: stop, pid", "process: {action: pause, pid"), &[]).await;
+    let (code, _, err) =
+        try_file(&text.replace("process: {action: stop, pid", "process: {action: pause, pid"), &[])
+            .await;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("unknown variant `pause`"), "{err}");
 }
@@ -145,11 +158,28 @@ async fn plan_and_dry_run_touch_nothing() {
 
 #[test]
 fn the_shipped_launch_plan_parses() {
-    let text = std::fs::read_to_string(common::root().join("docs/chaos-runner/launch-plan.yaml")).unwrap();
-    let text = chaos_runner::experiment::substitute(&text, &BTreeMap::from([("TOKEN".to_owned(), "t".to_owned())]), |_| None).unwrap();
+    let text =
+        std::fs::read_to_string(common::root().join("docs/chaos-runner/launch-plan.yaml")).unwrap();
+    let text = chaos_runner::experiment::substitute(
+        &text,
+        &BTreeMap::from([("TOKEN".to_owned(), "t".to_owned())]),
+        |_| None,
+    )
+    .unwrap();
     let file = chaos_runner::experiment::parse(&text, "launch-plan.yaml").unwrap();
     let ids: Vec<&str> = file.experiments.iter().map(|e| e.value.id.as_str()).collect();
-    assert_eq!(ids, ["auth-down", "database-down", "redis-down", "rabbitmq-down", "rabbitmq-flood", "pod-kill", "indexer-crash"]);
+    assert_eq!(
+        ids,
+        [
+            "auth-down",
+            "database-down",
+            "redis-down",
+            "rabbitmq-down",
+            "rabbitmq-flood",
+            "pod-kill",
+            "indexer-crash"
+        ]
+    );
 }
 
 proptest! {

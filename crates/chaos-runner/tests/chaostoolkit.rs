@@ -14,23 +14,40 @@ use shared_types::Verdict;
 
 /// `chaos run` of `experiment`: its exit code and journal.
 fn chaos_toolkit(dir: &Path, experiment: &Path) -> (i32, serde_json::Value) {
-    let chaos = testkit::binaries::find("chaos").expect("chaos (pip install chaostoolkit==1.19.0; scripts/install-deps.sh does)");
-    let journal = dir.join(format!("{}.journal.json", experiment.file_stem().unwrap().to_string_lossy()));
+    let chaos = testkit::binaries::find("chaos")
+        .expect("chaos (pip install chaostoolkit==1.19.0; scripts/install-deps.sh does)");
+    let journal =
+        dir.join(format!("{}.journal.json", experiment.file_stem().unwrap().to_string_lossy()));
     let out = Command::new(chaos)
         .current_dir(dir)
-        .args(["--no-version-check", "--log-file", &dir.join("chaostoolkit.log").display().to_string()])
-        .args(["run", "--journal-path", &journal.display().to_string(), &experiment.display().to_string()])
+        .args([
+            "--no-version-check",
+            "--log-file",
+            &dir.join("chaostoolkit.log").display().to_string(),
+        ])
+        .args([
+            "run",
+            "--journal-path",
+            &journal.display().to_string(),
+            &experiment.display().to_string(),
+        ])
         .output()
         .unwrap();
-    let journal: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&journal).unwrap_or_else(|e| {
-        panic!("no journal ({e}): {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-    }))
-    .unwrap();
+    let journal: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&journal).unwrap_or_else(|e| {
+            panic!(
+                "no journal ({e}): {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        }))
+        .unwrap();
     (out.status.code().unwrap_or(-1), journal)
 }
 
 async fn chaos_runner(dir: &Path, experiment: &Path) -> (i32, shared_types::Report) {
-    let report_path = dir.join(format!("{}.report.json", experiment.file_stem().unwrap().to_string_lossy()));
+    let report_path =
+        dir.join(format!("{}.report.json", experiment.file_stem().unwrap().to_string_lossy()));
     let (code, stdout, stderr) = run(&[
         "run",
         &experiment.display().to_string(),
@@ -48,9 +65,14 @@ async fn chaos_runner(dir: &Path, experiment: &Path) -> (i32, shared_types::Repo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_toolkit_and_chaos_runner_agree_on_the_same_experiments() {
-    let sandbox = testkit::Sandbox::start(&["--collections".into(), "20".into(), "--nfts".into(), "100".into()])
-        .await
-        .unwrap();
+    let sandbox = testkit::Sandbox::start(&[
+        "--collections".into(),
+        "20".into(),
+        "--nfts".into(),
+        "100".into(),
+    ])
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let hypothesis = |timeout: u32| {
         serde_json::json!({
@@ -110,10 +132,21 @@ async fn chaos_toolkit_and_chaos_runner_agree_on_the_same_experiments() {
         }
         let (ours, ours_report) = chaos_runner(dir.path(), &path).await;
         assert_eq!(ctk_code, want, "chaos toolkit on {name}: {journal}");
-        assert_eq!(ours, ctk_code, "{name}: chaos toolkit exited {ctk_code} (deviated {}), chaos-runner {ours}\n{}", journal["deviated"], table(&ours_report));
+        assert_eq!(
+            ours,
+            ctk_code,
+            "{name}: chaos toolkit exited {ctk_code} (deviated {}), chaos-runner {ours}\n{}",
+            journal["deviated"],
+            table(&ours_report)
+        );
         let id = ours_report.checks[0].id.split('/').next().unwrap().to_owned();
         let recovered = check(&ours_report, &format!("{id}/recovered")).verdict;
-        assert_eq!(journal["deviated"] == true, recovered == Verdict::Fail, "{name}: {}", table(&ours_report));
+        assert_eq!(
+            journal["deviated"] == true,
+            recovered == Verdict::Fail,
+            "{name}: {}",
+            table(&ours_report)
+        );
         // The rollback ran in both: the sandbox answers again.
         let answer = reqwest::get(format!("{}/healthz", sandbox.url())).await.unwrap();
         assert_eq!(answer.status(), 200);

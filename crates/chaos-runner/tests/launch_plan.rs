@@ -11,95 +11,29 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{ProxyProcess, check, report, run, table};
+use common::{check, report, run, table};
 use shared_types::Verdict;
-use testkit::marketplace::Role;
-use testkit::wallet::{Wallet, sign_in};
-use testkit::{
-    Marketplace, MarketplaceOptions, Prometheus, PrometheusOptions, RabbitMq, TempDatabase,
-};
+use testkit::chaos_stage::{ChaosStage, ChaosStageOptions};
 
 struct Setup {
-    _db: TempDatabase,
-    _rabbit: RabbitMq,
-    proxy: ProxyProcess,
-    marketplace: Marketplace,
-    prometheus: Prometheus,
-    vars: Vec<String>,
+    stage: ChaosStage,
     dir: tempfile::TempDir,
-    db_url: String,
 }
 
-/// The marketplace with PostgreSQL, Redis and RabbitMQ behind one fault
-/// proxy; `broken` adds `--no-cache-fallback --no-outbox`.
+/// The stage with every dependency behind the fault proxy; `broken` starts
+/// the sandbox with `--no-cache-fallback --no-outbox`.
 async fn setup(broken: bool) -> Setup {
-    let db = TempDatabase::create().await.unwrap();
-    let rabbit = RabbitMq::start().await.unwrap();
-    let pg = shared_types::url_hosts(db.url()).remove(0).entry;
-    let (proxy, ports) = ProxyProcess::start(&[
-        ("postgres", pg.clone()),
-        ("redis", "127.0.0.1:6379".to_owned()),
-        ("amqp", format!("127.0.0.1:{}", rabbit.amqp_port())),
-    ]);
-    let through = |port: u16| db.url().replacen(&pg, &format!("127.0.0.1:{port}"), 1);
-    let mut common_args: Vec<String> =
-        ["--collections", "20", "--nfts", "200"].map(str::to_owned).to_vec();
-    common_args
-        .extend(["--cache-namespace".to_owned(), format!("chaos-{}-{broken}", std::process::id())]);
-    if broken {
-        common_args.extend(["--no-cache-fallback".to_owned(), "--no-outbox".to_owned()]);
-    }
-    let marketplace = Marketplace::start(MarketplaceOptions {
-        binary: Some(testkit::sandbox::default_binary()),
-        database_url: Some(through(ports[0])),
-        redis_url: Some(format!("redis://127.0.0.1:{}/", ports[1])),
-        amqp_url: Some(format!("amqp://guest:guest@127.0.0.1:{}/%2f", ports[2])),
-        common_args,
-        ..MarketplaceOptions::default()
+    let stage = ChaosStage::start(ChaosStageOptions {
+        chaos_runner: Some(common::BIN.into()),
+        broken,
+        // The consumer applies ~20 events/s in a debug build on 2 cores:
+        // 10,000 (the launch plan's default) would take minutes of the test.
+        flood_messages: Some(1000),
+        ..ChaosStageOptions::default()
     })
     .await
     .unwrap();
-    let gateway = marketplace.gateway_url();
-    let prometheus = Prometheus::start(PrometheusOptions {
-        targets: vec![gateway.trim_start_matches("http://").to_owned()],
-        rule_files: vec![common::root().join("docs/alert-linter/marketplace-rules.yml")],
-        ..PrometheusOptions::default()
-    })
-    .await
-    .unwrap();
-    let token = sign_in(&gateway, &Wallet::new(7), "chaos-test").await.unwrap();
-    let auth = marketplace.grpc_addr(Role::Auth).unwrap();
-    let vars = [
-        format!("GATEWAY={gateway}"),
-        format!("TOKEN={token}"),
-        "DEVICE=chaos-test".to_owned(),
-        format!("PROXY_API={}", proxy.api),
-        format!("AUTH_MATCH=--role auth --grpc-listen {auth}"),
-        format!("DATABASE_URL={}", db.url()),
-        format!("PROMETHEUS={}", prometheus.url()),
-        format!("AMQP_URL={}", rabbit.amqp_url()),
-        // The consumer applies ~40 events/s in a debug build on 2 cores: 10,000
-        // (the launch plan's default) would take 4-5 minutes of the test.
-        "FLOOD_MESSAGES=1000".to_owned(),
-        format!(
-            "RABBITMQ_MANAGEMENT={}",
-            rabbit.management_url().replacen("http://", "http://guest:guest@", 1)
-        ),
-    ]
-    .into_iter()
-    .flat_map(|v| ["--var".to_owned(), v])
-    .collect();
-    let db_url = db.url().to_owned();
-    Setup {
-        _db: db,
-        _rabbit: rabbit,
-        proxy,
-        marketplace,
-        prometheus,
-        vars,
-        dir: tempfile::tempdir().unwrap(),
-        db_url,
-    }
+    Setup { stage, dir: tempfile::tempdir().unwrap() }
 }
 
 impl Setup {
@@ -114,7 +48,7 @@ impl Setup {
             file.unwrap_or_else(|| common::root().join("docs/chaos-runner/launch-plan.yaml"));
         let report_path = self.dir.path().join(format!("{name}.json"));
         let mut args: Vec<String> = vec!["run".into(), file.display().to_string()];
-        args.extend(self.vars.iter().cloned());
+        args.extend(self.stage.vars());
         for r in rows {
             args.extend(["--experiment".to_owned(), (*r).to_owned()]);
         }
@@ -184,7 +118,13 @@ async fn every_row_passes_on_a_healthy_sandbox_with_its_recovery_measured() {
     assert_eq!(applying, 5);
     assert_eq!(undone, 5);
     for name in ["postgres", "redis", "amqp"] {
-        let state = s.proxy.state(name).await;
+        let state: serde_json::Value =
+            reqwest::get(format!("{}/proxies/{name}", s.stage.proxy_api))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
         assert_eq!(state["enabled"], true, "{state}");
     }
 
@@ -200,8 +140,6 @@ async fn every_row_passes_on_a_healthy_sandbox_with_its_recovery_measured() {
     let alert = check(&report, "redis-down/alert-fired");
     assert_eq!(alert.verdict, Verdict::Fail, "{}", table(&report));
     assert_eq!(alert.observed.as_deref(), Some("never fired"));
-    drop(s.prometheus);
-    drop(s.marketplace);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +159,7 @@ async fn a_broken_sandbox_fails_the_right_rows() {
     // The ids named are orders the database holds and the consumer never saw.
     let first: i64 =
         detail["missing order ids: ".len()..].split(',').next().unwrap().trim().parse().unwrap();
-    let client = testkit::postgres::connect(&s.db_url).await.unwrap();
+    let client = testkit::postgres::connect(s.stage.database.url()).await.unwrap();
     let stored: i64 = client
         .query_one("SELECT count(*) FROM sandbox.orders WHERE id = $1", &[&first])
         .await

@@ -67,7 +67,11 @@ pub async fn relay(
 
 /// `--no-outbox`: while the relay is not connected, pending events are
 /// marked published without being sent: lost, on purpose.
-async fn drop_while_disconnected(orders: Orders, connected: Arc<AtomicBool>, stop: watch::Receiver<bool>) {
+async fn drop_while_disconnected(
+    orders: Orders,
+    connected: Arc<AtomicBool>,
+    stop: watch::Receiver<bool>,
+) {
     every_interval("dropping events (--no-outbox)", stop, || {
         let orders = orders.clone();
         let connected = connected.clone();

@@ -55,6 +55,7 @@
 
 pub mod anvil;
 pub mod binaries;
+pub mod chaos_stage;
 mod error;
 pub mod kube_cluster;
 pub mod local;

@@ -28,7 +28,8 @@ impl Wallet {
     pub fn sign(&self, message: &str) -> String {
         let prefixed = format!("\x19Ethereum Signed Message:\n{}{message}", message.len());
         let digest = Keccak256::digest(prefixed.as_bytes());
-        let (signature, recovery) = self.key.sign_prehash_recoverable(&digest).expect("a 32-byte digest signs");
+        let (signature, recovery) =
+            self.key.sign_prehash_recoverable(&digest).expect("a 32-byte digest signs");
         let mut bytes = signature.to_bytes().to_vec();
         bytes.push(27 + recovery.to_byte());
         format!("0x{}", hex::encode(bytes))
@@ -72,4 +73,3 @@ pub async fn sign_in(base: &str, wallet: &Wallet, device: &str) -> Result<String
     let body: Value = response.json().await.expect("a JSON session");
     Ok(body["token"].as_str().expect("token").to_owned())
 }
-
