@@ -345,6 +345,24 @@ pub struct Step {
     /// Kernel network faults on a veth pair in a network namespace the runner creates.
     #[serde(default)]
     pub netem: Option<NetemFault>,
+    /// A Chaos Mesh object (PodChaos, NetworkChaos, ...), deleted on undo;
+    /// needs the Chaos Mesh CRDs installed.
+    #[serde(default)]
+    pub chaos_mesh: Option<ChaosMeshFault>,
+}
+
+/// A Chaos Mesh object.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ChaosMeshFault {
+    /// The kind: PodChaos, NetworkChaos, StressChaos, IOChaos, TimeChaos, ...
+    pub kind: String,
+    /// Namespace of the object (must be allowed); its selector should stay in allowed namespaces too.
+    pub namespace: String,
+    /// The object's `spec`, as Chaos Mesh documents it.
+    #[cfg_attr(feature = "schema", schemars(with = "BTreeMap<String, serde_json::Value>"))]
+    pub spec: serde_json::Value,
 }
 
 /// A process fault.
@@ -638,8 +656,8 @@ fn zero() -> Vec<i32> {
 }
 
 /// The fault kinds, for `list-faults` and error messages.
-pub const FAULT_KINDS: [&str; 8] =
-    ["process", "proxy", "pods", "scale", "command", "http", "flood", "netem"];
+pub const FAULT_KINDS: [&str; 9] =
+    ["process", "proxy", "pods", "scale", "command", "http", "flood", "netem", "chaos_mesh"];
 
 /// The probe kinds.
 pub const PROBE_KINDS: [&str; 7] = ["http", "tcp", "promql", "sql", "process", "pods", "command"];
@@ -676,6 +694,7 @@ impl Step {
             self.http.is_some(),
             self.flood.is_some(),
             self.netem.is_some(),
+            self.chaos_mesh.is_some(),
         ];
         FAULT_KINDS.iter().zip(set).filter(|(_, s)| *s).map(|(k, _)| *k).collect()
     }
@@ -982,6 +1001,15 @@ fn check_step(step: &Step) -> Result<(), String> {
             return Err(format!("fault `{}`: loss is a percentage", step.name));
         }
         crate::netem::check_name(&n.netns).map_err(|e| format!("fault `{}`: {e}", step.name))?;
+    }
+    if let Some(c) = &step.chaos_mesh {
+        let ok = !c.kind.is_empty() && c.kind.ends_with("Chaos") && c.kind.chars().all(|ch| ch.is_ascii_alphanumeric());
+        if !ok {
+            return Err(format!("fault `{}`: `{}` is not a Chaos Mesh kind (PodChaos, NetworkChaos, ...)", step.name, c.kind));
+        }
+        if !c.spec.is_object() {
+            return Err(format!("fault `{}`: chaos_mesh.spec must be a mapping", step.name));
+        }
     }
     if step.duration() > Duration::from_secs(3600) {
         return Err(format!("fault `{}`: longer than an hour", step.name));

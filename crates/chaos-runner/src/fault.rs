@@ -84,6 +84,17 @@ pub enum Apply {
         /// Body template.
         body: String,
     },
+    /// Create a Chaos Mesh object.
+    ChaosMesh {
+        /// Kind (PodChaos, ...).
+        object_kind: String,
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Its spec.
+        spec: serde_json::Value,
+    },
     /// netem and drops in a namespace.
     Netem {
         /// Namespace.
@@ -348,6 +359,24 @@ pub async fn plan(env: &Env<'_>, experiment: &str, step: &Step) -> Result<Vec<Pl
             Undo::Nothing { why: "a flood is not taken back: it drains".to_owned() },
         ));
     }
+    if let Some(c) = &step.chaos_mesh {
+        namespace_allowed(env.allow, &c.namespace)?;
+        let kube = need_kube(env, "a chaos_mesh fault")?;
+        let resource = kube.chaos_mesh_resource(&c.kind).await?;
+        let name = format!("chaos-runner-{}-{}", env.run, step.name).to_ascii_lowercase().replace('_', "-");
+        return Ok(one(
+            format!("create {} {}/{name}", c.kind, c.namespace),
+            Apply::ChaosMesh { object_kind: c.kind.clone(), namespace: c.namespace.clone(), name: name.clone(), spec: c.spec.clone() },
+            Undo::DeleteObject {
+                kubeconfig: kube.kubeconfig.clone(),
+                context: kube.context.clone(),
+                api_version: resource.api_version,
+                object_kind: c.kind.clone(),
+                namespace: c.namespace.clone(),
+                name,
+            },
+        ));
+    }
     if let Some(n) = &step.netem {
         if !env.allow.netns.iter().any(|a| *a == n.netns) {
             return Err(format!("netns `{}` is not allowed: add it to allow.netns", n.netns));
@@ -459,6 +488,11 @@ pub async fn apply(env: &Env<'_>, planned: &Planned) -> Result<(), String> {
         Apply::Flood { amqp_url, exchange, routing_key, messages, body } => {
             crate::flood::publish(amqp_url, exchange, routing_key, *messages, body, env.run).await
         }
+        Apply::ChaosMesh { object_kind, namespace, name, spec } => {
+            let kube = need_kube(env, "a chaos_mesh fault")?;
+            let resource = kube.chaos_mesh_resource(object_kind).await?;
+            kube.create_object(&resource, namespace, name, spec).await
+        }
         Apply::Netem { netns, delay_ms, jitter_ms, loss, drop_ports } => {
             let ms = |v: &Option<f64>| v.map(|m| Duration::from_secs_f64(m / 1000.0));
             let (netns, delay, jitter, loss, ports) =
@@ -481,9 +515,8 @@ pub async fn undo(http: &reqwest::Client, kube: Option<&Kube>, undo: &Undo) -> R
         Undo::ProxyToxic { api, proxy, toxic } => proxy::remove(http, api, proxy, toxic).await,
         Undo::ProxyEnable { api, proxy } => proxy::set_enabled(http, api, proxy, true).await,
         Undo::Scale { kubeconfig, context, namespace, deployment, replicas } => {
-            let same = kube.filter(|k| k.kubeconfig == *kubeconfig && k.context == *context);
             let connected;
-            let k = match same {
+            let k = match kube.filter(|k| k.kubeconfig == *kubeconfig && k.context == *context) {
                 Some(k) => k,
                 None => {
                     connected = Kube::connect(kubeconfig.as_deref(), context.as_deref()).await?;
@@ -491,6 +524,17 @@ pub async fn undo(http: &reqwest::Client, kube: Option<&Kube>, undo: &Undo) -> R
                 }
             };
             k.scale(namespace, deployment, *replicas).await
+        }
+        Undo::DeleteObject { kubeconfig, context, api_version, object_kind, namespace, name } => {
+            let connected;
+            let k = match kube.filter(|k| k.kubeconfig == *kubeconfig && k.context == *context) {
+                Some(k) => k,
+                None => {
+                    connected = Kube::connect(kubeconfig.as_deref(), context.as_deref()).await?;
+                    &connected
+                }
+            };
+            k.delete_object(api_version, object_kind, namespace, name).await
         }
         Undo::Command { command } => shell(command).await,
         Undo::Http { method, url, body } => request(http, method, url, body.as_deref()).await,
@@ -505,7 +549,7 @@ pub async fn undo(http: &reqwest::Client, kube: Option<&Kube>, undo: &Undo) -> R
 }
 
 /// Every fault kind with what it does and its undo, for `list-faults`.
-pub const CATALOGUE: [(&str, &str, &str); 15] = [
+pub const CATALOGUE: [(&str, &str, &str); 16] = [
     (
         "process stop",
         "SIGSTOP the matching processes: they hang, connections stay open",
@@ -547,6 +591,11 @@ pub const CATALOGUE: [(&str, &str, &str); 15] = [
         "flood",
         "publish N messages (10000) to RabbitMQ; follow the queue until drained",
         "none: the queue drains; the drain time is measured",
+    ),
+    (
+        "chaos_mesh",
+        "create a Chaos Mesh object (PodChaos, NetworkChaos, ...) where its CRDs are installed",
+        "delete the object",
     ),
     (
         "netem",

@@ -81,6 +81,21 @@ pub enum Undo {
         /// Host-side device.
         device: String,
     },
+    /// Delete a Kubernetes object the fault created (a Chaos Mesh object).
+    DeleteObject {
+        /// Kubeconfig the fault used.
+        kubeconfig: Option<String>,
+        /// Context the fault used.
+        context: Option<String>,
+        /// `group/version`.
+        api_version: String,
+        /// Its kind (PodChaos, ...).
+        object_kind: String,
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
     /// Nothing to undo (deleted pods are recreated by their controller; a
     /// flood drains); the reason is kept for the record.
     Nothing {
@@ -105,6 +120,9 @@ impl Undo {
             Undo::Http { method, url, .. } => format!("{method} {url}"),
             Undo::Netem { netns, device } => {
                 format!("remove netem and drop rules on {device} (netns {netns})")
+            }
+            Undo::DeleteObject { object_kind, namespace, name, .. } => {
+                format!("delete {object_kind} {namespace}/{name}")
             }
             Undo::Nothing { why } => format!("nothing to undo: {why}"),
         }

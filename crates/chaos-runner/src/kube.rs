@@ -4,7 +4,8 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::discovery::ApiGroup;
 
 /// A cluster connection and how it was chosen (kept in the journal, so
 /// `recover` talks to the same cluster).
@@ -26,6 +27,9 @@ impl std::fmt::Debug for Kube {
             .finish_non_exhaustive()
     }
 }
+
+/// Chaos Mesh's API group.
+pub const CHAOS_MESH_GROUP: &str = "chaos-mesh.org";
 
 /// The ConfigMap whose presence in a namespace halts experiments there.
 pub const HALT_CONFIGMAP: &str = "chaos-runner-halt";
@@ -117,6 +121,48 @@ impl Kube {
             .await
             .map(|_| ())
             .map_err(|e| format!("scale deployment {namespace}/{deployment}: {e}"))
+    }
+
+    /// The resource of a Chaos Mesh `kind`, if its CRD is installed.
+    pub async fn chaos_mesh_resource(&self, kind: &str) -> Result<ApiResource, String> {
+        let group: ApiGroup = kube::discovery::group(&self.client, CHAOS_MESH_GROUP).await.map_err(|e| {
+            format!("the Chaos Mesh CRDs are not installed ({CHAOS_MESH_GROUP}: {e}): install Chaos Mesh, or use chaos-runner's own faults")
+        })?;
+        group
+            .recommended_kind(kind)
+            .map(|(r, _)| r)
+            .ok_or_else(|| format!("{CHAOS_MESH_GROUP} has no kind {kind}"))
+    }
+
+    /// Creates a namespaced object of `resource` (an existing one of the same name counts).
+    pub async fn create_object(&self, resource: &ApiResource, namespace: &str, name: &str, spec: &serde_json::Value) -> Result<(), String> {
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, resource);
+        let mut object = DynamicObject::new(name, resource).within(namespace);
+        object.metadata.labels = Some([("app.kubernetes.io/managed-by".to_owned(), "chaos-runner".to_owned())].into());
+        object.data = serde_json::json!({ "spec": spec });
+        match api.create(&PostParams::default(), &object).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(format!("create {} {namespace}/{name}: {e}", resource.kind)),
+        }
+    }
+
+    /// Deletes a namespaced object (absent is fine).
+    pub async fn delete_object(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<(), String> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let resource = ApiResource {
+            group: group.to_owned(),
+            version: version.to_owned(),
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+            plural: kind.to_ascii_lowercase(),
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &resource);
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(format!("delete {kind} {namespace}/{name}: {e}")),
+        }
     }
 
     /// Whether the halt ConfigMap exists in `namespace`.

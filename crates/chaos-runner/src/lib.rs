@@ -26,6 +26,7 @@ pub mod experiment;
 pub mod fault;
 pub mod flood;
 pub mod halt;
+pub mod html;
 pub mod journal;
 pub mod kube;
 pub mod netem;

@@ -171,6 +171,9 @@ struct OutputArgs {
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Also write an HTML page with the verdicts and each experiment's timeline (SVG).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Accept this criterion unmeasured (repeatable): a not-evaluated check becomes skipped.
     #[arg(long = "skip-check", value_name = "ID")]
     skip_checks: Vec<String>,
@@ -235,7 +238,7 @@ impl ClusterArgs {
 /// Whether the selected experiments (all when `only` is empty) touch Kubernetes.
 fn needs_kube(file: &ExperimentFile, only: &[String]) -> bool {
     file.experiments.iter().filter(|e| only.is_empty() || only.contains(&e.value.id)).any(|e| {
-        e.value.method.iter().any(|s| s.value.pods.is_some() || s.value.scale.is_some())
+        e.value.method.iter().any(|s| s.value.pods.is_some() || s.value.scale.is_some() || s.value.chaos_mesh.is_some())
             || e.value.steady_state.iter().any(|p| p.value.pods.is_some())
     })
 }

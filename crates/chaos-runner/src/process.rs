@@ -153,6 +153,10 @@ mod tests {
     #[test]
     fn a_process_outside_the_allow_list_is_refused() {
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        // Until the child has exec'd, /proc shows the test binary's command line.
+        while !read(child.id()).is_some_and(|p| p.name == "sleep") {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let target = ProcessTarget { matches: None, pid: Some(child.id()), pid_file: None };
         let err = resolve(&target, &["sandbox".to_owned()]).unwrap_err();
         assert!(err.contains("add `sleep` to allow.processes"), "{err}");

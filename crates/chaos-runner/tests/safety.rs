@@ -52,7 +52,7 @@ fn kubectl_replicas(cluster: &KubeCluster) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_mid_experiment_then_recover_undoes_netem_toxic_and_scale() {
+async fn kill_9_mid_experiment_then_recover_undoes_kernel_rules_toxic_scale_and_chaos_mesh() {
     let cluster =
         KubeCluster::start_with(&KubeOptions { nodes: vec![], ..KubeOptions::default() }).unwrap();
     let client = cluster.client().await.unwrap();
@@ -70,6 +70,28 @@ async fn kill_9_mid_experiment_then_recover_undoes_netem_toxic_and_scale() {
     }))
     .unwrap();
     deployments.create(&PostParams::default(), &web).await.unwrap();
+    // Chaos Mesh's PodChaos CRD (its group, kind and plural; the schema kept
+    // open): the API server serves the objects, no Chaos Mesh controller acts.
+    let crd = r#"{"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+      "metadata": {"name": "podchaos.chaos-mesh.org"},
+      "spec": {"group": "chaos-mesh.org", "scope": "Namespaced",
+        "names": {"kind": "PodChaos", "plural": "podchaos", "singular": "podchaos", "listKind": "PodChaosList"},
+        "versions": [{"name": "v1alpha1", "served": true, "storage": true,
+          "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}}"#;
+    let mut apply = cluster.kubectl().args(["apply", "-f", "-"]).stdin(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut apply.stdin.take().unwrap(), crd.as_bytes()).unwrap();
+    assert!(apply.wait().unwrap().success());
+    let established = cluster
+        .kubectl()
+        .args(["wait", "--for", "condition=established", "crd/podchaos.chaos-mesh.org", "--timeout=60s"])
+        .output()
+        .unwrap();
+    assert!(established.status.success(), "{}", String::from_utf8_lossy(&established.stderr));
+    let podchaos = |cluster: &KubeCluster| {
+        let out = cluster.kubectl().args(["get", "podchaos", "-n", "default", "-o", "name"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
     let (proxy, _) = ProxyProcess::start(&[("redis", "127.0.0.1:6379".to_owned())]);
     let netns = netns_name("k");
     let dir = tempfile::tempdir().unwrap();
@@ -90,6 +112,9 @@ experiments:
       - name: no-web
         scale: {{namespace: default, deployment: web, replicas: 0}}
         duration: 10m
+      - name: web-failure
+        chaos_mesh: {{kind: PodChaos, namespace: default, spec: {{action: pod-failure, mode: one, selector: {{labelSelectors: {{app: web}}}}}}}}
+        duration: 10m
 ",
             api = proxy.api
         ),
@@ -104,12 +129,13 @@ experiments:
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_applied(&state, 3, Duration::from_secs(60)).await;
+    wait_applied(&state, 4, Duration::from_secs(60)).await;
     runner.kill().unwrap(); // SIGKILL: no undo of its own
     runner.wait().unwrap();
 
-    // All three are still applied.
+    // All four are still applied.
     assert!(drop_rules(&netns));
+    assert_eq!(podchaos(&cluster), 1);
     assert_eq!(proxy.state("redis").await["toxics"].as_array().unwrap().len(), 1);
     assert_eq!(kubectl_replicas(&cluster), "0");
 
@@ -126,11 +152,12 @@ experiments:
     .await;
     let recovered = report(&report_path);
     assert_eq!(code, 0, "{stdout}\n{stderr}\n{}", table(&recovered));
-    assert_eq!(recovered.checks.len(), 3, "{}", table(&recovered));
+    assert_eq!(recovered.checks.len(), 4, "{}", table(&recovered));
     assert!(recovered.checks.iter().all(|c| c.verdict == Verdict::Pass));
 
-    // All three are undone, and the journal says who did it.
+    // All four are undone, and the journal says who did it.
     assert!(!drop_rules(&netns));
+    assert_eq!(podchaos(&cluster), 0);
     assert_eq!(proxy.state("redis").await["toxics"].as_array().unwrap().len(), 0);
     assert_eq!(kubectl_replicas(&cluster), "2");
     let journal = common::journal(&state);
@@ -139,8 +166,8 @@ experiments:
         .filter(|e| e["event"] == "undone" && e["by"] == "recover")
         .map(|e| e["fault"].as_str().unwrap())
         .collect();
-    assert_eq!(by_recover.len(), 3, "{journal:?}");
-    for step in ["cut-port", "slow-redis", "no-web"] {
+    assert_eq!(by_recover.len(), 4, "{journal:?}");
+    for step in ["cut-port", "slow-redis", "no-web", "web-failure"] {
         assert!(by_recover.contains(&format!("three-faults/{step}").as_str()), "{by_recover:?}");
     }
 
