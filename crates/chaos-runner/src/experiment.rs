@@ -1003,9 +1003,14 @@ fn check_step(step: &Step) -> Result<(), String> {
         crate::netem::check_name(&n.netns).map_err(|e| format!("fault `{}`: {e}", step.name))?;
     }
     if let Some(c) = &step.chaos_mesh {
-        let ok = !c.kind.is_empty() && c.kind.ends_with("Chaos") && c.kind.chars().all(|ch| ch.is_ascii_alphanumeric());
+        let ok = !c.kind.is_empty()
+            && c.kind.ends_with("Chaos")
+            && c.kind.chars().all(|ch| ch.is_ascii_alphanumeric());
         if !ok {
-            return Err(format!("fault `{}`: `{}` is not a Chaos Mesh kind (PodChaos, NetworkChaos, ...)", step.name, c.kind));
+            return Err(format!(
+                "fault `{}`: `{}` is not a Chaos Mesh kind (PodChaos, NetworkChaos, ...)",
+                step.name, c.kind
+            ));
         }
         if !c.spec.is_object() {
             return Err(format!("fault `{}`: chaos_mesh.spec must be a mapping", step.name));

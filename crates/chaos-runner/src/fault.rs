@@ -363,10 +363,17 @@ pub async fn plan(env: &Env<'_>, experiment: &str, step: &Step) -> Result<Vec<Pl
         namespace_allowed(env.allow, &c.namespace)?;
         let kube = need_kube(env, "a chaos_mesh fault")?;
         let resource = kube.chaos_mesh_resource(&c.kind).await?;
-        let name = format!("chaos-runner-{}-{}", env.run, step.name).to_ascii_lowercase().replace('_', "-");
+        let name = format!("chaos-runner-{}-{}", env.run, step.name)
+            .to_ascii_lowercase()
+            .replace('_', "-");
         return Ok(one(
             format!("create {} {}/{name}", c.kind, c.namespace),
-            Apply::ChaosMesh { object_kind: c.kind.clone(), namespace: c.namespace.clone(), name: name.clone(), spec: c.spec.clone() },
+            Apply::ChaosMesh {
+                object_kind: c.kind.clone(),
+                namespace: c.namespace.clone(),
+                name: name.clone(),
+                spec: c.spec.clone(),
+            },
             Undo::DeleteObject {
                 kubeconfig: kube.kubeconfig.clone(),
                 context: kube.context.clone(),

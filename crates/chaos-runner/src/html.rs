@@ -54,7 +54,12 @@ pub fn render(report: &Report) -> String {
     }
     page.push_str("</table>");
     for r in &records {
-        let _ = write!(page, "<h2>{}</h2><p>{}</p>", escape(&r.id), escape(r.title.as_deref().unwrap_or("")));
+        let _ = write!(
+            page,
+            "<h2>{}</h2><p>{}</p>",
+            escape(&r.id),
+            escape(r.title.as_deref().unwrap_or(""))
+        );
         page.push_str(&timeline(&r.timeline));
     }
     page.push_str("</body></html>\n");
@@ -88,7 +93,13 @@ pub fn timeline(marks: &[Mark]) -> String {
         20.0 + 22.0 * i as f64
     };
     for (name, kind) in &lanes {
-        let _ = write!(svg, "<text x=\"4\" y=\"{}\">{} {}</text>", lane_y(kind, name) + 4.0, kind, escape(name));
+        let _ = write!(
+            svg,
+            "<text x=\"4\" y=\"{}\">{} {}</text>",
+            lane_y(kind, name) + 4.0,
+            kind,
+            escape(name)
+        );
     }
     for m in marks.iter().filter(|m| m.kind == "phase") {
         let _ = write!(
@@ -101,7 +112,8 @@ pub fn timeline(marks: &[Mark]) -> String {
     }
     // Faults: a bar from apply to undo (or to the end).
     for m in marks.iter().filter(|m| m.kind == "fault") {
-        let undone = marks.iter().find(|u| u.kind == "undo" && u.name == m.name && u.at_ms >= m.at_ms);
+        let undone =
+            marks.iter().find(|u| u.kind == "undo" && u.name == m.name && u.at_ms >= m.at_ms);
         let to = undone.map_or(end as u64, |u| u.at_ms);
         let y = lane_y("fault", &m.name);
         let colour = if m.ok == Some(true) { "#d4a72c" } else { "#cf222e" };
@@ -169,7 +181,13 @@ impl RecordView {
             timeline: self
                 .timeline
                 .into_iter()
-                .map(|m| Mark { at_ms: m.at_ms, kind: kind_of(&m.kind), name: m.name, ok: m.ok, detail: m.detail })
+                .map(|m| Mark {
+                    at_ms: m.at_ms,
+                    kind: kind_of(&m.kind),
+                    name: m.name,
+                    ok: m.ok,
+                    detail: m.detail,
+                })
                 .collect(),
             faults: Vec::new(),
             aborted: None,
@@ -198,7 +216,13 @@ mod tests {
 
     #[test]
     fn a_timeline_draws_faults_probes_and_alerts() {
-        let mark = |at_ms, kind, name: &str, ok| Mark { at_ms, kind, name: name.to_owned(), ok, detail: "<x>".to_owned() };
+        let mark = |at_ms, kind, name: &str, ok| Mark {
+            at_ms,
+            kind,
+            name: name.to_owned(),
+            ok,
+            detail: "<x>".to_owned(),
+        };
         let marks = vec![
             mark(0, "probe", "gw", Some(true)),
             mark(100, "phase", "faults", None),

@@ -4,7 +4,9 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::discovery::ApiGroup;
 
 /// A cluster connection and how it was chosen (kept in the journal, so
@@ -135,10 +137,18 @@ impl Kube {
     }
 
     /// Creates a namespaced object of `resource` (an existing one of the same name counts).
-    pub async fn create_object(&self, resource: &ApiResource, namespace: &str, name: &str, spec: &serde_json::Value) -> Result<(), String> {
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, resource);
+    pub async fn create_object(
+        &self,
+        resource: &ApiResource,
+        namespace: &str,
+        name: &str,
+        spec: &serde_json::Value,
+    ) -> Result<(), String> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, resource);
         let mut object = DynamicObject::new(name, resource).within(namespace);
-        object.metadata.labels = Some([("app.kubernetes.io/managed-by".to_owned(), "chaos-runner".to_owned())].into());
+        object.metadata.labels =
+            Some([("app.kubernetes.io/managed-by".to_owned(), "chaos-runner".to_owned())].into());
         object.data = serde_json::json!({ "spec": spec });
         match api.create(&PostParams::default(), &object).await {
             Ok(_) => Ok(()),
@@ -148,7 +158,13 @@ impl Kube {
     }
 
     /// Deletes a namespaced object (absent is fine).
-    pub async fn delete_object(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<(), String> {
+    pub async fn delete_object(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), String> {
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         let resource = ApiResource {
             group: group.to_owned(),
@@ -157,7 +173,8 @@ impl Kube {
             kind: kind.to_owned(),
             plural: kind.to_ascii_lowercase(),
         };
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &resource);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &resource);
         match api.delete(name, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),

@@ -238,8 +238,9 @@ impl ClusterArgs {
 /// Whether the selected experiments (all when `only` is empty) touch Kubernetes.
 fn needs_kube(file: &ExperimentFile, only: &[String]) -> bool {
     file.experiments.iter().filter(|e| only.is_empty() || only.contains(&e.value.id)).any(|e| {
-        e.value.method.iter().any(|s| s.value.pods.is_some() || s.value.scale.is_some() || s.value.chaos_mesh.is_some())
-            || e.value.steady_state.iter().any(|p| p.value.pods.is_some())
+        e.value.method.iter().any(|s| {
+            s.value.pods.is_some() || s.value.scale.is_some() || s.value.chaos_mesh.is_some()
+        }) || e.value.steady_state.iter().any(|p| p.value.pods.is_some())
     })
 }
 
@@ -408,6 +409,10 @@ fn emit(report: &mut Report, output: &OutputArgs) -> Result<ExitCode, Error> {
         eprintln!(
             "chaos-runner: --skip-check {unknown}: no such check in this report (nothing waived)"
         );
+    }
+    if let Some(path) = &output.html {
+        std::fs::write(path, chaos_runner::html::render(report))
+            .map_err(|e| Error::CouldNotRun(format!("cannot write {}: {e}", path.display())))?;
     }
     report
         .emit(output.output, output.report.as_deref())

@@ -687,9 +687,13 @@ async fn write_out(
             _ = async { cut.wait_for(|c| *c != Cut::None).await.map(|_| ()) } => None,
         };
         let Some((chunk, release)) = next else { break };
-        tokio::select! {
-            () = tokio::time::sleep_until(release) => {}
-            _ = async { cut.wait_for(|c| *c != Cut::None).await.map(|_| ()) } => break,
+        // A timer, even one already due, waits for the next tick of tokio's
+        // 1 ms wheel: only a chunk held back by a toxic waits on one.
+        if release > Instant::now() {
+            tokio::select! {
+                () = tokio::time::sleep_until(release) => {}
+                _ = async { cut.wait_for(|c| *c != Cut::None).await.map(|_| ()) } => break,
+            }
         }
         let toxics = state.toxics();
         let mine: Vec<Toxic> = toxics

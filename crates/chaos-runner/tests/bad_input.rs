@@ -28,7 +28,8 @@ impl Sleeper {
     fn start() -> Sleeper {
         let sleeper = Sleeper(Command::new("sleep").arg("60").spawn().unwrap());
         // Until the child has exec'd, /proc shows the test binary's command line.
-        let cmdline = || std::fs::read(format!("/proc/{}/cmdline", sleeper.pid())).unwrap_or_default();
+        let cmdline =
+            || std::fs::read(format!("/proc/{}/cmdline", sleeper.pid())).unwrap_or_default();
         while !cmdline().starts_with(b"sleep\0") {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }

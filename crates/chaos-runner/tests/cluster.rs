@@ -103,16 +103,49 @@ async fn pod_kill_and_indexer_crash_recover_on_the_local_cluster() {
     // The kill switch as a ConfigMap: a run refuses to start, kubectl sees it,
     // resume removes it.
     let state = dir.path().join("state").display().to_string();
-    let (code, out, err) = run(&["halt", "--namespace", "default", "--kubeconfig", &kubeconfig, "--state-dir", &state]).await;
+    let (code, out, err) = run(&[
+        "halt",
+        "--namespace",
+        "default",
+        "--kubeconfig",
+        &kubeconfig,
+        "--state-dir",
+        &state,
+    ])
+    .await;
     assert_eq!(code, 0, "{out}{err}");
     std::fs::remove_file(dir.path().join("state/halt")).unwrap(); // only the ConfigMap is left
-    let cm = cluster.kubectl().args(["get", "configmap", "chaos-runner-halt", "-o", "jsonpath={.data.reason}"]).output().unwrap();
+    let cm = cluster
+        .kubectl()
+        .args(["get", "configmap", "chaos-runner-halt", "-o", "jsonpath={.data.reason}"])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&cm.stdout), "halted by an operator");
-    let args = ["run", plan.to_str().unwrap(), "--var", "TOKEN=unused", "--experiment", "pod-kill", "--kubeconfig", &kubeconfig, "--state-dir", &state];
+    let args = [
+        "run",
+        plan.to_str().unwrap(),
+        "--var",
+        "TOKEN=unused",
+        "--experiment",
+        "pod-kill",
+        "--kubeconfig",
+        &kubeconfig,
+        "--state-dir",
+        &state,
+    ];
     let (code, _, err) = run(&args).await;
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("ConfigMap default/chaos-runner-halt"), "{err}");
-    let (code, _, _) = run(&["resume", "--namespace", "default", "--kubeconfig", &kubeconfig, "--state-dir", &state]).await;
+    let (code, _, _) = run(&[
+        "resume",
+        "--namespace",
+        "default",
+        "--kubeconfig",
+        &kubeconfig,
+        "--state-dir",
+        &state,
+    ])
+    .await;
     assert_eq!(code, 0);
     let cm = cluster.kubectl().args(["get", "configmap", "chaos-runner-halt"]).output().unwrap();
     assert!(!cm.status.success());

@@ -78,17 +78,28 @@ async fn kill_9_mid_experiment_then_recover_undoes_kernel_rules_toxic_scale_and_
         "names": {"kind": "PodChaos", "plural": "podchaos", "singular": "podchaos", "listKind": "PodChaosList"},
         "versions": [{"name": "v1alpha1", "served": true, "storage": true,
           "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}}"#;
-    let mut apply = cluster.kubectl().args(["apply", "-f", "-"]).stdin(Stdio::piped()).spawn().unwrap();
+    let mut apply =
+        cluster.kubectl().args(["apply", "-f", "-"]).stdin(Stdio::piped()).spawn().unwrap();
     std::io::Write::write_all(&mut apply.stdin.take().unwrap(), crd.as_bytes()).unwrap();
     assert!(apply.wait().unwrap().success());
     let established = cluster
         .kubectl()
-        .args(["wait", "--for", "condition=established", "crd/podchaos.chaos-mesh.org", "--timeout=60s"])
+        .args([
+            "wait",
+            "--for",
+            "condition=established",
+            "crd/podchaos.chaos-mesh.org",
+            "--timeout=60s",
+        ])
         .output()
         .unwrap();
     assert!(established.status.success(), "{}", String::from_utf8_lossy(&established.stderr));
     let podchaos = |cluster: &KubeCluster| {
-        let out = cluster.kubectl().args(["get", "podchaos", "-n", "default", "-o", "name"]).output().unwrap();
+        let out = cluster
+            .kubectl()
+            .args(["get", "podchaos", "-n", "default", "-o", "name"])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).lines().count()
     };
@@ -284,6 +295,7 @@ async fn an_slo_guard_breach_aborts_and_undoes() {
     .unwrap();
     let started = Instant::now();
     let report_path = dir.path().join("report.json");
+    let html = dir.path().join("report.html");
     let (code, stdout, stderr) = run(&[
         "run",
         &file.display().to_string(),
@@ -291,6 +303,8 @@ async fn an_slo_guard_breach_aborts_and_undoes() {
         &dir.path().join("state").display().to_string(),
         "--report",
         &report_path.display().to_string(),
+        "--html",
+        &html.display().to_string(),
     ])
     .await;
     let took = started.elapsed();
@@ -308,6 +322,10 @@ async fn an_slo_guard_breach_aborts_and_undoes() {
         table(&guarded)
     );
     assert_eq!(proxy.state("web").await["toxics"].as_array().unwrap().len(), 0);
+    // The HTML report draws the timeline: the fault's bar, the probe looks, the abort.
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<svg") && page.contains("<rect") && page.contains("abort"), "{page}");
+    assert!(page.contains("web-blackhole/slo-guard"));
 }
 
 /// Median TCP connect time in ms from inside `netns` to `addr` over 5
