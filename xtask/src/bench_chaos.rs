@@ -83,7 +83,7 @@ fn redis_rps(port: u16) -> anyhow::Result<(f64, f64)> {
         text.split(['\r', '\n'])
             .filter(|l| l.starts_with(op))
             .filter_map(|l| l.split(':').nth(1)?.split_whitespace().next()?.parse().ok())
-            .last()
+            .next_back()
             .with_context(|| format!("no {op} rate in redis-benchmark's output: {text}"))
     };
     Ok((rate("GET")?, rate("SET")?))

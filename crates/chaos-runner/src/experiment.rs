@@ -889,7 +889,7 @@ fn validate(file: &ExperimentFile, source: &str) -> Result<(), ConfigError> {
         if let Some(loss) = &exp.expect.no_data_loss {
             let ledger =
                 exp.workload.iter().flat_map(|w| &w.requests).find(|r| r.name == loss.ledger);
-            if !ledger.is_some_and(|r| r.ledger.is_some()) {
+            if ledger.is_none_or(|r| r.ledger.is_none()) {
                 return Err(at(
                     here,
                     format!("{}.expect.no_data_loss.ledger", exp.id),

@@ -148,7 +148,7 @@ pub struct Env<'a> {
 /// Whether `host` may be acted on: loopback, or listed.
 pub fn host_allowed(allow: &AllowList, url_or_addr: &str) -> Result<(), String> {
     let host = host_of(url_or_addr);
-    if shared_types::is_loopback_host(&host) || allow.hosts.iter().any(|h| *h == host) {
+    if shared_types::is_loopback_host(&host) || allow.hosts.contains(&host) {
         Ok(())
     } else {
         Err(format!("host `{host}` ({url_or_addr}) is not allowed: add it to allow.hosts"))
@@ -385,7 +385,7 @@ pub async fn plan(env: &Env<'_>, experiment: &str, step: &Step) -> Result<Vec<Pl
         ));
     }
     if let Some(n) = &step.netem {
-        if !env.allow.netns.iter().any(|a| *a == n.netns) {
+        if !env.allow.netns.contains(&n.netns) {
             return Err(format!("netns `{}` is not allowed: add it to allow.netns", n.netns));
         }
         let link = netem::link(&n.netns);

@@ -169,6 +169,17 @@ pub struct Entry {
     pub error: Option<String>,
 }
 
+/// Which fault an entry is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Key<'a> {
+    /// The run.
+    pub run: &'a str,
+    /// The experiment.
+    pub experiment: &'a str,
+    /// `experiment/step`.
+    pub fault: &'a str,
+}
+
 /// The journal file, open for appending.
 #[derive(Debug)]
 pub struct Journal {
@@ -199,12 +210,10 @@ impl Journal {
         &self.path
     }
 
-    /// Appends an entry and fsyncs it before returning.
+    /// Appends an entry for `key` and fsyncs it before returning.
     pub fn append(
         &self,
-        run: &str,
-        experiment: &str,
-        fault: &str,
+        key: &Key<'_>,
         event: Event,
         undo: Option<Undo>,
         by: Option<&str>,
@@ -214,9 +223,9 @@ impl Journal {
         let entry = Entry {
             seq: *next,
             at: Timestamp::now(),
-            run: run.to_owned(),
-            experiment: experiment.to_owned(),
-            fault: fault.to_owned(),
+            run: key.run.to_owned(),
+            experiment: key.experiment.to_owned(),
+            fault: key.fault.to_owned(),
             event,
             undo,
             by: by.map(str::to_owned),
@@ -308,12 +317,54 @@ mod tests {
         let path = dir.path().join("j.jsonl");
         let j = Journal::open(&path).unwrap();
         let undo = Undo::Command { command: "true".into() };
-        j.append("r1", "e", "e/a", Event::Applying, Some(undo.clone()), None, None).unwrap();
-        j.append("r1", "e", "e/a", Event::Applied, None, None, None).unwrap();
-        j.append("r1", "e", "e/b", Event::Applying, Some(undo.clone()), None, None).unwrap();
-        j.append("r1", "e", "e/a", Event::Undone, None, Some("run"), None).unwrap();
-        j.append("r1", "e", "e/c", Event::Applying, Some(undo), None, None).unwrap();
-        j.append("r1", "e", "e/c", Event::UndoFailed, None, None, Some("x".into())).unwrap();
+        j.append(
+            &Key { run: "r1", experiment: "e", fault: "e/a" },
+            Event::Applying,
+            Some(undo.clone()),
+            None,
+            None,
+        )
+        .unwrap();
+        j.append(
+            &Key { run: "r1", experiment: "e", fault: "e/a" },
+            Event::Applied,
+            None,
+            None,
+            None,
+        )
+        .unwrap();
+        j.append(
+            &Key { run: "r1", experiment: "e", fault: "e/b" },
+            Event::Applying,
+            Some(undo.clone()),
+            None,
+            None,
+        )
+        .unwrap();
+        j.append(
+            &Key { run: "r1", experiment: "e", fault: "e/a" },
+            Event::Undone,
+            None,
+            Some("run"),
+            None,
+        )
+        .unwrap();
+        j.append(
+            &Key { run: "r1", experiment: "e", fault: "e/c" },
+            Event::Applying,
+            Some(undo),
+            None,
+            None,
+        )
+        .unwrap();
+        j.append(
+            &Key { run: "r1", experiment: "e", fault: "e/c" },
+            Event::UndoFailed,
+            None,
+            None,
+            Some("x".into()),
+        )
+        .unwrap();
         drop(j);
         let entries = read(&path).unwrap();
         assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
@@ -322,7 +373,18 @@ mod tests {
         assert!(!open[0].applied);
         // Reopening continues the numbering.
         let j = Journal::open(&path).unwrap();
-        assert_eq!(j.append("r2", "e", "e/a", Event::Applied, None, None, None).unwrap().seq, 7);
+        assert_eq!(
+            j.append(
+                &Key { run: "r2", experiment: "e", fault: "e/a" },
+                Event::Applied,
+                None,
+                None,
+                None
+            )
+            .unwrap()
+            .seq,
+            7
+        );
     }
 
     #[test]
@@ -330,7 +392,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.jsonl");
         let j = Journal::open(&path).unwrap();
-        j.append("r", "e", "e/a", Event::Applied, None, None, None).unwrap();
+        j.append(
+            &Key { run: "r", experiment: "e", fault: "e/a" },
+            Event::Applied,
+            None,
+            None,
+            None,
+        )
+        .unwrap();
         drop(j);
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str("{\"seq\":2,\"at\"");

@@ -191,9 +191,7 @@ pub async fn recover(
         match fault::undo(&http, kube, undo).await {
             Ok(()) => {
                 j.append(
-                    &e.run,
-                    &e.experiment,
-                    &e.fault,
+                    &journal::Key { run: &e.run, experiment: &e.experiment, fault: &e.fault },
                     journal::Event::Undone,
                     None,
                     Some("recover"),
@@ -207,9 +205,7 @@ pub async fn recover(
             }
             Err(err) => {
                 j.append(
-                    &e.run,
-                    &e.experiment,
-                    &e.fault,
+                    &journal::Key { run: &e.run, experiment: &e.experiment, fault: &e.fault },
                     journal::Event::UndoFailed,
                     None,
                     Some("recover"),

@@ -15,7 +15,7 @@ pub struct Proc {
     pub start_time: u64,
     /// State letter (R, S, T for stopped, Z…).
     pub state: char,
-    /// The executable's file name (argv[0]'s).
+    /// The executable's file name (that of `argv[0]`).
     pub name: String,
     /// The command line, arguments joined by spaces.
     pub cmdline: String,
@@ -68,7 +68,7 @@ fn protected() -> Vec<u32> {
 /// matched nothing or is not allowed.
 pub fn resolve(target: &ProcessTarget, allow: &[String]) -> Result<Vec<Proc>, String> {
     let found = find(target)?;
-    if let Some(p) = found.iter().find(|p| !allow.iter().any(|a| *a == p.name)) {
+    if let Some(p) = found.iter().find(|p| !allow.contains(&p.name)) {
         return Err(format!(
             "PID {} ({}) is not allowed: add `{}` to allow.processes",
             p.pid, p.cmdline, p.name
@@ -146,7 +146,7 @@ mod tests {
         assert!(same(me.pid, me.start_time).is_some());
         assert!(same(me.pid, me.start_time + 1).is_none());
         let target = ProcessTarget { matches: None, pid: Some(me.pid), pid_file: None };
-        let err = resolve(&target, &[me.name.clone()]).unwrap_err();
+        let err = resolve(&target, std::slice::from_ref(&me.name)).unwrap_err();
         assert!(err.contains("refused"), "{err}");
     }
 
@@ -154,7 +154,7 @@ mod tests {
     fn a_process_outside_the_allow_list_is_refused() {
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         // Until the child has exec'd, /proc shows the test binary's command line.
-        while !read(child.id()).is_some_and(|p| p.name == "sleep") {
+        while read(child.id()).is_none_or(|p| p.name != "sleep") {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let target = ProcessTarget { matches: None, pid: Some(child.id()), pid_file: None };

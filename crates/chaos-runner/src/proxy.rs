@@ -319,17 +319,19 @@ async fn list(State(proxies): State<Proxies>) -> Json<Value> {
     Json(Value::Object(proxies.iter().map(|(n, p)| (n.clone(), p.view())).collect()))
 }
 
-fn find(proxies: &Proxies, name: &str) -> Result<Arc<ProxyState>, Response> {
+fn find(proxies: &Proxies, name: &str) -> Result<Arc<ProxyState>, Box<Response>> {
     proxies.get(name).cloned().ok_or_else(|| {
-        (StatusCode::NOT_FOUND, Json(json!({"error": "proxy not found", "status": 404})))
-            .into_response()
+        Box::new(
+            (StatusCode::NOT_FOUND, Json(json!({"error": "proxy not found", "status": 404})))
+                .into_response(),
+        )
     })
 }
 
 async fn show(State(proxies): State<Proxies>, Path(name): Path<String>) -> Response {
     match find(&proxies, &name) {
         Ok(p) => Json(p.view()).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -349,14 +351,14 @@ async fn update(
             tracing::info!(proxy = %name, enabled = update.enabled, "proxy switched");
             Json(p.view()).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
 async fn toxics(State(proxies): State<Proxies>, Path(name): Path<String>) -> Response {
     match find(&proxies, &name) {
         Ok(p) => Json(p.view()["toxics"].clone()).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -366,7 +368,7 @@ async fn show_toxic(
 ) -> Response {
     let p = match find(&proxies, &name) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match p.toxics().iter().find(|a| a.spec.name == toxic) {
         Some(a) => Json(json!(a.spec)).into_response(),
@@ -385,7 +387,7 @@ async fn add_toxic(
     };
     let p = match find(&proxies, &name) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let spec: ToxicSpec = match serde_json::from_slice(&body) {
         Ok(s) => s,
@@ -430,7 +432,7 @@ async fn remove_toxic(
 ) -> Response {
     let p = match find(&proxies, &name) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut list: Vec<Active> = p.toxics().as_ref().clone();
     let before = list.len();

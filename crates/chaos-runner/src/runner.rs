@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::experiment::{Experiment, ExperimentFile, Probe};
 use crate::fault::{self, Env, Planned};
-use crate::journal::{Event, Journal};
+use crate::journal::{Event, Journal, Key};
 use crate::kube::Kube;
 use crate::probe::{Outcome, Probes};
 use crate::workload::{self, Sample};
@@ -266,9 +266,7 @@ impl Ctx<'_> {
             };
             for p in planned {
                 if let Err(e) = self.journal.append(
-                    &self.options.run,
-                    id,
-                    &p.key,
+                    &Key { run: &self.options.run, experiment: id, fault: &p.key },
                     Event::Applying,
                     Some(p.undo.clone()),
                     None,
@@ -280,9 +278,7 @@ impl Ctx<'_> {
                 match fault::apply(&env, &p).await {
                     Ok(()) => {
                         let _ = self.journal.append(
-                            &self.options.run,
-                            id,
-                            &p.key,
+                            &Key { run: &self.options.run, experiment: id, fault: &p.key },
                             Event::Applied,
                             None,
                             None,
@@ -565,9 +561,7 @@ impl Ctx<'_> {
             Err(e) => (Event::UndoFailed, Some(e.clone())),
         };
         if let Err(e) = self.journal.append(
-            &self.options.run,
-            &record.id,
-            &p.key,
+            &Key { run: &self.options.run, experiment: &record.id, fault: &p.key },
             event,
             None,
             Some(by),
@@ -609,7 +603,7 @@ impl Ctx<'_> {
                     tx.send_replace(Some(Abort::Halted(why)));
                     return;
                 }
-                if ticks % 5 == 0
+                if ticks.is_multiple_of(5)
                     && let Some(k) = &kube
                 {
                     for ns in &namespaces {
