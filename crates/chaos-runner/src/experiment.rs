@@ -521,9 +521,9 @@ pub struct Action {
 pub struct FloodFault {
     /// AMQP URL of the broker (its host must be allowed).
     pub amqp_url: String,
-    /// Management API base URL, to follow the queue depth.
-    pub management_url: String,
-    /// The queue to follow until drained.
+    /// The queue to follow until drained. Its depth is read with a passive
+    /// `queue.declare`, the broker's live count: the management API's counts
+    /// are sampled every 5 s and would judge a drain late or early.
     pub queue: String,
     /// Exchange to publish to.
     pub exchange: String,

@@ -342,7 +342,6 @@ pub async fn plan(env: &Env<'_>, experiment: &str, step: &Step) -> Result<Vec<Pl
     }
     if let Some(f) = &step.flood {
         host_allowed(env.allow, &f.amqp_url)?;
-        host_allowed(env.allow, &f.management_url)?;
         let messages = f.messages.unwrap_or(10_000);
         return Ok(one(
             format!(
@@ -522,25 +521,10 @@ pub async fn undo(http: &reqwest::Client, kube: Option<&Kube>, undo: &Undo) -> R
         Undo::ProxyToxic { api, proxy, toxic } => proxy::remove(http, api, proxy, toxic).await,
         Undo::ProxyEnable { api, proxy } => proxy::set_enabled(http, api, proxy, true).await,
         Undo::Scale { kubeconfig, context, namespace, deployment, replicas } => {
-            let connected;
-            let k = match kube.filter(|k| k.kubeconfig == *kubeconfig && k.context == *context) {
-                Some(k) => k,
-                None => {
-                    connected = Kube::connect(kubeconfig.as_deref(), context.as_deref()).await?;
-                    &connected
-                }
-            };
-            k.scale(namespace, deployment, *replicas).await
+            cluster(kube, kubeconfig, context).await?.scale(namespace, deployment, *replicas).await
         }
         Undo::DeleteObject { kubeconfig, context, api_version, object_kind, namespace, name } => {
-            let connected;
-            let k = match kube.filter(|k| k.kubeconfig == *kubeconfig && k.context == *context) {
-                Some(k) => k,
-                None => {
-                    connected = Kube::connect(kubeconfig.as_deref(), context.as_deref()).await?;
-                    &connected
-                }
-            };
+            let k = cluster(kube, kubeconfig, context).await?;
             k.delete_object(api_version, object_kind, namespace, name).await
         }
         Undo::Command { command } => shell(command).await,
@@ -552,6 +536,19 @@ pub async fn undo(http: &reqwest::Client, kube: Option<&Kube>, undo: &Undo) -> R
                 .map_err(|e| e.to_string())?
         }
         Undo::Nothing { .. } => Ok(()),
+    }
+}
+
+/// The cluster an undo recorded: the one already connected if it is the
+/// same kubeconfig and context, else a new connection (`recover` after a crash).
+async fn cluster(
+    kube: Option<&Kube>,
+    kubeconfig: &Option<String>,
+    context: &Option<String>,
+) -> Result<Kube, String> {
+    match kube.filter(|k| k.kubeconfig == *kubeconfig && k.context == *context) {
+        Some(k) => Ok(k.clone()),
+        None => Kube::connect(kubeconfig.as_deref(), context.as_deref()).await,
     }
 }
 

@@ -39,6 +39,9 @@ pub const HALT_CONFIGMAP: &str = "chaos-runner-halt";
 impl Kube {
     /// Connects with `kubeconfig` (or the default one) and `context`.
     pub async fn connect(kubeconfig: Option<&str>, context: Option<&str>) -> Result<Kube, String> {
+        // Where a build links two rustls providers (a workspace with
+        // aws-lc-rs beside ring), rustls picks none by itself: choose ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let options = kube::config::KubeConfigOptions {
             context: context.map(str::to_owned),
             ..Default::default()

@@ -101,7 +101,6 @@ pub fn check_allowed(file: &ExperimentFile) -> Result<(), ConfigError> {
                 s.http.as_ref().and_then(|h| h.apply.url.as_deref()),
                 s.http.as_ref().and_then(|h| h.undo.as_ref()).and_then(|u| u.url.as_deref()),
                 s.flood.as_ref().map(|f| f.amqp_url.as_str()),
-                s.flood.as_ref().map(|f| f.management_url.as_str()),
             ]
             .into_iter()
             .flatten()

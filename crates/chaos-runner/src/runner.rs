@@ -524,7 +524,7 @@ impl Ctx<'_> {
             }
         }
         if let Some(f) = flood {
-            match flood::depth(self.http, &f.management_url, &f.queue).await {
+            match flood::depth(&f.amqp_url, &f.queue).await {
                 Ok(depth) => {
                     seen.max_depth = Some(seen.max_depth.unwrap_or(0).max(depth));
                     record.timeline.push(Mark {
@@ -717,17 +717,22 @@ impl Ctx<'_> {
                     .with_detail("the steady state held and no user saw an error during the fault: is the fault reaching the system?"),
             });
         }
-        // Recovery.
+        // Recovery: from the undo, or from the fault itself when nothing is
+        // undone (a deleted pod, a flood: the system must heal on its own).
+        let heals_alone =
+            record.faults.iter().all(|p| matches!(p.undo, crate::journal::Undo::Nothing { .. }));
+        let (origin, since) =
+            if heals_alone { (v.fault_start, "the fault") } else { (v.last_undo, "the undo") };
         let criterion = match v.budget {
             Some(b) => format!(
-                "steady state holds again within {} of the undo",
+                "steady state holds again within {} of {since}",
                 Quantity::seconds(b.as_secs_f64())
             ),
-            None => "steady state holds again after the undo".to_owned(),
+            None => format!("steady state holds again after {since}"),
         };
         let check = match v.recovered_at {
             Some(at) => {
-                let took = (at - v.last_undo).max(0.0);
+                let took = (at - origin).max(0.0);
                 push_m(report, "recover_seconds", took, "s");
                 let observed = Quantity::seconds(took).to_string();
                 match v.budget {
@@ -949,7 +954,7 @@ impl Ctx<'_> {
                 (_, None) => Check::not_evaluated(
                     check_id("drained"),
                     criterion,
-                    "the management API never answered: check management_url",
+                    "the broker never answered a passive declare of the queue: check amqp_url and queue",
                 ),
                 (Some(d), Some(_)) => {
                     push_m(report, "drain_seconds", d, "s");

@@ -70,6 +70,7 @@ async fn pod_kill_and_indexer_crash_recover_on_the_local_cluster() {
         &report_path.display().to_string(),
     ])
     .await;
+    assert!(report_path.exists(), "no report: exit {code}\n{stdout}\n{stderr}");
     let ran = report(&report_path);
     eprintln!("{}\n{:?}", table(&ran), ran.measurements);
     assert_eq!(code, 0, "{stdout}\n{stderr}\n{}", table(&ran));
@@ -86,7 +87,8 @@ async fn pod_kill_and_indexer_crash_recover_on_the_local_cluster() {
             .find(|m| m.name == format!("{row}.recover_seconds"))
             .unwrap()
             .value;
-        assert!(took < 120.0, "{row}: {took} s");
+        // Measured from the deletion (nothing is undone): at least one probe interval.
+        assert!((0.5..120.0).contains(&took), "{row}: {took} s");
     }
     // kubectl sees replacements: one gateway pod is new, the indexer pod is new.
     let gateways_after = names("gateway");

@@ -26,9 +26,8 @@ async fn setup(broken: bool) -> Setup {
     let stage = ChaosStage::start(ChaosStageOptions {
         chaos_runner: Some(common::BIN.into()),
         broken,
-        // The consumer applies ~20 events/s in a debug build on 2 cores:
-        // 10,000 (the launch plan's default) would take minutes of the test.
-        flood_messages: Some(1000),
+        // The launch plan's 10,000.
+        flood_messages: None,
         ..ChaosStageOptions::default()
     })
     .await
@@ -88,8 +87,10 @@ async fn every_row_passes_on_a_healthy_sandbox_with_its_recovery_measured() {
             table(&report)
         );
         assert_eq!(check(&report, &format!("{row}/faults-undone")).verdict, Verdict::Pass);
+        // The flood heals alone (measured from the flood, not an undo): its budget is 5 minutes.
+        let budget = if row == "rabbitmq-flood" { 300.0 } else { 60.0 };
         let took = measured(&report, &format!("{row}.recover_seconds"));
-        assert!((0.0..60.0).contains(&took), "{row} recovered in {took} s");
+        assert!((0.0..budget).contains(&took), "{row} recovered in {took} s");
     }
     // Auth down: users saw errors, all of them graceful 503s, browsing unaffected,
     // and the shipped fast-burn alert fired in Prometheus.
@@ -108,7 +109,7 @@ async fn every_row_passes_on_a_healthy_sandbox_with_its_recovery_measured() {
     // RabbitMQ down: every acknowledged order was consumed.
     assert!(measured(&report, "rabbitmq-down.acknowledged") >= 100.0, "{}", table(&report));
     assert_eq!(check(&report, "rabbitmq-down/no-data-loss").verdict, Verdict::Pass);
-    // The flood: 10,000 messages seen in the queue, then drained.
+    // The flood: 10,000 messages seen in the queue (a live passive-declare count), then drained.
     assert!(measured(&report, "rabbitmq-flood.max_queue_depth") > 0.0);
     assert_eq!(check(&report, "rabbitmq-flood/drained").verdict, Verdict::Pass);
     // Every fault was journaled before it was applied, and undone.

@@ -133,14 +133,28 @@ experiments:
     .unwrap();
     let state = dir.path().join("state");
     let kubeconfig = cluster.kubeconfig().display().to_string();
+    let log = dir.path().join("runner.log");
     let mut runner = Command::new(BIN)
         .args(["run", &file.display().to_string(), "--kubeconfig", &kubeconfig])
         .args(["--state-dir", &state.display().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("runner.err")).unwrap())
         .spawn()
         .unwrap();
-    wait_applied(&state, 4, Duration::from_secs(60)).await;
+    if testkit::wait_until("four faults applied", Duration::from_secs(60), || async {
+        let applied = common::journal(&state).iter().filter(|e| e["event"] == "applied").count();
+        if applied >= 4 { Ok(()) } else { Err(format!("{applied} applied")) }
+    })
+    .await
+    .is_err()
+    {
+        let _ = runner.kill();
+        panic!(
+            "the runner did not apply its faults:\n{}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            std::fs::read_to_string(dir.path().join("runner.err")).unwrap_or_default()
+        );
+    }
     runner.kill().unwrap(); // SIGKILL: no undo of its own
     runner.wait().unwrap();
 

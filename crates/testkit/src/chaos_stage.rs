@@ -146,10 +146,6 @@ impl ChaosStage {
             ("DATABASE_URL".to_owned(), database.url().to_owned()),
             ("PROMETHEUS".to_owned(), prometheus.url().to_owned()),
             ("AMQP_URL".to_owned(), rabbitmq.amqp_url()),
-            (
-                "RABBITMQ_MANAGEMENT".to_owned(),
-                rabbitmq.management_url().replacen("http://", "http://guest:guest@", 1),
-            ),
         ];
         if let Some(n) = options.flood_messages {
             vars.push(("FLOOD_MESSAGES".to_owned(), n.to_string()));
