@@ -78,6 +78,10 @@ pub struct Record {
     pub user_errors: usize,
 }
 
+/// Why a row without steady-state probes has neither health before nor recovery.
+const NO_STEADY_STATE: &str =
+    "no steady_state probe: add one (an http, tcp or pods probe of what must stay healthy)";
+
 struct Clock(Instant);
 
 impl Clock {
@@ -229,7 +233,14 @@ impl Ctx<'_> {
             mark(&mut record, "probe", &o.name, Some(o.ok), o.observed.clone());
         }
         let criterion = "steady state holds before the faults";
-        if before.iter().all(|o| o.ok) {
+        if steady.is_empty() {
+            // Nothing looked at: neither health before nor recovery after is evidence.
+            report.push_check(Check::not_evaluated(
+                format!("{id}/steady-state-before"),
+                criterion,
+                NO_STEADY_STATE,
+            ));
+        } else if before.iter().all(|o| o.ok) {
             report.push_check(Check::pass(
                 format!("{id}/steady-state-before"),
                 criterion,
@@ -593,7 +604,8 @@ impl Ctx<'_> {
         let mut interrupted = self.interrupted.clone();
         let task = tokio::spawn(async move {
             let mut ticks = 0u64;
-            let mut last_guard = Instant::now();
+            // The first look is at once: a guard never looked at held nothing.
+            let mut last_guard = Instant::now().checked_sub(interval).unwrap_or_else(Instant::now);
             loop {
                 if *interrupted.borrow() {
                     tx.send_replace(Some(Abort::Interrupted));
@@ -731,6 +743,9 @@ impl Ctx<'_> {
             None => format!("steady state holds again after {since}"),
         };
         let check = match v.recovered_at {
+            _ if exp.steady_state.is_empty() => {
+                Check::not_evaluated(check_id("recovered"), criterion, NO_STEADY_STATE)
+            }
             Some(at) => {
                 let took = (at - origin).max(0.0);
                 push_m(report, "recover_seconds", took, "s");

@@ -214,6 +214,9 @@ async fn the_kill_switch_undoes_a_running_experiment_within_two_seconds() {
             format!(
                 "experiments:
   - id: slow-redis
+    steady_state:
+      - name: redis
+        tcp: {{address: '127.0.0.1:6379'}}
     method:
       - name: latency
         proxy: {{api: '{}', proxy: redis, toxic: latency, attributes: {{latency: 1000}}}}
@@ -361,6 +364,7 @@ fn rtt_inside(netns: &str, addr: &str) -> Option<f64> {
 fn start_netem(
     dir: &std::path::Path,
     netns: &str,
+    addr: &str,
     fault: &str,
     duration: &str,
 ) -> std::process::Child {
@@ -371,6 +375,9 @@ fn start_netem(
             "allow: {{netns: [{netns}]}}
 experiments:
   - id: slow-link
+    steady_state:
+      - name: listener
+        tcp: {{address: '{addr}'}}
     method:
       - name: link
         netem: {{netns: {netns}, {fault}}}
@@ -423,7 +430,7 @@ async fn kernel_faults_are_seen_inside_the_namespace_and_gone_after_undo() {
     let dir = tempfile::tempdir().unwrap();
 
     // The launch plan's "cut database connections": the port is dropped, then back.
-    let mut runner = start_netem(dir.path(), &netns, &format!("drop_ports: [{port}]"), "6s");
+    let mut runner = start_netem(dir.path(), &netns, &addr, &format!("drop_ports: [{port}]"), "6s");
     wait_applied(&dir.path().join("state"), 1, Duration::from_secs(20)).await;
     assert_eq!(rtt_inside(&netns, &addr), None, "the port was not cut");
     let status = tokio::task::spawn_blocking(move || runner.wait().unwrap()).await.unwrap();
@@ -431,7 +438,7 @@ async fn kernel_faults_are_seen_inside_the_namespace_and_gone_after_undo() {
     assert!(rtt_inside(&netns, &addr).unwrap() < 50.0, "the port is still cut after the undo");
 
     // 500 ms of delay, measured from inside the namespace.
-    let mut runner = start_netem(dir.path(), &netns, "delay: 500ms", "8s");
+    let mut runner = start_netem(dir.path(), &netns, &addr, "delay: 500ms", "8s");
     if kernel_has_netem() {
         wait_applied(&dir.path().join("state"), 2, Duration::from_secs(20)).await;
         let during = rtt_inside(&netns, &addr).unwrap();
