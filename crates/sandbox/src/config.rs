@@ -176,9 +176,26 @@ pub struct Config {
     pub no_outbox: bool,
 
     /// Release name sent back in an `x-release` header on every response
-    /// (blue/green, version A/B); none by default.
+    /// (blue/green, version A/B). Without it, the image tag a Kubernetes
+    /// node passes as `POSTLAUNCH_IMAGE_TAG` (postlaunch-node does, for
+    /// `postlaunch/sandbox:v2`), so a pod reports the version it runs; else none.
     #[arg(long, env = "SANDBOX_RELEASE")]
     pub release: Option<String>,
+
+    /// Broken on purpose, for releases that must be refused: answer this share
+    /// of marketplace requests (0 to 1) with HTTP 500 from the start, as
+    /// `POST /admin/faults {"error_rate": R}` would.
+    #[arg(long, env = "SANDBOX_ERROR_RATE", default_value_t = 0.0)]
+    pub error_rate: f64,
+}
+
+impl Config {
+    /// `--release`, or else the image tag the node passed.
+    pub fn release_name(&self) -> Option<String> {
+        self.release.clone().or_else(|| {
+            std::env::var("POSTLAUNCH_IMAGE_TAG").ok().filter(|tag| !tag.is_empty())
+        })
+    }
 }
 
 /// The service a sandbox process plays.
@@ -241,8 +258,11 @@ impl Config {
     /// Checks the limits clap cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |flag, reason: &str| Err(ConfigError { flag, reason: reason.to_owned() });
-        if self.release.as_deref().is_some_and(|r| axum::http::HeaderValue::from_str(r).is_err()) {
+        if self.release_name().is_some_and(|r| axum::http::HeaderValue::from_str(&r).is_err()) {
             return fail("--release", "must be printable ASCII (it is sent as an HTTP header)");
+        }
+        if !(0.0..=1.0).contains(&self.error_rate) {
+            return fail("--error-rate", "must be between 0 and 1");
         }
         if self.collections == 0 {
             return fail("--collections", "must be at least 1");

@@ -194,6 +194,9 @@ pub async fn build(config: &Config) -> Result<AppState, StartError> {
 async fn build_with(config: &Config, tls: Option<&TlsFiles>) -> Result<AppState, StartError> {
     let metrics = Metrics::new()?;
     let faults = Faults::default();
+    if config.error_rate > 0.0 {
+        faults.set(faults::FaultSpec { error_rate: config.error_rate, ..Default::default() });
+    }
     let breaker = breaker_for(config, &metrics);
     let (catalog, auth) = match (&config.auth_url, &config.catalog_url) {
         (Some(auth_url), Some(catalog_url)) if config.role == Role::Gateway => {
@@ -250,7 +253,7 @@ async fn build_with(config: &Config, tls: Option<&TlsFiles>) -> Result<AppState,
 
 /// `--release` as the `x-release` header value (checked by [`Config::validate`]).
 fn release_header(config: &Config) -> Option<axum::http::HeaderValue> {
-    config.release.as_deref().and_then(|r| axum::http::HeaderValue::from_str(r).ok())
+    config.release_name().and_then(|r| axum::http::HeaderValue::from_str(&r).ok())
 }
 
 async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {

@@ -431,7 +431,8 @@ impl KubeCluster {
     /// Prometheus `scrape_configs` entries discovering this cluster through
     /// the API server: job `kubernetes-pods` (pods annotated
     /// `prometheus.io/scrape: "true"`, at `prometheus.io/port` and
-    /// `prometheus.io/path`, their IPs mapped to the loopback twins) and job
+    /// `prometheus.io/path`, their IPs mapped to the loopback twins, each pod
+    /// label a series label, e.g. `colour`, `app`) and job
     /// `kubernetes-cadvisor` (each node's `/metrics/cadvisor`).
     ///
     /// Debian's Prometheus is built without `kubernetes_sd_configs`, so the
@@ -453,6 +454,7 @@ impl KubeCluster {
       - { source_labels: [__address__], regex: "198\\.(1[89]\\..*)", replacement: "127.$1", target_label: __address__ }
       - { source_labels: [__meta_kubernetes_namespace], target_label: namespace }
       - { source_labels: [__meta_kubernetes_pod_name], target_label: pod }
+      - { regex: "__meta_kubernetes_pod_label_(.+)", action: labelmap }
 "#;
         let nodes = "    relabel_configs:\n      - { source_labels: [__meta_kubernetes_node_name], target_label: node }\n";
         format!(
