@@ -9,13 +9,14 @@ use crate::tools;
 use crate::workspace::{cargo, run};
 
 /// Tools with a benchmark.
-pub const BENCHES: [&str; 6] = [
+pub const BENCHES: [&str; 7] = [
     "load-tester",
     "pg-failover-probe",
     "reorg-sim",
     "alert-linter",
     "backup-agent",
     "chaos-runner",
+    "bluegreen-promoter",
 ];
 
 /// Runs the benchmark of `tool` and prints its table.
@@ -28,6 +29,7 @@ pub async fn bench(tool: &str, runs: usize, scale: u32) -> anyhow::Result<()> {
         "reorg-sim" => reorg_sim().await,
         "backup-agent" => crate::bench_backup::backup_agent(scale).await,
         "chaos-runner" => crate::bench_chaos::chaos_runner().await,
+        "bluegreen-promoter" => crate::bench_bluegreen::bluegreen_promoter(runs).await,
         other => bail!("no benchmark for {other:?}; benchmarks: {}", BENCHES.join(", ")),
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod bench;
 mod bench_backup;
+mod bench_bluegreen;
 mod bench_chaos;
 mod bench_load;
 pub mod tools;

@@ -42,7 +42,7 @@ enum Task {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
         /// Run only these steps (repeatable): sandbox, load-tester, pg-failover-probe, reorg-sim,
-        /// backup-agent, alert-linter, chaos-runner.
+        /// backup-agent, alert-linter, chaos-runner, bluegreen-promoter.
         #[arg(long = "step", value_name = "STEP")]
         steps: Vec<String>,
     },
@@ -98,7 +98,8 @@ enum Task {
     /// Benchmark a tool side by side with the tool its users would otherwise
     /// pick, on the same input in the same run (release builds).
     Bench {
-        /// The tool: load-tester, pg-failover-probe, reorg-sim, alert-linter, backup-agent.
+        /// The tool: load-tester, pg-failover-probe, reorg-sim, alert-linter, backup-agent,
+        /// chaos-runner, bluegreen-promoter.
         tool: String,
         /// Repetitions where the benchmark repeats (drills).
         #[arg(long, default_value_t = 5)]
@@ -245,9 +246,10 @@ fn execute(task: Task) -> anyhow::Result<ExitCode> {
 }
 
 /// The tools a team installs alone, each a crate with a binary of its name.
-const TOOLS: [&str; 6] = [
+const TOOLS: [&str; 7] = [
     "alert-linter",
     "backup-agent",
+    "bluegreen-promoter",
     "chaos-runner",
     "load-tester",
     "pg-failover-probe",

@@ -70,7 +70,7 @@ pub struct VerifyOptions {
 }
 
 /// Every step `verify` knows, in the order it runs them.
-pub const STEPS: [&str; 7] = [
+pub const STEPS: [&str; 8] = [
     "sandbox",
     "load-tester",
     "pg-failover-probe",
@@ -78,6 +78,7 @@ pub const STEPS: [&str; 7] = [
     "backup-agent",
     "alert-linter",
     "chaos-runner",
+    "bluegreen-promoter",
 ];
 
 /// Metrics the smoke load's criteria may name.
@@ -173,6 +174,7 @@ pub async fn run(options: &VerifyOptions) -> anyhow::Result<Report> {
             "reorg-sim" => reorg_step().await,
             "backup-agent" => backup_step(sandbox_db_url.as_deref()).await,
             "chaos-runner" => chaos_step(options).await,
+            "bluegreen-promoter" => bluegreen_step(options).await,
             other => anyhow::bail!("unknown verify step {other:?}; steps: {}", STEPS.join(", ")),
         };
         steps.push(report);
@@ -432,6 +434,83 @@ async fn chaos_step(options: &VerifyOptions) -> Report {
     let _ = std::fs::remove_dir_all(&state);
     args.extend(["--state-dir".to_owned(), state.display().to_string()]);
     tool_report(tool, &args, target, "matrix", criterion).await
+}
+
+/// The release step: on the local cluster (the upstream control plane and
+/// postlaunch-node), the sandbox as `shop` v1 (docs/bluegreen-promoter/
+/// shop.yaml); bluegreen-promoter releases v2 through its gates with the
+/// prober on the active Service, then rolls it back.
+async fn bluegreen_step(options: &VerifyOptions) -> Report {
+    let (tool, target) = ("bluegreen-promoter", "shop (the sandbox) on the local cluster");
+    let criterion = "a release and its rollback with zero failed requests, within budget";
+    let cluster = match tokio::task::spawn_blocking(testkit::KubeCluster::start).await {
+        Ok(Ok(cluster)) => cluster,
+        Ok(Err(e)) => {
+            let detail = format!("cannot start the local cluster: {e}");
+            return unevaluated(tool, target, Check::not_evaluated("release", criterion, detail));
+        }
+        Err(e) => {
+            return unevaluated(tool, target, Check::error("release", criterion, e.to_string()));
+        }
+    };
+    let manifest = workspace::root().join("docs/bluegreen-promoter/shop.yaml");
+    for args in [
+        vec!["apply".to_owned(), "-f".to_owned(), manifest.display().to_string()],
+        strings(&["rollout", "status", "deployment/shop-blue", "--timeout=180s"]),
+    ] {
+        match cluster.kubectl().args(&args).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                let detail =
+                    format!("kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+                return unevaluated(tool, target, Check::error("release", criterion, detail));
+            }
+            Err(e) => {
+                return unevaluated(tool, target, Check::error("release", criterion, e.to_string()));
+            }
+        }
+    }
+    let address =
+        |name: &str| cluster.service_address("default", name, 80).map(|a| format!("http://{a}"));
+    let (active, preview) = match (address("shop"), address("shop-preview")) {
+        (Ok(a), Ok(p)) => (a, p),
+        (Err(e), _) | (_, Err(e)) => {
+            return unevaluated(tool, target, Check::error("release", criterion, e.to_string()));
+        }
+    };
+    let state = options.out_dir.join("bluegreen-promoter-state");
+    let _ = std::fs::remove_dir_all(&state);
+    let common = vec![
+        "--kubeconfig".to_owned(),
+        cluster.kubeconfig().display().to_string(),
+        "--allow-namespace".to_owned(),
+        "default".to_owned(),
+        "--state-dir".to_owned(),
+        state.display().to_string(),
+        "--active-url".to_owned(),
+        active,
+        "--probe-path".to_owned(),
+        "/api/collections/1".to_owned(),
+    ];
+    let smoke = workspace::root().join("docs/bluegreen-promoter/smoke.yaml");
+    let mut deploy =
+        strings(&["deploy", "shop", "--image", "postlaunch/sandbox:v2", "--watch-for", "5s"]);
+    deploy.extend([
+        "--smoke".to_owned(),
+        smoke.display().to_string(),
+        "--preview-url".to_owned(),
+        preview,
+    ]);
+    deploy.extend(common.clone());
+    let mut report = Report::new(tool, env!("CARGO_PKG_VERSION"), target);
+    let released = tool_report(tool, &deploy, target, "release", criterion).await;
+    absorb(&mut report, "deploy", released);
+    let mut rollback = strings(&["rollback", "shop"]);
+    rollback.extend(common);
+    let rolled_back = tool_report(tool, &rollback, target, "rollback", criterion).await;
+    absorb(&mut report, "rollback", rolled_back);
+    report.finish();
+    report
 }
 
 /// The load step: 20 users of the built-in marketplace scenario for 5 s. Think

@@ -192,9 +192,9 @@ pub struct Config {
 impl Config {
     /// `--release`, or else the image tag the node passed.
     pub fn release_name(&self) -> Option<String> {
-        self.release.clone().or_else(|| {
-            std::env::var("POSTLAUNCH_IMAGE_TAG").ok().filter(|tag| !tag.is_empty())
-        })
+        self.release
+            .clone()
+            .or_else(|| std::env::var("POSTLAUNCH_IMAGE_TAG").ok().filter(|tag| !tag.is_empty()))
     }
 }
 
