@@ -73,8 +73,6 @@ pub async fn bluegreen_promoter(runs: usize) -> anyhow::Result<()> {
         state.path().display().to_string(),
         "--active-url".to_owned(),
         active.clone(),
-        "--preview-url".to_owned(),
-        preview,
         "--probe-path".to_owned(),
         "/api/collections/1".to_owned(),
         "--output".to_owned(),
@@ -99,12 +97,17 @@ pub async fn bluegreen_promoter(runs: usize) -> anyhow::Result<()> {
             "--image".to_owned(),
             format!("postlaunch/sandbox:{version}"),
         ];
-        args.extend(["--watch-for".to_owned(), "0s".to_owned()]);
+        args.extend([
+            "--watch-for".to_owned(),
+            "0s".to_owned(),
+            "--preview-url".to_owned(),
+            preview.clone(),
+        ]);
         args.extend(common.iter().cloned());
         let deploy = tools::run_json(&promoter, &args).await?;
         let deploy_s = started.elapsed().as_secs_f64();
         let mut args = vec!["rollback".to_owned(), "shop".to_owned()];
-        args.extend(common.iter().cloned().filter(|a| !a.contains("preview")));
+        args.extend(common.iter().cloned());
         let rollback = tools::run_json(&promoter, &args).await?;
         let back_s = value(&rollback.report, "rollback_seconds");
         println!(

@@ -466,7 +466,11 @@ async fn bluegreen_step(options: &VerifyOptions) -> Report {
                 return unevaluated(tool, target, Check::error("release", criterion, detail));
             }
             Err(e) => {
-                return unevaluated(tool, target, Check::error("release", criterion, e.to_string()));
+                return unevaluated(
+                    tool,
+                    target,
+                    Check::error("release", criterion, e.to_string()),
+                );
             }
         }
     }

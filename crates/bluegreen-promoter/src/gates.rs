@@ -352,16 +352,16 @@ pub async fn analyse(
                 result.stable = old;
                 let mut reasons = Vec::new();
                 let mut met = true;
+                let op = |ok: bool| if ok { "<=" } else { ">" };
                 if let Some(max) = m.max {
                     met &= v <= max;
-                    reasons.push(format!("{candidate} {v:.4} <= {max}"));
+                    reasons.push(format!("{candidate} {v:.4} {} {max}", op(v <= max)));
                 }
                 if let (Some(over), Some(o)) = (m.max_over_stable, old) {
                     met &= v <= o + over;
-                    reasons.push(format!(
-                        "{candidate} {v:.4} <= {} {o:.4} + {over}",
-                        stable.unwrap_or_default()
-                    ));
+                    let stable = stable.unwrap_or_default();
+                    let ok = v <= o + over;
+                    reasons.push(format!("{candidate} {v:.4} {} {stable} {o:.4} + {over}", op(ok)));
                 }
                 result.met = Some(met);
                 result.detail = reasons.join(", ");

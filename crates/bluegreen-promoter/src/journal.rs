@@ -25,6 +25,9 @@ pub struct Entry {
     pub app: String,
     /// The colour label.
     pub colour_label: String,
+    /// The preview Service.
+    #[serde(default)]
+    pub preview: Option<String>,
     /// The colour serving before the release (the stable one).
     pub stable: String,
     /// The colour being released.
@@ -138,6 +141,7 @@ mod tests {
             namespace: "default".into(),
             app: "shop".into(),
             colour_label: "colour".into(),
+            preview: None,
             stable: "blue".into(),
             candidate: "green".into(),
             kubeconfig: None,

@@ -49,9 +49,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Release a new image or pod template as the idle colour, gate it, switch, watch.
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// Switch back to the colour that served before (one patch while it is still scaled).
-    Rollback(RollbackArgs),
+    Rollback(Box<RollbackArgs>),
     /// Print the serving colour, each colour's Deployment and pods, the last release.
     Status(ReadArgs),
     /// Print the releases kept in the active Service's annotations.

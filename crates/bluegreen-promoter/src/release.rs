@@ -90,6 +90,7 @@ impl Context {
             namespace: app.namespace.clone(),
             app: app.name.clone(),
             colour_label: app.colour_label.clone(),
+            preview: Some(app.preview.clone()),
             stable: stable.to_owned(),
             candidate: candidate.to_owned(),
             kubeconfig: self.cluster.kubeconfig.clone(),
@@ -1125,10 +1126,14 @@ pub async fn rollback(ctx: &Context, o: &RollbackOptions) -> Result<Report, Erro
             origin,
         )
     });
-    // A short look at the current version first, so the switch has a before.
+    // A short look at the current version first, so the switch has a
+    // before; not counted in the rollback time.
+    let reading = origin.elapsed();
     if prober.is_some() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let acting = origin.elapsed();
+    let clock = |t: Duration| t.saturating_sub(acting) + reading;
     if scaled_down {
         let replicas = deployment
             .metadata
@@ -1189,9 +1194,9 @@ pub async fn rollback(ctx: &Context, o: &RollbackOptions) -> Result<Report, Erro
             let new = version_after(s, switch_at, old.as_deref());
             s.iter()
                 .find(|x| x.sent >= switch_at && x.ok() && x.version.is_some() && x.version == new)
-                .map(|x| x.done)
+                .map(|x| clock(x.done))
         }
-        None => traffic_back.map(|t| switch_at + t),
+        None => traffic_back.map(|t| clock(switch_at + t)),
     };
     let criterion = format!("rollback_time < {}m", o.budget.as_secs() / 60);
     let check = match rollback_time {
@@ -1200,7 +1205,10 @@ pub async fn rollback(ctx: &Context, o: &RollbackOptions) -> Result<Report, Erro
             Check::from_bool(
                 "rollback-time",
                 criterion,
-                format!("{:.2} s from rollback to the first answer from {target}", t.as_secs_f64()),
+                format!(
+                    "{:.2} s from rollback to the first answer from {target} (reading the app, any scale-up, the patch)",
+                    t.as_secs_f64()
+                ),
                 t < o.budget,
             )
         }
@@ -1365,7 +1373,7 @@ pub async fn recover(
         let app = AppRef {
             namespace: last.namespace.clone(),
             name: last.app.clone(),
-            preview: format!("{}-preview", last.app),
+            preview: last.preview.clone().unwrap_or_else(|| format!("{}-preview", last.app)),
             colour_label: last.colour_label.clone(),
         };
         let id = format!("release/{}", last.release);
