@@ -75,8 +75,6 @@ pub async fn bluegreen_promoter(runs: usize) -> anyhow::Result<()> {
         active.clone(),
         "--probe-path".to_owned(),
         "/api/collections/1".to_owned(),
-        "--output".to_owned(),
-        "json".to_owned(),
     ];
     println!(
         "bluegreen-promoter vs kubectl by hand: 2 replicas of the sandbox on postlaunch-node, {runs} runs"

@@ -372,6 +372,74 @@ pub async fn analyse(
     results
 }
 
+/// `load-tester run --target URL EXTRA... --output json`, judged by its own
+/// report: its exit 0 passes, 1 fails, anything else is not evaluated.
+pub async fn run_load_tester(
+    binary: &std::path::Path,
+    url: &str,
+    extra: &[String],
+    timeout: Duration,
+    criterion: &str,
+) -> shared_types::Check {
+    use shared_types::Check;
+    let id = "smoke-load";
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.args(["run", "--target", url]).args(extra).args(["--output", "json"]);
+    cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
+    let output = match tokio::time::timeout(timeout, cmd.output()).await {
+        Err(_) => {
+            return Check::not_evaluated(
+                id,
+                criterion,
+                format!("load-tester did not finish within {} s", timeout.as_secs()),
+            );
+        }
+        Ok(Err(e)) => {
+            return Check::not_evaluated(
+                id,
+                criterion,
+                format!("cannot run {}: {e} (--load-tester PATH)", binary.display()),
+            );
+        }
+        Ok(Ok(o)) => o,
+    };
+    let report = shared_types::Report::from_json(&String::from_utf8_lossy(&output.stdout));
+    let Ok(report) = report else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        return Check::not_evaluated(
+            id,
+            criterion,
+            format!("load-tester gave no report ({}): {last}", output.status),
+        );
+    };
+    let bad: Vec<String> = report
+        .checks
+        .iter()
+        .filter(|c| {
+            !matches!(c.verdict, shared_types::Verdict::Pass | shared_types::Verdict::Skipped)
+        })
+        .map(|c| {
+            format!(
+                "{} {}: {}",
+                c.id,
+                c.verdict.label(),
+                c.observed.clone().or(c.detail.clone()).unwrap_or_default()
+            )
+        })
+        .collect();
+    let observed = format!(
+        "load-tester: {}{}",
+        report.counts(),
+        if bad.is_empty() { String::new() } else { format!("; {}", bad.join("; ")) }
+    );
+    match output.status.code() {
+        Some(0) => Check::pass(id, criterion, observed),
+        Some(1) => Check::fail(id, criterion, observed),
+        _ => Check::not_evaluated(id, criterion, observed),
+    }
+}
+
 /// Runs `command` with `sh -c` and the release's variables; exit 0 passes.
 pub async fn run_command(
     command: &str,

@@ -162,6 +162,14 @@ struct DeployArgs {
     /// A Job manifest (YAML) that must run to completion before the switch.
     #[arg(long, value_name = "FILE")]
     smoke_job: Option<PathBuf>,
+    /// A short load-tester run through the preview before the switch: these
+    /// arguments after `load-tester run --target PREVIEW_URL`, e.g.
+    /// "--users 20 --duration 10s"; its exit code is the gate's verdict.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    smoke_load: Option<String>,
+    /// The load-tester binary for --smoke-load.
+    #[arg(long, default_value = "load-tester")]
+    load_tester: PathBuf,
     /// PromQL analysis of the new colour against the serving one (YAML).
     #[arg(long, value_name = "FILE")]
     analysis: Option<PathBuf>,
@@ -450,6 +458,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
                 health_path: a.health_path.clone(),
                 smoke,
                 smoke_job,
+                smoke_load: a.smoke_load.as_ref().map(|args| {
+                    (a.load_tester.clone(), args.split_whitespace().map(str::to_owned).collect())
+                }),
                 analysis,
                 prometheus,
                 pre_switch_cmd: a.pre_switch_cmd.clone(),

@@ -50,6 +50,8 @@ pub struct DeployOptions {
     pub smoke: Option<SmokeFile>,
     /// `--smoke-job`.
     pub smoke_job: Option<Job>,
+    /// `--smoke-load`: the load-tester binary and its extra arguments.
+    pub smoke_load: Option<(std::path::PathBuf, Vec<String>)>,
     /// `--analysis`.
     pub analysis: Option<AnalysisFile>,
     /// Prometheus for the analysis.
@@ -676,6 +678,25 @@ pub async fn deploy(ctx: &Context, o: &DeployOptions) -> Result<Report, Error> {
             }
         },
     });
+
+    let criterion = "a short load-tester run through the preview meets its criteria";
+    let check = match (failed, &o.smoke_load, &o.probe.preview_url) {
+        (_, None, _) => Check::skipped("smoke-load", criterion, "no --smoke-load"),
+        (Some(f), Some(_), _) => not_reached("smoke-load", criterion, f),
+        (None, Some(_), None) => {
+            Check::not_evaluated("smoke-load", criterion, "pass --preview-url")
+        }
+        (None, Some((binary, extra)), Some(url)) => {
+            gates::run_load_tester(binary, url, extra, o.command_timeout, criterion).await
+        }
+    };
+    if failed.is_none()
+        && check.verdict != shared_types::Verdict::Pass
+        && check.verdict != shared_types::Verdict::Skipped
+    {
+        failed = Some("smoke-load");
+    }
+    report.push_check(check);
 
     let criterion = "the new colour meets every metric against the serving one";
     report.push_check(match (failed, &o.analysis, &o.prometheus) {

@@ -81,6 +81,35 @@ async fn failed_gates_never_switch_and_post_promotion_errors_switch_back() {
     assert!(check(&report, "smoke").observed.clone().unwrap_or_default().contains("no such text"));
     assert_eq!(shop.serving(), "blue");
 
+    // A smoke Job that fails, then a pre-switch command (a schema check) that fails.
+    let failing = common::root()
+        .join("crates/bluegreen-promoter/tests/data/failing-job.yaml")
+        .display()
+        .to_string();
+    let mut args = strings(&["deploy", "shop", "--pod-template", &good, "--smoke-job", &failing]);
+    args.extend(shop.args());
+    let (code, report, out) = shop.run(&args, "job").await;
+    let report = report.unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(code, 1, "{out}");
+    assert_verdict(&report, "smoke-job", Verdict::Fail);
+    assert_eq!(shop.serving(), "blue");
+    let mut args = strings(&[
+        "deploy",
+        "shop",
+        "--pod-template",
+        &good,
+        "--pre-switch-cmd",
+        "echo 'column nfts.owner dropped'; exit 4",
+    ]);
+    args.extend(shop.args());
+    let (code, report, out) = shop.run(&args, "pre-switch").await;
+    let report = report.unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(code, 1, "{out}");
+    assert_verdict(&report, "pre-switch", Verdict::Fail);
+    let seen = check(&report, "pre-switch").observed.clone().unwrap_or_default();
+    assert!(seen.contains("exit 4") && seen.contains("nfts.owner"), "{seen}");
+    assert_eq!(shop.serving(), "blue");
+
     // 3. 5 % errors: the metric gate (green against blue, from Prometheus) fails.
     let flaky = shop.file("flaky.yaml", &template(&["--error-rate", "0.05"], "/readyz"));
     let mut args = strings(&[

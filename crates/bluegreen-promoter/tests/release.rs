@@ -34,6 +34,16 @@ async fn a_good_release_switches_at_one_instant_and_rolls_back_in_seconds() {
 
     // The release.
     let smoke = common::root().join("docs/bluegreen-promoter/smoke.yaml").display().to_string();
+    let job = common::root()
+        .join("crates/bluegreen-promoter/tests/data/smoke-job.yaml")
+        .display()
+        .to_string();
+    let load_tester =
+        testkit::sandbox::workspace_binary("debug", "load-tester").display().to_string();
+    // A 2 s run judges latency, errors, breakers, pools and restarts; its
+    // cache hit rate would depend on how busy the machine is, so not that.
+    let scenario = common::root().join("docs/bluegreen-promoter/smoke-load.yaml").display().to_string();
+    let smoke_load = format!("--scenario {scenario} --users 4 --duration 2s --threshold cache_hit_rate>=0%");
     let mut deploy = strings(&[
         "deploy",
         "shop",
@@ -45,6 +55,14 @@ async fn a_good_release_switches_at_one_instant_and_rolls_back_in_seconds() {
         "3s",
         "--probe-rate",
         "50",
+        "--smoke-job",
+        &job,
+        "--smoke-load",
+        &smoke_load,
+        "--load-tester",
+        &load_tester,
+        "--pre-switch-cmd",
+        "test \"$BLUEGREEN_COLOUR\" = green && test \"$BLUEGREEN_IMAGES\" = postlaunch/sandbox:v2",
     ]);
     deploy.extend(shop.args());
     let (code, report, out) = shop.run(&deploy, "deploy").await;
@@ -71,6 +89,8 @@ async fn a_good_release_switches_at_one_instant_and_rolls_back_in_seconds() {
     // Seen from outside: kubectl and plain HTTP.
     assert_eq!(shop.serving(), "green");
     shop.wait_version(&shop.active_url, "v2").await;
+    let jobs = shop.kubectl_ok(&["get", "jobs", "-o", "name"]);
+    assert!(jobs.trim().is_empty(), "the smoke Job was left behind: {jobs}");
     let green = shop.get("deployment", "shop-green");
     assert_eq!(
         green["spec"]["template"]["spec"]["containers"][0]["image"],
