@@ -42,7 +42,7 @@ enum Task {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
         /// Run only these steps (repeatable): sandbox, load-tester, pg-failover-probe, reorg-sim,
-        /// backup-agent, alert-linter, chaos-runner, bluegreen-promoter.
+        /// backup-agent, alert-linter, chaos-runner, bluegreen-promoter, cost-analyzer.
         #[arg(long = "step", value_name = "STEP")]
         steps: Vec<String>,
     },
@@ -246,11 +246,12 @@ fn execute(task: Task) -> anyhow::Result<ExitCode> {
 }
 
 /// The tools a team installs alone, each a crate with a binary of its name.
-const TOOLS: [&str; 7] = [
+const TOOLS: [&str; 8] = [
     "alert-linter",
     "backup-agent",
     "bluegreen-promoter",
     "chaos-runner",
+    "cost-analyzer",
     "load-tester",
     "pg-failover-probe",
     "reorg-sim",
@@ -421,6 +422,11 @@ fn schema(check: bool) -> anyhow::Result<()> {
             "docs/chaos-runner/experiment.schema.json",
             schema_text(&chaos_runner::experiment_schema()),
             "chaos-runner's experiment file types",
+        ),
+        (
+            "docs/cost-analyzer/price-model.schema.json",
+            schema_text(&cost_analyzer::price_model_schema()),
+            "cost-analyzer's price model",
         ),
         (
             "docs/reorg-sim/mapping.schema.json",

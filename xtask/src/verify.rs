@@ -70,7 +70,7 @@ pub struct VerifyOptions {
 }
 
 /// Every step `verify` knows, in the order it runs them.
-pub const STEPS: [&str; 8] = [
+pub const STEPS: [&str; 9] = [
     "sandbox",
     "load-tester",
     "pg-failover-probe",
@@ -79,6 +79,7 @@ pub const STEPS: [&str; 8] = [
     "alert-linter",
     "chaos-runner",
     "bluegreen-promoter",
+    "cost-analyzer",
 ];
 
 /// Metrics the smoke load's criteria may name.
@@ -175,6 +176,7 @@ pub async fn run(options: &VerifyOptions) -> anyhow::Result<Report> {
             "backup-agent" => backup_step(sandbox_db_url.as_deref()).await,
             "chaos-runner" => chaos_step(options).await,
             "bluegreen-promoter" => bluegreen_step(options).await,
+            "cost-analyzer" => cost_step(sandbox_db_url.as_deref()).await,
             other => anyhow::bail!("unknown verify step {other:?}; steps: {}", STEPS.join(", ")),
         };
         steps.push(report);
@@ -515,6 +517,125 @@ async fn bluegreen_step(options: &VerifyOptions) -> Report {
     absorb(&mut report, "rollback", rolled_back);
     report.finish();
     report
+}
+
+/// The cost step: on a local cluster of two m5.xlarge nodes, the sandbox
+/// sized by guess (docs/cost-analyzer/sandbox.yaml) under steady traffic,
+/// Prometheus scraping the node's cAdvisor series and the pods; after a
+/// short window cost-analyzer judges what it over-pays for.
+async fn cost_step(sandbox_db: Option<&str>) -> Report {
+    let (tool, target) = ("cost-analyzer", "the sandbox on a local two-node cluster");
+    let criterion = "the launch plan's savings target is measured";
+    let options = testkit::KubeOptions {
+        nodes: vec![
+            "node-1,cpu=4,memory=16Gi,zone=local-a,instance-type=m5.xlarge".to_owned(),
+            "node-2,cpu=4,memory=16Gi,zone=local-b,instance-type=m5.xlarge".to_owned(),
+        ],
+        ..testkit::KubeOptions::default()
+    };
+    let cluster =
+        match tokio::task::spawn_blocking(move || testkit::KubeCluster::start_with(&options)).await
+        {
+            Ok(Ok(cluster)) => cluster,
+            Ok(Err(e)) => {
+                let detail = format!("cannot start the local cluster: {e}");
+                return unevaluated(
+                    tool,
+                    target,
+                    Check::not_evaluated("analysis", criterion, detail),
+                );
+            }
+            Err(e) => {
+                return unevaluated(
+                    tool,
+                    target,
+                    Check::error("analysis", criterion, e.to_string()),
+                );
+            }
+        };
+    let prometheus = match testkit::Prometheus::start(testkit::PrometheusOptions {
+        extra_scrape_configs: cluster.prometheus_scrape_configs(),
+        scrape_self: true,
+        ..testkit::PrometheusOptions::default()
+    })
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            return unevaluated(
+                tool,
+                target,
+                Check::error("analysis", criterion, format!("cannot start Prometheus: {e}")),
+            );
+        }
+    };
+    let manifest = workspace::root().join("docs/cost-analyzer/sandbox.yaml");
+    for args in [
+        vec!["apply".to_owned(), "-f".to_owned(), manifest.display().to_string()],
+        strings(&["rollout", "status", "deployment/gateway", "--timeout=180s"]),
+    ] {
+        match cluster.kubectl().args(&args).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                let detail =
+                    format!("kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+                return unevaluated(tool, target, Check::error("analysis", criterion, detail));
+            }
+            Err(e) => {
+                return unevaluated(
+                    tool,
+                    target,
+                    Check::error("analysis", criterion, e.to_string()),
+                );
+            }
+        }
+    }
+    let gateway = match cluster.service_address("default", "gateway", 80) {
+        Ok(a) => format!("http://{a}"),
+        Err(e) => {
+            return unevaluated(tool, target, Check::error("analysis", criterion, e.to_string()));
+        }
+    };
+    // Browsing traffic for the window: 20 requests a second.
+    let traffic = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        for n in 0u64.. {
+            let _ = client.get(format!("{gateway}/api/collections/{}", n % 20 + 1)).send().await;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+    let window = std::time::Duration::from_secs(75);
+    let _ = prometheus
+        .wait_for_query(
+            "count(container_memory_working_set_bytes{container=\"gateway\"}) >= 3",
+            std::time::Duration::from_secs(60),
+        )
+        .await;
+    tokio::time::sleep(window).await;
+    traffic.abort();
+    let mut args = strings(&[
+        "analyze",
+        "--step",
+        "1s",
+        "--rate-window",
+        "5s",
+        "--min-samples",
+        "20",
+        "--label",
+        "team",
+    ]);
+    args.extend([
+        "--window".to_owned(),
+        format!("{}s", window.as_secs()),
+        "--kubeconfig".to_owned(),
+        cluster.kubeconfig().display().to_string(),
+        "--prometheus".to_owned(),
+        prometheus.url().to_owned(),
+    ]);
+    if let Some(url) = sandbox_db {
+        args.extend(["--database-url".to_owned(), url.to_owned()]);
+    }
+    tool_report(tool, &args, target, "analysis", criterion).await
 }
 
 /// The load step: 20 users of the built-in marketplace scenario for 5 s. Think

@@ -42,8 +42,10 @@ async fn a_good_release_switches_at_one_instant_and_rolls_back_in_seconds() {
         testkit::sandbox::workspace_binary("debug", "load-tester").display().to_string();
     // A 2 s run judges latency, errors, breakers, pools and restarts; its
     // cache hit rate would depend on how busy the machine is, so not that.
-    let scenario = common::root().join("docs/bluegreen-promoter/smoke-load.yaml").display().to_string();
-    let smoke_load = format!("--scenario {scenario} --users 4 --duration 2s --threshold cache_hit_rate>=0%");
+    let scenario =
+        common::root().join("docs/bluegreen-promoter/smoke-load.yaml").display().to_string();
+    let smoke_load =
+        format!("--scenario {scenario} --users 4 --duration 2s --threshold cache_hit_rate>=0%");
     let mut deploy = strings(&[
         "deploy",
         "shop",

@@ -66,7 +66,11 @@ impl Default for Metrics {
         Metrics {
             cpu: "container_cpu_usage_seconds_total".into(),
             memory: "container_memory_working_set_bytes".into(),
-            requests_query: "sum by (namespace, pod) (rate(http_requests_total{route!~\"/metrics|/healthz|/readyz\"}[$RATE]))".into(),
+            // A pod that exports the counter but served nothing but its own
+            // scrapes has no matching series: the `or` gives it a 0.
+            requests_query: "sum by (namespace, pod) (rate(http_requests_total{route!~\"/metrics|/healthz|/readyz\"}[$RATE])) \
+                             or (0 * sum by (namespace, pod) (rate(http_requests_total[$RATE])))"
+                .into(),
             pool_in_use: "db_connections_in_use".into(),
             pool_max: "db_connections_max".into(),
         }
@@ -189,6 +193,18 @@ const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 /// Monthly cost of requests.
 fn request_cost(cpu: f64, memory: f64, replicas: f64, cpu_h: f64, mem_h: f64, hours: f64) -> f64 {
     replicas * (cpu * cpu_h + memory / GIB * mem_h) * hours
+}
+
+/// Memory for a container: its peak plus the buffer (KRR), at least 16 MiB,
+/// and never below its OOM-kill level: a container killed at a limit needed
+/// more than that, so it gets the level plus 25 % whatever its samples say
+/// (samples taken between kills miss the spike that killed it).
+pub fn memory_recommendation(peak: f64, buffer: f64, kill_level: Option<f64>) -> f64 {
+    let from_usage = (peak * (1.0 + buffer)).max(16.0 * 1024.0 * 1024.0);
+    match kill_level {
+        Some(level) => from_usage.max(level * 1.25),
+        None => from_usage,
+    }
 }
 
 /// The analysis. Prometheus is queried here; everything else was read before.
@@ -402,14 +418,11 @@ pub async fn analyze(inputs: &Inputs, o: &Options) -> Result<Report, Error> {
                     w.replicas
                 ));
             }
-            let mut mem_rec = (u.memory_peak * (1.0 + o.memory_buffer)).max(16.0 * 1024.0 * 1024.0);
             let kills: Vec<&&crate::kube::OomKill> =
                 oom.iter().filter(|k| k.container == c.name).collect();
-            if let Some(level) = kills.iter().filter_map(|k| k.limit).reduce(f64::max) {
-                let floor = level * 1.25;
-                if mem_rec < floor {
-                    mem_rec = floor;
-                }
+            let kill_level = kills.iter().filter_map(|k| k.limit).reduce(f64::max);
+            let mem_rec = memory_recommendation(u.memory_peak, o.memory_buffer, kill_level);
+            if let Some(level) = kill_level {
                 risk = "high";
                 let last = kills
                     .iter()
@@ -640,20 +653,36 @@ pub async fn analyze(inputs: &Inputs, o: &Options) -> Result<Report, Error> {
         let fill = 0.85;
         let need = ((cpu_after / (cpu * fill)).max(mem_after / (mem * fill))).ceil().max(1.0);
         let have = inv.nodes.len() as f64;
-        if need < have && cpu > 0.0 && mem > 0.0 {
+        if cpu > 0.0 && mem > 0.0 {
+            // Right-sizing and idle rows lower what is requested; the bill
+            // drops only by the nodes removed. This row is the difference, so
+            // that the total is what the bill would lose: negative when the
+            // nodes cannot shrink as far as the requests did.
             let per_node = node_monthly / have;
+            let requested: f64 = recs
+                .iter()
+                .filter(|r| r.kind == "rightsize" || r.kind == "idle")
+                .map(|r| r.saving_monthly)
+                .sum();
+            let removed = per_node * (have - need).max(0.0);
             recs.push(Recommendation {
                 id: "node-packing".into(),
                 kind: "node-packing".into(),
                 target: "nodes".into(),
-                current: format!("{have} nodes"),
+                current: format!("{have} nodes ({} a month)", money(node_monthly)),
                 proposed: format!("{need} nodes hold the right-sized requests at {:.0} % fill", fill * 100.0),
                 current_monthly: node_monthly,
-                proposed_monthly: per_node * need,
-                saving_monthly: per_node * (have - need),
+                proposed_monthly: per_node * need.min(have),
+                saving_monthly: removed - requested,
                 risk: "medium".into(),
-                reason: "realizes the right-sizing rows on the bill (not added to the total); zones, anti-affinity and DaemonSets are not modeled".into(),
-                in_total: false,
+                reason: format!(
+                    "removing {} nodes saves {} a month, of which the right-sizing and idle rows account for {}: this row is the rest \
+                     (capacity nobody requested); zones, anti-affinity and DaemonSets are not modeled",
+                    (have - need).max(0.0),
+                    money(removed),
+                    money(requested)
+                ),
+                in_total: true,
                 patch: None,
             });
         }
@@ -844,16 +873,17 @@ pub async fn analyze(inputs: &Inputs, o: &Options) -> Result<Report, Error> {
         let mut rows = Vec::new();
         let mut names: BTreeSet<String> = categories.keys().cloned().collect();
         names.extend(bill.by_category.keys().cloned());
-        let mut unexplained = 0.0;
+        // Remainders of opposite signs do not cancel: each category must be explained.
+        let (mut unexplained, mut off) = (0.0, 0.0);
         for name in &names {
             let allocated = categories.get(name).copied().unwrap_or(0.0);
             let billed = bill.by_category.get(name).copied().unwrap_or(0.0);
             unexplained += billed - allocated;
+            off += (billed - allocated).abs();
             rows.push(json!({"category": name, "allocated": allocated, "billed": billed, "remainder": billed - allocated}));
         }
         let billed_total = bill.total();
-        let share =
-            if billed_total > 0.0 { unexplained.abs() / billed_total } else { f64::INFINITY };
+        let share = if billed_total > 0.0 { off / billed_total } else { f64::INFINITY };
         let lines: Vec<String> = rows
             .iter()
             .filter(|r| r["remainder"].as_f64().is_some_and(|v| v.abs() >= 0.005))
@@ -872,11 +902,12 @@ pub async fn analyze(inputs: &Inputs, o: &Options) -> Result<Report, Error> {
                 o.reconcile_tolerance * 100.0
             ),
             format!(
-                "billed {} ({} rows, {source}), allocated {}, unexplained {} ({:.1} %){}",
+                "billed {} ({} rows, {source}), allocated {}, net remainder {}, by category {} ({:.1} % of the bill){}",
                 money(billed_total),
                 bill.rows,
                 money(total),
                 money(unexplained),
+                money(off),
                 share * 100.0,
                 if lines.is_empty() { String::new() } else { format!(": {}", lines.join(", ")) }
             ),
@@ -1054,4 +1085,22 @@ pub fn emit_patches(report: &Report, dir: &std::path::Path) -> Result<usize, Err
     }
     std::fs::write(dir.join("apply.sh"), script).map_err(fail)?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: f64 = 1024.0 * 1024.0;
+
+    #[test]
+    fn memory_never_goes_below_an_oom_kill_level() {
+        let mib = |b: f64| (b / MIB * 1000.0).round() / 1000.0;
+        // Sampled at 20 MiB between kills at a 64 MiB limit: 80 MiB, not 23.
+        assert_eq!(mib(memory_recommendation(20.0 * MIB, 0.15, Some(64.0 * MIB))), 80.0);
+        assert_eq!(mib(memory_recommendation(20.0 * MIB, 0.15, None)), 23.0);
+        // A sample above the kill level keeps the usage rule.
+        assert_eq!(mib(memory_recommendation(100.0 * MIB, 0.15, Some(64.0 * MIB))), 115.0);
+        assert_eq!(mib(memory_recommendation(1.0, 0.15, None)), 16.0);
+    }
 }

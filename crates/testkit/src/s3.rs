@@ -81,14 +81,14 @@ pub struct S3Server {
 impl S3Server {
     /// Starts `moto_server` on 127.0.0.1 accepting any credentials.
     pub async fn start() -> Result<S3Server> {
-        Self::spawn(false).await
+        Self::spawn().await
     }
 
     /// Starts `moto_server`, creates `buckets`, an IAM user allowed `s3:*` and
     /// its access key, then turns signature checking on: from then on only
     /// [`credentials`](Self::credentials) are accepted.
     pub async fn start_with_auth(buckets: &[&str]) -> Result<S3Server> {
-        let mut server = Self::spawn(true).await?;
+        let mut server = Self::spawn().await?;
         for bucket in buckets {
             server.create_bucket(bucket).await?;
         }
@@ -134,21 +134,16 @@ impl S3Server {
         Ok(server)
     }
 
-    /// `patched`: run moto through [`PATCHED_LAUNCHER`] (needed once
-    /// signatures are checked).
-    async fn spawn(patched: bool) -> Result<S3Server> {
-        let binary = binaries::find("moto_server").map_err(|_| Error::BinaryNotFound {
+    /// Runs moto through [`PATCHED_LAUNCHER`] (its fixes are harmless
+    /// without auth), once `moto_server` is known to be installed.
+    async fn spawn() -> Result<S3Server> {
+        binaries::find("moto_server").map_err(|_| Error::BinaryNotFound {
             name: "moto_server".to_owned(),
             searched: "on PATH".to_owned(),
             hint: "pip install 'moto[server]' (scripts/install-deps.sh does)".to_owned(),
         })?;
-        let mut command = if patched {
-            let mut c = Command::new("python3");
-            c.args(["-c", PATCHED_LAUNCHER]);
-            c
-        } else {
-            Command::new(&binary)
-        };
+        let mut command = Command::new("python3");
+        command.args(["-c", PATCHED_LAUNCHER]);
         let service = ServiceDir::create("moto")?;
         let (stdout, stderr) = service.log_stdio()?;
         let port = free_port();
@@ -160,7 +155,9 @@ impl S3Server {
             .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|err| Error::io(format!("cannot start {}", binary.display()), err))?;
+            .map_err(|err| {
+                Error::io("cannot start moto (python3 -c PATCHED_LAUNCHER)".to_owned(), err)
+            })?;
         let mut server = S3Server {
             child,
             port,
@@ -294,7 +291,9 @@ impl S3Server {
     }
 }
 
-/// Starts moto's server with one fix to its signature check (moto 5.2.1):
+/// Starts moto's server with two fixes (moto 5.2.1). ListParts answers
+/// with a `ListPartsResponse` root instead of S3's `ListPartsResult`, which
+/// the Rust SDK refuses; it is renamed. And its signature check (with auth on):
 /// moto rebuilds the canonical query string from the URL as Flask decoded it,
 /// so `prefix=prod%2Fbackups%2F` becomes `prod/backups/` and every signed
 /// request with a `/` in a query value fails with SignatureDoesNotMatch, for
@@ -315,6 +314,20 @@ def canonical_query_string_url(self, parts):
     return "&".join(f"{k}={v}" for k, v in sorted(pairs))
 
 botocore.auth.SigV4Auth._canonical_query_string_url = canonical_query_string_url
+
+# moto 5.2.1 answers ListParts with a <ListPartsResponse> root; S3 and every
+# SDK use <ListPartsResult> (the Rust SDK refuses the answer).
+from moto.s3.responses import S3Response
+_list_parts = S3Response.list_parts
+def list_parts(self):
+    status, headers, body = _list_parts(self)
+    if isinstance(body, bytes):
+        body = body.replace(b"ListPartsResponse", b"ListPartsResult")
+    elif isinstance(body, str):
+        body = body.replace("ListPartsResponse", "ListPartsResult")
+    return status, headers, body
+S3Response.list_parts = list_parts
+
 from moto.server import main
 main(sys.argv[1:])
 "#;
