@@ -601,14 +601,14 @@ async fn cost_step(sandbox_db: Option<&str>) -> Report {
         let client = reqwest::Client::new();
         for n in 0u64.. {
             let _ = client.get(format!("{gateway}/api/collections/{}", n % 20 + 1)).send().await;
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
-    let window = std::time::Duration::from_secs(75);
+    let window = Duration::from_secs(75);
     let _ = prometheus
         .wait_for_query(
             "count(container_memory_working_set_bytes{container=\"gateway\"}) >= 3",
-            std::time::Duration::from_secs(60),
+            Duration::from_secs(60),
         )
         .await;
     tokio::time::sleep(window).await;
