@@ -9,7 +9,7 @@ use crate::tools;
 use crate::workspace::{cargo, run};
 
 /// Tools with a benchmark.
-pub const BENCHES: [&str; 7] = [
+pub const BENCHES: [&str; 8] = [
     "load-tester",
     "pg-failover-probe",
     "reorg-sim",
@@ -17,6 +17,7 @@ pub const BENCHES: [&str; 7] = [
     "backup-agent",
     "chaos-runner",
     "bluegreen-promoter",
+    "cost-analyzer",
 ];
 
 /// Runs the benchmark of `tool` and prints its table.
@@ -30,6 +31,7 @@ pub async fn bench(tool: &str, runs: usize, scale: u32) -> anyhow::Result<()> {
         "backup-agent" => crate::bench_backup::backup_agent(scale).await,
         "chaos-runner" => crate::bench_chaos::chaos_runner().await,
         "bluegreen-promoter" => crate::bench_bluegreen::bluegreen_promoter(runs).await,
+        "cost-analyzer" => crate::bench_cost::cost_analyzer().await,
         other => bail!("no benchmark for {other:?}; benchmarks: {}", BENCHES.join(", ")),
     }
 }

@@ -8,6 +8,7 @@ pub mod bench;
 mod bench_backup;
 mod bench_bluegreen;
 mod bench_chaos;
+mod bench_cost;
 mod bench_load;
 pub mod tools;
 pub mod verify;

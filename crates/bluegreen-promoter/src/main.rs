@@ -360,20 +360,7 @@ fn main() -> std::process::ExitCode {
             return if e.use_stderr() { ExitCode::Usage.into() } else { ExitCode::Success.into() };
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("bluegreen-promoter: cannot start the async runtime: {e}");
-            return ExitCode::CouldNotRun.into();
-        }
-    };
-    match runtime.block_on(dispatch(cli)) {
-        Ok(code) => code.into(),
-        Err(e) => {
-            eprintln!("bluegreen-promoter: {e}");
-            e.exit_code().into()
-        }
-    }
+    shared_types::signals::run_tool("bluegreen-promoter", dispatch(cli), Error::exit_code)
 }
 
 fn run_id() -> String {

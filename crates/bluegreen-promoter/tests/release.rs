@@ -174,6 +174,37 @@ async fn a_good_release_switches_at_one_instant_and_rolls_back_in_seconds() {
         history.as_array().unwrap().iter().filter_map(|r| r["outcome"].as_str()).collect();
     assert_eq!(outcomes, ["promoted", "rollback"], "{history}");
 
+    // After the scale-down delay: blue scaled to 0, then a rollback scales it
+    // back up, waits for ready and switches, still with no failed request.
+    let mut deploy =
+        strings(&["deploy", "shop", "--image", "postlaunch/sandbox:v3", "--watch-for", "0s"]);
+    deploy.extend(shop.args());
+    let (code, _, out) = shop.run(&deploy, "deploy-v3").await;
+    assert_eq!(code, 0, "{out}");
+    let mut scale = strings(&["scale-down", "shop", "--now"]);
+    scale.extend(shop.args().into_iter().take(6));
+    let (code, report, out) = shop.run(&scale, "scale-down").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        check(&report.unwrap(), "scale-down")
+            .observed
+            .clone()
+            .unwrap_or_default()
+            .contains("blue scaled to 0")
+    );
+    assert_eq!(shop.get("deployment", "shop-blue")["spec"]["replicas"], 0);
+    let (code, report, out) = shop.run(&rollback, "rollback-scaled").await;
+    let report = report.unwrap_or_else(|| panic!("no report: {out}"));
+    eprintln!("{}", table(&report));
+    assert_eq!(code, 0, "{out}\n{}", table(&report));
+    for id in ["scaled-up", "rollback-time", "failed-requests", "traffic-moved"] {
+        assert_verdict(&report, id, Verdict::Pass);
+    }
+    assert_eq!(check(&report, "no-new-pods").verdict, Verdict::Skipped);
+    assert_eq!(shop.serving(), "blue");
+    assert_eq!(shop.get("deployment", "shop-blue")["spec"]["replicas"], 2);
+    shop.wait_version(&shop.active_url, "v1").await;
+
     // Bad input: exit 2, nothing changed.
     let versions = shop.versions();
     let kubeconfig = shop.cluster.kubeconfig().display().to_string();

@@ -252,20 +252,7 @@ fn main() -> std::process::ExitCode {
             return if e.use_stderr() { ExitCode::Usage.into() } else { ExitCode::Success.into() };
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("chaos-runner: cannot start the async runtime: {e}");
-            return ExitCode::CouldNotRun.into();
-        }
-    };
-    match runtime.block_on(dispatch(cli)) {
-        Ok(code) => code.into(),
-        Err(e) => {
-            eprintln!("chaos-runner: {e}");
-            e.exit_code().into()
-        }
-    }
+    shared_types::signals::run_tool("chaos-runner", dispatch(cli), Error::exit_code)
 }
 
 fn target_of(file: &ExperimentFile) -> String {

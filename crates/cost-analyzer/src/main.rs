@@ -161,20 +161,7 @@ fn main() -> std::process::ExitCode {
             return if e.use_stderr() { ExitCode::Usage.into() } else { ExitCode::Success.into() };
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cost-analyzer: cannot start the async runtime: {e}");
-            return ExitCode::CouldNotRun.into();
-        }
-    };
-    match runtime.block_on(dispatch(cli)) {
-        Ok(code) => code.into(),
-        Err(e) => {
-            eprintln!("cost-analyzer: {e}");
-            e.exit_code().into()
-        }
-    }
+    shared_types::signals::run_tool("cost-analyzer", dispatch(cli), Error::exit_code)
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {

@@ -22,3 +22,28 @@ pub async fn shutdown() {
         Err(_) => interrupted().await,
     }
 }
+
+/// What a tool's `main` does once its flags are parsed: runs `work` on a
+/// tokio runtime and turns its outcome into the process's exit status (the
+/// error printed as `TOOL: message` with its own exit code: 2 bad input,
+/// 3 could not run).
+pub fn run_tool<E: std::fmt::Display>(
+    tool: &str,
+    work: impl Future<Output = Result<crate::ExitCode, E>>,
+    code_of: impl Fn(&E) -> crate::ExitCode,
+) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{tool}: cannot start the async runtime: {e}");
+            return crate::ExitCode::CouldNotRun.into();
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(code) => code.into(),
+        Err(e) => {
+            eprintln!("{tool}: {e}");
+            code_of(&e).into()
+        }
+    }
+}
