@@ -95,7 +95,8 @@ impl PriceModel {
             bad.push("default_node".into());
         }
         for (name, t) in &model.instance_types {
-            if negative(t.hourly) || !(t.cpu > 0.0) || !(t.memory_gib > 0.0) {
+            let positive = |v: f64| v.is_finite() && v > 0.0;
+            if negative(t.hourly) || !positive(t.cpu) || !positive(t.memory_gib) {
                 bad.push(format!("instance_types.{name}"));
             }
         }

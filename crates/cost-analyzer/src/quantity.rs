@@ -46,7 +46,7 @@ pub fn parse(text: &str) -> Result<f64, String> {
 /// CPU cores as Kubernetes writes them: `250m`, `2`.
 pub fn cpu(cores: f64) -> String {
     let milli = (cores * 1000.0).ceil().max(1.0) as u64;
-    if milli % 1000 == 0 { format!("{}", milli / 1000) } else { format!("{milli}m") }
+    if milli.is_multiple_of(1000) { format!("{}", milli / 1000) } else { format!("{milli}m") }
 }
 
 /// Bytes as `NMi` (rounded up to a whole MiB).
