@@ -263,6 +263,9 @@ fn version_after(samples: &[Sample], at: Duration, old: Option<&str>) -> Option<
         .find(|v| Some(v.as_str()) != old)
 }
 
+/// How long the prober keeps looking after a switch, at least.
+const PROBE_SETTLE: Duration = Duration::from_secs(2);
+
 /// Zero-downtime checks from the prober's samples over `[0, end]`, traffic
 /// moving at `moved_at`.
 fn traffic_checks(
@@ -854,6 +857,12 @@ pub async fn deploy(ctx: &Context, o: &DeployOptions) -> Result<Report, Error> {
             )
         }
     };
+    // The prober looks a moment past the switch even without a watch: the
+    // Service proxies follow the Endpoints a little after the API has them.
+    if prober.is_some() && !rolled_back {
+        let settled = switch_at + PROBE_SETTLE;
+        tokio::time::sleep(settled.saturating_sub(origin.elapsed())).await;
+    }
     let end = origin.elapsed();
     if let Some(p) = prober {
         samples_opt = Some(p.finish().await);
@@ -1198,7 +1207,7 @@ pub async fn rollback(ctx: &Context, o: &RollbackOptions) -> Result<Report, Erro
     // Watch the traffic settle for a moment after the endpoints moved.
     let traffic_back = match &prober {
         Some(_) => {
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(PROBE_SETTLE).await;
             None
         }
         None => endpoints,
