@@ -358,9 +358,10 @@ fn traffic_checks(
     report.push_check(check);
 }
 
-/// A gate that did not run because an earlier one failed.
+/// A gate that was asked for and did not run because an earlier one failed:
+/// not evaluated (the release failed already; this gate says nothing).
 fn not_reached(id: &str, criterion: &str, failed: &str) -> Check {
-    Check::skipped(id, criterion, format!("not run: gate `{failed}` failed first"))
+    Check::not_evaluated(id, criterion, format!("not run: gate `{failed}` failed first"))
 }
 
 /// The GET health check through the preview: three good answers in a row.

@@ -116,10 +116,38 @@ async fn finds_what_is_overpaid_with_savings_that_add_up_and_a_bill_reconciled()
         .await
         .unwrap();
     let window_start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(110)).await;
+    // History enough to judge (the analysis asks for 20 samples per
+    // container: wait for several times that), and the hog killed.
+    for (selector, samples) in [
+        ("container=\"web\",pod=~\"shop-.*\"", 80),
+        ("container=\"web\",pod=~\"idle-.*\"", 60),
+        ("container=\"worker\"", 80),
+    ] {
+        let query = format!(
+            "sum(count_over_time(container_memory_working_set_bytes{{{selector}}}[10m])) >= {samples}"
+        );
+        prometheus.wait_for_query(&query, Duration::from_secs(300)).await.unwrap();
+    }
+    let oom = Instant::now();
+    while !kubectl(
+        &cluster,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=hog",
+            "-o",
+            "jsonpath={.items[*].status.containerStatuses[0].lastState.terminated.reason}",
+        ],
+    )
+    .contains("OOMKilled")
+    {
+        assert!(oom.elapsed() < Duration::from_secs(120), "the hog was never OOM-killed");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Started just before the analysis: too young to judge.
     kubectl(&cluster, &["apply", "-f", &data("late.yaml")]);
     kubectl(&cluster, &["rollout", "status", "deployment/late", "--timeout=60s"]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let hog = kubectl(
         &cluster,
         &[
