@@ -243,6 +243,15 @@ ensure_chaos_tools() {
   fi
 }
 
+# Debian's headless Chromium: the verify tests open report.html in it and
+# count the KPI table's rows in the DOM it built.
+ensure_chromium() {
+  if ! command -v chromium >/dev/null; then
+    log "apt-get install chromium (verify's report.html is read back by it)"
+    apt_install chromium
+  fi
+}
+
 # The upstream Kubernetes control plane for testkit's KubeCluster, built once
 # per machine from Debian's source package into a cache outside the checkout
 # (scripts/build-kubernetes.sh; about 9 minutes cold on 2 cores, instant after).
@@ -274,6 +283,7 @@ main() {
   ensure_backup_agent_services
   ensure_chaos_tools
   ensure_reorg_sim_node_packages
+  ensure_chromium
   ensure_kubernetes
 }
 

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use shared_types::{ExitCode, OutputFormat, Threshold};
+use shared_types::{ExitCode, OutputFormat};
 use xtask::verify::{self, VerifyOptions};
 use xtask::workspace::{self, cargo, run};
 
@@ -25,25 +25,29 @@ enum Task {
         /// Summary format on stdout: human, json, junit or markdown.
         #[arg(long, default_value = "human")]
         output: OutputFormat,
-        /// Requests sent by the sandbox smoke step.
-        #[arg(long, default_value_t = 400)]
-        requests: usize,
+        /// The team's system (verify.yaml, docs/verify.md): every step runs
+        /// against the parts it names, and the built-in sandbox is not started.
+        #[arg(long, value_name = "FILE", conflicts_with = "target")]
+        plan: Option<PathBuf>,
         /// Verify a sandbox that is already running at this URL instead of
         /// starting one (e.g. one started with `cargo xtask sandbox`).
         #[arg(long, value_name = "URL")]
         target: Option<String>,
-        /// Override a criterion of the smoke load, e.g. 'p95 < 300ms' or
-        /// 'cache_hit_rate > 90%' (metrics: p50, p90, p95, p99, max, error_rate,
-        /// cache_hit_rate). Repeatable. Defaults: the launch plan's p95 < 500ms,
-        /// p99 < 1s, error_rate < 0.1%, cache_hit_rate > 80%.
-        #[arg(long = "threshold", value_name = "CRITERION")]
-        thresholds: Vec<Threshold>,
-        /// Where the reports go.
+        /// Where the reports go (default target/verify).
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
-        /// Run only these steps (repeatable): sandbox, load-tester, pg-failover-probe, reorg-sim,
-        /// backup-agent, alert-linter, chaos-runner, bluegreen-promoter, cost-analyzer.
-        #[arg(long = "step", value_name = "STEP")]
+        /// Where each month's KPI table is kept; the previous month's value
+        /// and the baseline (the first month) come from there
+        /// (default target/verify/history).
+        #[arg(long, value_name = "DIR")]
+        history_dir: Option<PathBuf>,
+        /// Record this run as month YYYY-MM (default this month, UTC).
+        #[arg(long, value_name = "YYYY-MM", value_parser = month)]
+        month: Option<String>,
+        /// Run only these steps (repeatable): sandbox, load-tester, capacity, database,
+        /// pg-failover-probe, reorg-sim, backup-agent, alert-linter, chaos-runner,
+        /// bluegreen-promoter, cost-analyzer. With --plan, the plan's `steps`.
+        #[arg(long = "step", value_name = "STEP", conflicts_with = "plan")]
         steps: Vec<String>,
     },
     /// Run the sandbox marketplace service (arguments go to it; try `-- --help`).
@@ -117,6 +121,15 @@ enum Task {
     },
 }
 
+/// A month as `YYYY-MM`.
+fn month(text: &str) -> Result<String, String> {
+    let ok = text.len() == 7
+        && text.as_bytes()[4] == b'-'
+        && text[..4].parse::<u16>().is_ok()
+        && text[5..].parse::<u8>().is_ok_and(|m| (1..=12).contains(&m));
+    if ok { Ok(text.to_owned()) } else { Err(format!("{text:?} is not a month YYYY-MM")) }
+}
+
 fn main() {
     let cli = Cli::parse();
     let code = match execute(cli.task) {
@@ -131,13 +144,13 @@ fn main() {
 
 fn execute(task: Task) -> anyhow::Result<ExitCode> {
     match task {
-        Task::Verify { output, requests, target, thresholds, out_dir, steps } => {
+        Task::Verify { output, plan, target, out_dir, history_dir, month, steps } => {
             if let Some(unknown) = steps.iter().find(|s| !verify::STEPS.contains(&s.as_str())) {
                 eprintln!("error: unknown --step {unknown:?}; steps: {}", verify::STEPS.join(", "));
                 return Ok(ExitCode::Usage);
             }
-            let criteria = match verify::with_overrides(verify::default_criteria(), thresholds) {
-                Ok(criteria) => criteria,
+            let plan = match plan.as_deref().map(xtask::plan::LoadedPlan::read).transpose() {
+                Ok(plan) => plan,
                 Err(e) => {
                     eprintln!("error: {e}");
                     return Ok(ExitCode::Usage);
@@ -147,17 +160,23 @@ fn execute(task: Task) -> anyhow::Result<ExitCode> {
             if target.is_none() {
                 build_binaries()?;
             }
-            let mut options =
-                VerifyOptions { requests, target, criteria, ..VerifyOptions::default() };
+            let mut options = VerifyOptions { target, plan, ..VerifyOptions::default() };
             if !steps.is_empty() {
                 options.steps = steps;
             }
             if let Some(dir) = out_dir {
+                options.history_dir = dir.join("history");
                 options.out_dir = dir;
+            }
+            if let Some(dir) = history_dir {
+                options.history_dir = dir;
+            }
+            if let Some(month) = month {
+                options.month = month;
             }
             let report = runtime.block_on(verify::run(&options))?;
             print!("{}", verify::render_summary(&report, output));
-            eprintln!("wrote {}", options.out_dir.join("report.{json,md}").display());
+            eprintln!("wrote {}", options.out_dir.join("report.{json,md,html}").display());
             Ok(report.exit_code())
         }
         Task::Sandbox { args } if args.first().is_some_and(|a| a == "--services") => {
@@ -398,6 +417,7 @@ fn test(no_install: bool, args: &[String]) -> anyhow::Result<()> {
 fn schema(check: bool) -> anyhow::Result<()> {
     let schemas = [
         ("docs/report-schema.json", verify::report_schema_text(), "the report types"),
+        ("docs/verify-plan.schema.json", xtask::plan::schema_text(), "the verify plan"),
         (
             "docs/load-tester/scenario.schema.json",
             schema_text(&load_tester::scenario_schema()),

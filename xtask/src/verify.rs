@@ -1,37 +1,44 @@
 //! `cargo xtask verify`: the monthly verification run.
 //!
-//! Starts the sandbox marketplace, runs each step against it, and merges the
-//! steps' reports into one whose check ids are `<step>/<check>`. Each step's own
-//! report is written to `target/verify/<step>.json`, the merged one to
-//! `target/verify/report.json` (the schema in docs/report-schema.json) and
-//! `target/verify/report.md`.
+//! Without a plan, starts the sandbox marketplace (its catalog on a scratch
+//! PostgreSQL with `pg_stat_statements`), runs each step against it, and
+//! merges the steps' reports into one whose check ids are `<step>/<check>`.
+//! With `--plan verify.yaml` (see [`crate::plan`]) nothing is started: each
+//! step runs against the part of the team's system the plan names.
 //!
-//! Steps today: `sandbox` (health, readiness, the runbook series, and a smoke
-//! load judged by the launch plan's criteria) and `pg-failover-probe` (a crash
-//! drill on a local primary + synchronous standby, not evaluated (exit 3) when
-//! the PostgreSQL server binaries are absent), `load-tester` (a short run of the
-//! built-in marketplace scenario against the sandbox, judged by the launch
-//! plan's latency, error, cache and breaker criteria), `reorg-sim` (the launch
-//! plan's reorg scenario against the reference indexer on the machine's
-//! PostgreSQL), `backup-agent` (the sandbox's own database backed up per table,
-//! verified by a restore and drilled, then a point-in-time recovery drill of a
-//! scratch cluster with WAL archiving: crash it, restore, measure RTO/RPO) and
-//! `alert-linter` (the shipped
-//! marketplace rules: valid, quiet, covering every critical path) and
-//! `chaos-runner` (the launch plan's chaos matrix, docs/chaos-runner/launch-plan.yaml,
-//! against the marketplace as processes with every dependency behind the
-//! fault proxy: auth, database, Redis and RabbitMQ down, and a RabbitMQ
-//! flood). Each tool issue adds its step.
+//! Every step's own report is written to `target/verify/<step>.json`; the
+//! launch plan's KPI table ([`crate::kpi`]) is filled from those reports only
+//! (and from the system's Prometheus over the month when the plan names one),
+//! added to the merged report as `kpi/<id>` checks, kept in the history by
+//! month, and written with the merged report to `report.json` (the schema in
+//! docs/report-schema.json, the table under `data.kpis`), `report.md` and a
+//! self-contained `report.html`.
+//!
+//! Steps: `sandbox` (health, readiness and the runbook series of the gateway),
+//! `load-tester` (the built-in marketplace scenario, judged by the launch
+//! plan's latency, error, cache and breaker criteria), `capacity`
+//! (`load-tester capacity`: the highest load that holds them), `database`
+//! (pg_stat_statements: query time, slow queries, unused indexes),
+//! `pg-failover-probe` (a crash drill on a local primary + synchronous
+//! standby), `reorg-sim` (the launch plan's reorg against the reference
+//! indexer), `backup-agent` (the database backed up per table, verified by a
+//! restore and drilled; on the sandbox also a point-in-time recovery drill of
+//! a scratch cluster), `alert-linter` (the rules: valid, quiet, covering every
+//! critical path), `chaos-runner` (the launch plan's chaos matrix),
+//! `bluegreen-promoter` (a release and its rollback on a local cluster) and
+//! `cost-analyzer` (what the system over-pays for).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use shared_types::{Check, Measurement, OutputFormat, Quantity, RenderOptions, Report, Threshold};
+use shared_types::{Check, Measurement, OutputFormat, RenderOptions, Report};
 use testkit::Sandbox;
 use testkit::metrics::{Samples, parse_samples};
-use tokio::task::JoinSet;
 
+use crate::kpi::{self, History};
+use crate::plan::{CapacityPlan, LoadPlan, LoadedPlan, Plan};
 use crate::workspace;
 
 /// Series the marketplace's runbooks read; verify fails when one is missing.
@@ -53,26 +60,28 @@ pub const RUNBOOK_SERIES: [&str; 10] = [
 pub struct VerifyOptions {
     /// Where the reports go.
     pub out_dir: PathBuf,
-    /// A sandbox already running at this URL; `None` starts one.
+    /// The team's system; `None` verifies the built-in sandbox.
+    pub plan: Option<LoadedPlan>,
+    /// A sandbox already running at this URL; `None` starts one (no plan only).
     pub target: Option<String>,
     /// The sandbox binary; `None` uses testkit's default (target/debug/sandbox).
     pub sandbox_binary: Option<PathBuf>,
     /// Extra sandbox arguments (catalog size, dependencies).
     pub sandbox_args: Vec<String>,
-    /// Requests of the smoke load.
-    pub requests: usize,
-    /// Concurrent clients of the smoke load.
-    pub concurrency: usize,
-    /// Criteria of the smoke load, by metric (see [`SMOKE_METRICS`]).
-    pub criteria: Vec<Threshold>,
-    /// Steps to run (see [`STEPS`]).
+    /// Steps to run (see [`STEPS`]); with a plan, the plan's.
     pub steps: Vec<String>,
+    /// Where each month's KPI table is kept.
+    pub history_dir: PathBuf,
+    /// This run's month, `YYYY-MM`.
+    pub month: String,
 }
 
 /// Every step `verify` knows, in the order it runs them.
-pub const STEPS: [&str; 9] = [
+pub const STEPS: [&str; 11] = [
     "sandbox",
     "load-tester",
+    "capacity",
+    "database",
     "pg-failover-probe",
     "reorg-sim",
     "backup-agent",
@@ -82,76 +91,124 @@ pub const STEPS: [&str; 9] = [
     "cost-analyzer",
 ];
 
-/// Metrics the smoke load's criteria may name.
-pub const SMOKE_METRICS: [&str; 7] =
-    ["p50", "p90", "p95", "p99", "max", "error_rate", "cache_hit_rate"];
-
-/// The launch plan's criteria for the smoke load.
-pub fn default_criteria() -> Vec<Threshold> {
-    ["p95 < 500ms", "p99 < 1s", "error_rate < 0.1%", "cache_hit_rate > 80%"].map(criterion).to_vec()
+/// What the built-in sandbox cannot show, waived in its table with the reason.
+fn sandbox_waivers() -> BTreeMap<String, String> {
+    [
+        (
+            "load-capacity",
+            "the sandbox shares this machine with the load generator; the capacity step's \
+             short search shows the method, 10K users need the team's system (--plan)",
+        ),
+        (
+            "infrastructure-cost",
+            "the sandbox's bill does not change from month to month; the cost-analyzer step \
+             judges the savings it finds",
+        ),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .into_iter()
+    .collect()
 }
 
-/// Replaces the default criterion of each overridden metric (or adds one for a
-/// metric without a default); refuses metrics the smoke load does not measure.
-pub fn with_overrides(
-    mut criteria: Vec<Threshold>,
-    overrides: Vec<Threshold>,
-) -> Result<Vec<Threshold>, String> {
-    for threshold in overrides {
-        if !SMOKE_METRICS.contains(&threshold.metric.as_str()) {
-            return Err(format!(
-                "unknown metric {:?} in --threshold \"{threshold}\": verify measures {}",
-                threshold.metric,
-                SMOKE_METRICS.join(", ")
-            ));
-        }
-        criteria.retain(|c| c.metric != threshold.metric);
-        criteria.push(threshold);
-    }
-    Ok(criteria)
+/// This month, `YYYY-MM`, in UTC.
+pub fn this_month() -> String {
+    chrono::Utc::now().format("%Y-%m").to_string()
 }
 
 impl Default for VerifyOptions {
     fn default() -> Self {
+        let out_dir = workspace::root().join("target/verify");
         Self {
-            out_dir: workspace::root().join("target/verify"),
+            history_dir: out_dir.join("history"),
+            out_dir,
+            plan: None,
             target: None,
             sandbox_binary: None,
             sandbox_args: Vec::new(),
-            requests: 400,
-            concurrency: 8,
-            criteria: default_criteria(),
             steps: STEPS.map(String::from).to_vec(),
+            month: this_month(),
         }
     }
 }
 
-/// Runs every step and writes the reports; the merged report is returned.
+/// The sandbox's database: a scratch server with pg_stat_statements, or a
+/// scratch database on the machine's server without it, or none.
+enum SandboxDb {
+    Scratch { _server: testkit::ScratchPostgres },
+    Temp { _database: testkit::TempDatabase },
+}
+
+async fn sandbox_database() -> Option<(String, SandboxDb)> {
+    let settings = [
+        ("shared_preload_libraries", "'pg_stat_statements'"),
+        ("pg_stat_statements.track_utility", "off"),
+        ("max_connections", "100"),
+    ];
+    match testkit::ScratchPostgres::start(&settings).await {
+        Ok(server) => {
+            let url = server.url("postgres");
+            match connect(&url).await {
+                Ok(client) => {
+                    if let Err(e) = client
+                        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                        .await
+                    {
+                        eprintln!("verify: CREATE EXTENSION pg_stat_statements failed: {e}");
+                    }
+                    return Some((url, SandboxDb::Scratch { _server: server }));
+                }
+                Err(e) => eprintln!("verify: the scratch PostgreSQL does not answer: {e}"),
+            }
+        }
+        Err(e) => eprintln!(
+            "verify: no scratch PostgreSQL with pg_stat_statements ({e}); the sandbox's \
+             catalog goes to the machine's PostgreSQL"
+        ),
+    }
+    match testkit::TempDatabase::create().await {
+        Ok(db) => Some((db.url().to_owned(), SandboxDb::Temp { _database: db })),
+        Err(e) => {
+            eprintln!("verify: the sandbox keeps its catalog in memory: no local PostgreSQL ({e})");
+            None
+        }
+    }
+}
+
+async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let options = shared_types::pg::PgConnectOptions::parse(url)?;
+    Ok(options.connect(Duration::from_secs(10)).await?)
+}
+
+/// Runs every step and writes the reports; the merged report is returned,
+/// its KPI table under `data.kpis`.
 pub async fn run(options: &VerifyOptions) -> anyhow::Result<Report> {
     std::fs::create_dir_all(&options.out_dir)
         .with_context(|| format!("cannot create {}", options.out_dir.display()))?;
-    // Kept alive until the steps are done; dropping it stops the sandbox.
+    let history = History::load(&options.history_dir)?;
+    // Kept alive until the steps are done; dropping them stops the sandbox
+    // and removes its database.
     let mut started = None;
-    // The sandbox's catalog database: given in its arguments, or a scratch
-    // database on the machine's PostgreSQL (dropped at the end), or none (the
-    // catalog stays in memory and the backup step says so).
-    let mut sandbox_db_url = flag_value(&options.sandbox_args, "--database-url");
     let mut sandbox_db = None;
-    let url = match &options.target {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => {
+    let empty = Plan::default();
+    let (plan, steps, waive): (&Plan, Vec<String>, BTreeMap<String, String>) = match &options.plan {
+        Some(loaded) => (&loaded.plan, loaded.plan.steps.clone(), loaded.plan.waive.clone()),
+        None => (&empty, options.steps.clone(), sandbox_waivers()),
+    };
+    let mut db_url = plan.system.database.clone();
+    let url = match (&options.plan, &options.target) {
+        (Some(_), _) => {
+            plan.system.gateway.clone().unwrap_or_default().trim_end_matches('/').to_owned()
+        }
+        (None, Some(url)) => url.trim_end_matches('/').to_owned(),
+        (None, None) => {
             let mut args = options.sandbox_args.clone();
-            if sandbox_db_url.is_none() {
-                match testkit::TempDatabase::create().await {
-                    Ok(db) => {
-                        args.extend(["--database-url".to_owned(), db.url().to_owned()]);
-                        sandbox_db_url = Some(db.url().to_owned());
-                        sandbox_db = Some(db);
-                    }
-                    Err(e) => eprintln!(
-                        "verify: the sandbox keeps its catalog in memory: no local PostgreSQL ({e})"
-                    ),
-                }
+            db_url = flag_value(&options.sandbox_args, "--database-url");
+            if db_url.is_none()
+                && let Some((url, db)) = sandbox_database().await
+            {
+                args.extend(["--database-url".to_owned(), url.clone()]);
+                db_url = Some(url);
+                sandbox_db = Some(db);
             }
             let sandbox = match &options.sandbox_binary {
                 Some(binary) => Sandbox::start_with_binary(binary, &args).await,
@@ -159,55 +216,105 @@ pub async fn run(options: &VerifyOptions) -> anyhow::Result<Report> {
             }
             .context("cannot start the sandbox")?;
             eprintln!("sandbox running at {}", sandbox.url());
+            // Statistics from here on: the seeding is not the workload.
+            if let (Some(SandboxDb::Scratch { .. }), Some(url)) = (&sandbox_db, &db_url)
+                && let Ok(client) = connect(url).await
+            {
+                let _ = client
+                    .batch_execute("SELECT pg_stat_statements_reset(); SELECT pg_stat_reset();")
+                    .await;
+            }
             started.insert(sandbox).url().to_owned()
         }
     };
-
-    let mut merged = Report::new("postlaunch-verify", env!("CARGO_PKG_VERSION"), url.as_str());
-    let mut steps = Vec::new();
-    for name in &options.steps {
+    let title = match &options.plan {
+        Some(loaded) => format!("plan {}", loaded.path.display()),
+        None => url.clone(),
+    };
+    let mut merged = Report::new("postlaunch-verify", env!("CARGO_PKG_VERSION"), title.as_str());
+    let mut reports: BTreeMap<String, Report> = BTreeMap::new();
+    let in_plan = options.plan.is_some();
+    for name in &steps {
         eprintln!("verify: {name}");
         let report = match name.as_str() {
-            "sandbox" => sandbox_step(&url, options).await,
-            "pg-failover-probe" => failover_step(options).await,
-            "alert-linter" => alert_rules_step().await,
-            "load-tester" => load_step(&url).await,
+            "sandbox" => sandbox_step(&url, plan.system.metrics_url.as_deref()).await,
+            "load-tester" => load_step(&url, &plan.load).await,
+            "capacity" => capacity_step(&url, &plan.capacity).await,
+            "database" => match &db_url {
+                Some(db) => crate::database_step::run(db).await,
+                None => unevaluated(
+                    "database",
+                    "no database",
+                    Check::not_evaluated(
+                        "statements",
+                        "statement statistics are read from pg_stat_statements",
+                        "the sandbox has no database (no local PostgreSQL)",
+                    ),
+                ),
+            },
+            "pg-failover-probe" => failover_step(options, plan).await,
+            "alert-linter" => alert_rules_step(plan).await,
             "reorg-sim" => reorg_step().await,
-            "backup-agent" => backup_step(sandbox_db_url.as_deref()).await,
-            "chaos-runner" => chaos_step(options).await,
+            "backup-agent" => backup_step(db_url.as_deref(), in_plan).await,
+            "chaos-runner" => chaos_step(options, plan).await,
             "bluegreen-promoter" => bluegreen_step(options).await,
-            "cost-analyzer" => cost_step(sandbox_db_url.as_deref()).await,
+            "cost-analyzer" => cost_step(db_url.as_deref(), plan).await,
             other => anyhow::bail!("unknown verify step {other:?}; steps: {}", STEPS.join(", ")),
         };
-        steps.push(report);
+        reports.insert(name.clone(), report);
     }
-    for step in steps {
-        let path = options.out_dir.join(format!("{}.json", step.tool));
+    for name in &steps {
+        let Some(step) = reports.get(name) else { continue };
+        let path = options.out_dir.join(format!("{name}.json"));
         std::fs::write(&path, step.to_json_pretty())
             .with_context(|| format!("cannot write {}", path.display()))?;
         for check in &step.checks {
             let mut check = check.clone();
-            check.id = format!("{}/{}", step.tool, check.id);
+            check.id = format!("{name}/{}", check.id);
             merged.push_check(check);
         }
         for measurement in &step.measurements {
-            let name = format!("{}/{}", step.tool, measurement.name);
             merged.push_measurement(Measurement::new(
-                name,
+                format!("{name}/{}", measurement.name),
                 measurement.value,
                 measurement.unit.clone(),
             ));
         }
     }
+    let rows = kpi::collect(&kpi::Inputs {
+        steps: &reports,
+        asked: &steps,
+        prometheus: plan.system.prometheus.as_ref(),
+        waive: &waive,
+        history: &history,
+        month: &options.month,
+    })
+    .await;
+    for row in &rows {
+        merged.push_check(row.check());
+    }
+    merged.data.insert("kpis".to_owned(), serde_json::to_value(&rows)?);
+    merged.data.insert("month".to_owned(), serde_json::Value::from(options.month.clone()));
     merged.finish();
     drop(started);
     drop(sandbox_db);
+    let recorded = History::record(&options.history_dir, &options.month, &rows)?;
+    eprintln!("verify: KPIs of {} kept in {}", options.month, recorded.display());
     let json = options.out_dir.join("report.json");
     std::fs::write(&json, merged.to_json_pretty())
         .with_context(|| format!("cannot write {}", json.display()))?;
     let markdown = options.out_dir.join("report.md");
-    std::fs::write(&markdown, merged.render(OutputFormat::Markdown, &RenderOptions::default()))
+    let mut md = kpi::render_markdown(&rows, &options.month);
+    md.push('\n');
+    md.push_str(&merged.render(OutputFormat::Markdown, &RenderOptions::default()));
+    std::fs::write(&markdown, md)
         .with_context(|| format!("cannot write {}", markdown.display()))?;
+    let html = options.out_dir.join("report.html");
+    std::fs::write(
+        &html,
+        kpi::render_html(&rows, &history, &options.month, merged.verdict().label()),
+    )
+    .with_context(|| format!("cannot write {}", html.display()))?;
     Ok(merged)
 }
 
@@ -220,10 +327,24 @@ fn flag_value(args: &[String], flag: &str) -> Option<String> {
     })
 }
 
-/// The merged report for stdout: colours only on a terminal.
+/// The merged report for stdout (colours only on a terminal); for people,
+/// the KPI table follows the checks.
 pub fn render_summary(report: &Report, format: OutputFormat) -> String {
     use std::io::IsTerminal;
-    report.render(format, &RenderOptions { color: std::io::stdout().is_terminal() })
+    let mut out = report.render(format, &RenderOptions { color: std::io::stdout().is_terminal() });
+    if matches!(format, OutputFormat::Human | OutputFormat::Markdown) {
+        let rows: Vec<kpi::Row> = report
+            .data
+            .get("kpis")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let month = report.data.get("month").and_then(|m| m.as_str()).unwrap_or_default();
+        out.push_str(&match format {
+            OutputFormat::Markdown => kpi::render_markdown(&rows, month),
+            _ => kpi::render_text(&rows, month),
+        });
+    }
+    out
 }
 
 /// The JSON Schema of the report, as committed in docs/report-schema.json.
@@ -233,9 +354,9 @@ pub fn report_schema_text() -> String {
     text
 }
 
-/// The sandbox step: is the target alive, observable and within the launch
-/// plan's latency, error and cache criteria under a small load?
-async fn sandbox_step(base: &str, options: &VerifyOptions) -> Report {
+/// The sandbox step: is the gateway alive, ready and observable? (Its
+/// latency, errors and cache are the load step's: one source each.)
+async fn sandbox_step(base: &str, metrics_url: Option<&str>) -> Report {
     let mut report = Report::new("sandbox", env!("CARGO_PKG_VERSION"), base);
     let client =
         reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
@@ -244,8 +365,8 @@ async fn sandbox_step(base: &str, options: &VerifyOptions) -> Report {
     report.push_check(
         status_check(&client, base, "readyz", "GET /readyz answers 200 (database reachable)").await,
     );
-
-    let before = match scrape(&client, base).await {
+    let metrics = metrics_url.map_or_else(|| format!("{base}/metrics"), str::to_owned);
+    let samples = match scrape(&client, &metrics).await {
         Ok(samples) => samples,
         Err(e) => {
             report.push_check(Check::error(
@@ -258,7 +379,7 @@ async fn sandbox_step(base: &str, options: &VerifyOptions) -> Report {
         }
     };
     let missing: Vec<&str> =
-        RUNBOOK_SERIES.iter().copied().filter(|name| !before.has(name)).collect();
+        RUNBOOK_SERIES.iter().copied().filter(|name| !samples.has(name)).collect();
     let present = RUNBOOK_SERIES.len() - missing.len();
     let mut series = Check::from_bool(
         "metrics",
@@ -270,61 +391,21 @@ async fn sandbox_step(base: &str, options: &VerifyOptions) -> Report {
         series = series.with_detail(format!("missing: {}", missing.join(", ")));
     }
     report.push_check(series);
-
-    // A warm-up pass over the whole hot set first: the criteria describe a
-    // service in steady state, not one whose cache was just emptied.
-    let warm_up = smoke_load(&client, base, WARM_UP_REQUESTS, options.concurrency).await;
-    let before = scrape(&client, base).await.unwrap_or(before);
-    let load = smoke_load(&client, base, options.requests, options.concurrency).await;
-    let after = scrape(&client, base).await.unwrap_or_default();
-    let total = load.latencies.len() as f64;
-    let errors = load.errors as f64;
-    let rate = if load.elapsed.is_zero() { 0.0 } else { total / load.elapsed.as_secs_f64() };
-    let p = |q: f64| Quantity::millis(percentile(&load.latencies, q).as_secs_f64() * 1000.0);
-    let hits = after.sum("cache_hits_total", &[]) - before.sum("cache_hits_total", &[]);
-    let misses = after.sum("cache_misses_total", &[]) - before.sum("cache_misses_total", &[]);
-    let hit_rate = hits / (hits + misses).max(1.0);
-    for threshold in &options.criteria {
-        let observed = match threshold.metric.as_str() {
-            "p50" => p(0.50),
-            "p90" => p(0.90),
-            "p95" => p(0.95),
-            "p99" => p(0.99),
-            "max" => p(1.0),
-            "error_rate" => Quantity::ratio(errors / total.max(1.0)),
-            "cache_hit_rate" => Quantity::ratio(hit_rate),
-            other => {
-                report.push_check(Check::error(
-                    other,
-                    threshold.to_string(),
-                    "verify does not measure this metric",
-                ));
-                continue;
-            }
-        };
-        report.push_check(threshold.check(threshold.metric.replace('_', "-"), observed));
-    }
-    let open = after.sum("circuit_breaker_state", &[("state", "open")]);
-    report.push_check(Check::from_bool(
-        "breakers",
-        "no circuit breaker open after the load",
-        format!("{open} open"),
-        open == 0.0 && after.has("circuit_breaker_state"),
+    let open = samples.sum("circuit_breaker_state", &[("state", "open")]);
+    report.push_check(if samples.has("circuit_breaker_state") {
+        Check::from_bool("breakers", "no circuit breaker open", format!("{open} open"), open == 0.0)
+    } else {
+        Check::not_evaluated(
+            "breakers",
+            "no circuit breaker open",
+            "no circuit_breaker_state series on /metrics",
+        )
+    });
+    report.push_measurement(Measurement::new(
+        "resident_memory",
+        samples.sum("process_resident_memory_bytes", &[]),
+        "bytes",
     ));
-
-    for (name, value, unit) in [
-        ("requests", total, ""),
-        ("warm_up_requests", warm_up.latencies.len() as f64, ""),
-        ("throughput", rate, "req/s"),
-        ("p50", p(0.50).value * 1000.0, "ms"),
-        ("p95", p(0.95).value * 1000.0, "ms"),
-        ("p99", p(0.99).value * 1000.0, "ms"),
-        ("error_rate", errors / total.max(1.0) * 100.0, "%"),
-        ("cache_hit_rate", hit_rate * 100.0, "%"),
-        ("resident_memory", after.sum("process_resident_memory_bytes", &[]), "bytes"),
-    ] {
-        report.push_measurement(Measurement::new(name, value, unit));
-    }
     report.finish();
     report
 }
@@ -365,11 +446,30 @@ fn without_postgres(tool: &str, target: &str, id: &str, criterion: &str) -> Opti
     Some(unevaluated(tool, target, Check::not_evaluated(id, criterion, reason)))
 }
 
-/// The failover step: a crash of the primary and promotion of a synchronous
-/// standby on a local pair, judged by pg-failover-probe.
-async fn failover_step(options: &VerifyOptions) -> Report {
-    let (tool, target) = ("pg-failover-probe", "local primary + standby");
+/// The failover step: on the sandbox, a crash of the primary and promotion
+/// of a synchronous standby on a local pair; with a plan, the plan's drill
+/// of the system's database (its commands, run in order); judged by
+/// pg-failover-probe.
+async fn failover_step(options: &VerifyOptions, plan: &Plan) -> Report {
+    let tool = "pg-failover-probe";
     let criterion = "PostgreSQL fails over in < 30 s with zero loss of acknowledged commits";
+    let ledger = options.out_dir.join("pg-failover-probe.ledger.jsonl");
+    let _ = std::fs::remove_file(&ledger);
+    if let Some(failover) = &plan.failover {
+        let target = shared_types::redact_url(&failover.url);
+        let mut args = vec![
+            "drill".to_owned(),
+            "--url".to_owned(),
+            failover.url.clone(),
+            "--ledger".to_owned(),
+            ledger.display().to_string(),
+        ];
+        for step in &failover.steps {
+            args.extend(["--step".to_owned(), step.clone()]);
+        }
+        return tool_report(tool, &args, &target, "drill", criterion).await;
+    }
+    let target = "local primary + standby";
     if let Some(skipped) = without_postgres(tool, target, "drill", criterion) {
         return skipped;
     }
@@ -380,8 +480,6 @@ async fn failover_step(options: &VerifyOptions) -> Report {
             return unevaluated(tool, target, Check::error("drill", criterion, detail));
         }
     };
-    let ledger = options.out_dir.join("pg-failover-probe.ledger.jsonl");
-    let _ = std::fs::remove_file(&ledger);
     let args: Vec<String> = [
         "drill".to_owned(),
         "--url".to_owned(),
@@ -409,9 +507,25 @@ async fn failover_step(options: &VerifyOptions) -> Report {
 /// their own (testkit's ChaosStage: the marketplace roles, RabbitMQ, the
 /// fault proxy, Prometheus with the shipped rules), the flood at the launch
 /// plan's 10,000 messages.
-async fn chaos_step(options: &VerifyOptions) -> Report {
+///
+/// With a plan: the plan's experiment file as it is, against the system.
+async fn chaos_step(options: &VerifyOptions, plan: &Plan) -> Report {
     let (tool, target) = ("chaos-runner", "the sandbox marketplace's chaos matrix");
     let criterion = "the marketplace degrades gracefully, loses nothing and recovers within budget";
+    let state = options.out_dir.join("chaos-runner-state");
+    let _ = std::fs::remove_dir_all(&state);
+    if let Some(chaos) = &plan.chaos {
+        let file = chaos.experiment.display().to_string();
+        let mut args = vec!["run".to_owned(), file.clone()];
+        for (name, value) in &chaos.vars {
+            args.extend(["--var".to_owned(), format!("{name}={value}")]);
+        }
+        for id in &chaos.only {
+            args.extend(["--experiment".to_owned(), id.clone()]);
+        }
+        args.extend(["--state-dir".to_owned(), state.display().to_string()]);
+        return tool_report(tool, &args, &file, "matrix", criterion).await;
+    }
     let stage =
         match testkit::chaos_stage::ChaosStage::start(testkit::chaos_stage::ChaosStageOptions {
             chaos_runner: Some(crate::tools::binary("debug", tool)),
@@ -432,8 +546,6 @@ async fn chaos_step(options: &VerifyOptions) -> Report {
     for row in ["auth-down", "database-down", "redis-down", "rabbitmq-down", "rabbitmq-flood"] {
         args.extend(["--experiment".to_owned(), row.to_owned()]);
     }
-    let state = options.out_dir.join("chaos-runner-state");
-    let _ = std::fs::remove_dir_all(&state);
     args.extend(["--state-dir".to_owned(), state.display().to_string()]);
     tool_report(tool, &args, target, "matrix", criterion).await
 }
@@ -523,9 +635,35 @@ async fn bluegreen_step(options: &VerifyOptions) -> Report {
 /// sized by guess (docs/cost-analyzer/sandbox.yaml) under steady traffic,
 /// Prometheus scraping the node's cAdvisor series and the pods; after a
 /// short window cost-analyzer judges what it over-pays for.
-async fn cost_step(sandbox_db: Option<&str>) -> Report {
+///
+/// With a plan: the system's Prometheus over the plan's window, its cluster
+/// when a kubeconfig is given, and its database.
+async fn cost_step(sandbox_db: Option<&str>, plan: &Plan) -> Report {
     let (tool, target) = ("cost-analyzer", "the sandbox on a local two-node cluster");
     let criterion = "the launch plan's savings target is measured";
+    if let Some(prometheus) = &plan.system.prometheus {
+        let system = &plan.system;
+        let mut args =
+            strings(&["analyze", "--prometheus", &prometheus.url, "--window", &prometheus.window]);
+        match &system.kubeconfig {
+            Some(kubeconfig) => {
+                args.extend(["--kubeconfig".to_owned(), kubeconfig.display().to_string()]);
+            }
+            // Never the machine's default kubeconfig: it may name a cluster
+            // the plan did not allow.
+            None => args.push("--no-kubernetes".to_owned()),
+        }
+        if let Some(context) = &system.context {
+            args.extend(["--context".to_owned(), context.clone()]);
+        }
+        for ns in &system.namespaces {
+            args.extend(["--namespace".to_owned(), ns.clone()]);
+        }
+        if let Some(url) = sandbox_db {
+            args.extend(["--database-url".to_owned(), url.to_owned()]);
+        }
+        return tool_report(tool, &args, &prometheus.url, "analysis", criterion).await;
+    }
     let options = testkit::KubeOptions {
         nodes: vec![
             "node-1,cpu=4,memory=16Gi,zone=local-a,instance-type=m5.xlarge".to_owned(),
@@ -638,26 +776,55 @@ async fn cost_step(sandbox_db: Option<&str>) -> Report {
     tool_report(tool, &args, target, "analysis", criterion).await
 }
 
-/// The load step: 20 users of the built-in marketplace scenario for 5 s. Think
-/// times are shortened so a run this short warms the cache like real traffic.
-async fn load_step(url: &str) -> Report {
-    let args: Vec<String> = [
+/// The load step: the built-in marketplace scenario, by default 20 users for
+/// 5 s with think times shortened so a run this short warms the cache like
+/// real traffic (the plan's `load` sets them).
+async fn load_step(url: &str, load: &LoadPlan) -> Report {
+    let users = load.users.to_string();
+    let args = strings(&[
         "run",
         "--target",
         url,
         "--users",
-        "20",
+        &users,
         "--hatch-rate",
-        "20",
+        &users,
         "--duration",
-        "5s",
+        &load.duration,
+        "--think-time",
+        &load.think_time,
+    ]);
+    let criterion = "the marketplace holds the load within the launch plan's criteria";
+    tool_report("load-tester", &args, url, "run", criterion).await
+}
+
+/// The capacity step: `load-tester capacity`, steps of users until a
+/// criterion breaks or the search's end (the plan's `capacity`).
+async fn capacity_step(url: &str, capacity: &CapacityPlan) -> Report {
+    let (start, step, max) = (
+        capacity.start_users.to_string(),
+        capacity.step_users.to_string(),
+        capacity.max_users.to_string(),
+    );
+    let args = strings(&[
+        "capacity",
+        "--target",
+        url,
+        "--start-users",
+        &start,
+        "--step-users",
+        &step,
+        "--max-users",
+        &max,
+        "--step-duration",
+        &capacity.step_duration,
         "--think-time",
         "0ms..50ms",
-    ]
-    .map(String::from)
-    .to_vec();
-    let criterion = "the marketplace holds a short load within the launch plan's criteria";
-    tool_report("load-tester", &args, url, "run", criterion).await
+    ]);
+    let criterion = "the highest load that holds the launch plan's criteria is found";
+    let mut report = tool_report("load-tester", &args, url, "load-capacity", criterion).await;
+    report.tool = "capacity".to_owned();
+    report
 }
 
 /// The reorg step: index blocks 1000-1100 with 10 mints, reorg at 1050 (50
@@ -690,7 +857,11 @@ async fn reorg_step() -> Report {
 /// The sandbox's database is backed up logically: it lives on the machine's
 /// shared PostgreSQL, whose `archive_command` verify must not change, so the
 /// physical path runs on the scratch cluster it owns.
-async fn backup_step(sandbox_db: Option<&str>) -> Report {
+///
+/// With a plan: the system's database, backed up per table into a local
+/// repository and verified by a restore into a scratch cluster; nothing is
+/// written to the system.
+async fn backup_step(sandbox_db: Option<&str>, in_plan: bool) -> Report {
     let tool = "backup-agent";
     let mut report = Report::new(
         tool,
@@ -705,7 +876,10 @@ async fn backup_step(sandbox_db: Option<&str>) -> Report {
     );
     let criterion = "the sandbox's database is backed up, verified by a restore and drilled";
     match sandbox_db {
-        Some(url) => sandbox_database_backup(url, &mut report).await,
+        Some(url) => {
+            let table = (!in_plan).then_some("sandbox.nfts");
+            sandbox_database_backup(url, table, &mut report).await;
+        }
         None => {
             report.push_check(Check::skipped(
                 "sandbox-db",
@@ -713,6 +887,10 @@ async fn backup_step(sandbox_db: Option<&str>) -> Report {
                 "the sandbox keeps its catalog in memory (no local PostgreSQL, or --target): no database to back up",
             ));
         }
+    }
+    if in_plan {
+        report.finish();
+        return report;
     }
     let criterion = "a point-in-time restore meets the launch plan's RTO and RPO";
     let pitr = match without_postgres(tool, "local scratch cluster", "drill", criterion) {
@@ -743,7 +921,7 @@ async fn backup_step(sandbox_db: Option<&str>) -> Report {
 /// Backup, verify with a restore, and a table drill of the sandbox's database
 /// into a temporary local repository; each run's checks land in `report`
 /// under `sandbox-db/<run>/`.
-async fn sandbox_database_backup(url: &str, report: &mut Report) {
+async fn sandbox_database_backup(url: &str, drill_table: Option<&str>, report: &mut Report) {
     let tool = "backup-agent";
     let target = shared_types::redact_url(url);
     let repository =
@@ -781,9 +959,10 @@ async fn sandbox_database_backup(url: &str, report: &mut Report) {
     )
     .await;
     absorb(report, "sandbox-db/verify", verified);
+    let Some(table) = drill_table else { return };
     let drill = tool_report(
         tool,
-        &strings(&["drill", "--scenario", "table", "--table", "sandbox.nfts", "--repo", &repo]),
+        &strings(&["drill", "--scenario", "table", "--table", table, "--repo", &repo]),
         &target,
         "drill",
         "restoring the nfts table meets the launch plan's rto < 30m",
@@ -807,27 +986,31 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| (*a).to_owned()).collect()
 }
 
-/// The alerting step: the shipped marketplace rules lint clean (warnings
-/// count) and cover every critical path of the launch plan.
-async fn alert_rules_step() -> Report {
-    let rules = workspace::root().join("docs/alert-linter/marketplace-rules.yml");
-    let target = rules.display().to_string();
-    let config = workspace::root().join("docs/alert-linter/marketplace.yml");
-    let args = [
-        "lint".to_owned(),
-        target.clone(),
+/// The alerting step: the rules (the shipped marketplace rules, or the
+/// plan's) lint clean (warnings count) and cover every critical path.
+async fn alert_rules_step(plan: &Plan) -> Report {
+    let root = workspace::root();
+    let rules = if plan.system.rules.is_empty() {
+        vec![root.join("docs/alert-linter/marketplace-rules.yml")]
+    } else {
+        plan.system.rules.clone()
+    };
+    let config = plan
+        .system
+        .rules_config
+        .clone()
+        .unwrap_or_else(|| root.join("docs/alert-linter/marketplace.yml"));
+    let target = rules.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(" ");
+    let mut args = vec!["lint".to_owned()];
+    args.extend(rules.iter().map(|r| r.display().to_string()));
+    args.extend([
         "--config".to_owned(),
         config.display().to_string(),
         "--fail-on".to_owned(),
         "warning".to_owned(),
-    ];
+    ]);
     tool_report("alert-linter", &args, &target, "lint", "the marketplace alert rules lint clean")
         .await
-}
-
-/// A criterion written in the threshold language; the literals above are valid.
-fn criterion(text: &str) -> Threshold {
-    text.parse().unwrap_or_else(|e| panic!("built-in criterion {text:?} does not parse: {e}"))
 }
 
 async fn status_check(client: &reqwest::Client, base: &str, path: &str, criterion: &str) -> Check {
@@ -847,114 +1030,15 @@ async fn status_check(client: &reqwest::Client, base: &str, path: &str, criterio
     }
 }
 
-async fn scrape(client: &reqwest::Client, base: &str) -> anyhow::Result<Samples> {
+async fn scrape(client: &reqwest::Client, url: &str) -> anyhow::Result<Samples> {
     let text = client
-        .get(format!("{base}/metrics"))
+        .get(url)
         .send()
         .await
-        .context("GET /metrics failed")?
+        .with_context(|| format!("GET {url} failed"))?
         .error_for_status()
-        .context("GET /metrics failed")?
+        .with_context(|| format!("GET {url} failed"))?
         .text()
         .await?;
     Ok(parse_samples(&text))
-}
-
-struct Load {
-    latencies: Vec<Duration>,
-    errors: usize,
-    elapsed: Duration,
-}
-
-/// Requests of the unmeasured warm-up: enough to touch every key of the hot set.
-const WARM_UP_REQUESTS: usize = 300;
-
-/// Browsing traffic over a hot set of items, what a marketplace's front page
-/// sees: collections 1 to 10 and NFTs 1 to 50, so any catalog at least that
-/// large answers every request.
-fn smoke_request(client: &reqwest::Client, base: &str, n: usize) -> reqwest::RequestBuilder {
-    match n % 6 {
-        0 => client.get(format!("{base}/api/collections?page={}", n % 3 + 1)),
-        1 => client.get(format!("{base}/api/collections/{}", n % 10 + 1)),
-        2 => client.get(format!("{base}/api/collections/{}/nfts?page=1", n % 10 + 1)),
-        3 => client.get(format!("{base}/api/nfts/{}", n % 50 + 1)),
-        4 => client.get(format!("{base}/api/search?q={}", ["cosmic", "apes", "neon"][n % 3])),
-        _ => client.post(format!("{base}/graphql")).json(&serde_json::json!({
-            "query": "{ collections(first: 3) { id name nfts(first: 2) { tokenId owner { address } } } }"
-        })),
-    }
-}
-
-async fn smoke_load(
-    client: &reqwest::Client,
-    base: &str,
-    requests: usize,
-    concurrency: usize,
-) -> Load {
-    let started = Instant::now();
-    let mut workers = JoinSet::new();
-    let concurrency = concurrency.max(1);
-    for worker in 0..concurrency {
-        let client = client.clone();
-        let base = base.to_owned();
-        workers.spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0;
-            for n in (worker..requests).step_by(concurrency) {
-                let sent = Instant::now();
-                let ok = match smoke_request(&client, &base, n).send().await {
-                    Ok(response) => {
-                        let ok = response.status().is_success();
-                        let body = response.text().await.unwrap_or_default();
-                        ok && !body.contains("\"errors\"")
-                    }
-                    Err(_) => false,
-                };
-                latencies.push(sent.elapsed());
-                errors += usize::from(!ok);
-            }
-            (latencies, errors)
-        });
-    }
-    let mut load =
-        Load { latencies: Vec::with_capacity(requests), errors: 0, elapsed: Duration::ZERO };
-    while let Some(joined) = workers.join_next().await {
-        if let Ok((latencies, errors)) = joined {
-            load.latencies.extend(latencies);
-            load.errors += errors;
-        }
-    }
-    load.elapsed = started.elapsed();
-    load.latencies.sort_unstable();
-    load
-}
-
-/// The nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&samples, 0.95), Duration::from_millis(95));
-        assert_eq!(percentile(&samples, 0.99), Duration::from_millis(99));
-        assert_eq!(percentile(&samples, 1.0), Duration::from_millis(100));
-        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
-    }
-
-    #[test]
-    fn built_in_criteria_parse() {
-        for text in ["p95 < 500ms", "p99 < 1s", "error_rate < 0.1%", "cache_hit_rate > 80%"] {
-            assert_eq!(criterion(text).to_string(), text);
-        }
-    }
 }

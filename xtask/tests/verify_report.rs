@@ -27,8 +27,8 @@ async fn verify_writes_a_report_that_validates_against_the_schema() {
     let out = tempfile::tempdir().unwrap();
     let options = VerifyOptions {
         out_dir: PathBuf::from(out.path()),
+        history_dir: out.path().join("history"),
         sandbox_args: ["--collections", "100", "--nfts", "2000"].map(String::from).to_vec(),
-        requests: 120,
         ..VerifyOptions::default()
     };
     let report = verify::run(&options).await.expect("verify runs against the sandbox");
@@ -48,15 +48,33 @@ async fn verify_writes_a_report_that_validates_against_the_schema() {
     for id in [
         "sandbox/healthz",
         "sandbox/metrics",
-        "sandbox/p95",
-        "sandbox/error-rate",
-        "sandbox/cache-hit-rate",
+        "load-tester/p95",
+        "database/slow-queries",
+        "kpi/p95",
+        "kpi/error-rate",
+        "kpi/uptime",
+        "kpi/mttr",
+        "kpi/load-capacity",
+        "kpi/db-query-time",
+        "kpi/cache-hit-rate",
+        "kpi/infrastructure-cost",
     ] {
         assert!(ids.contains(&id), "{id} missing from {ids:?}");
     }
     assert!(out.path().join("sandbox.json").exists());
+    // Every KPI of the table has a value and a source, or says why not.
+    let rows = written["data"]["kpis"].as_array().unwrap();
+    assert_eq!(rows.len(), 8);
+    for row in rows {
+        assert!(!row["source"].as_str().unwrap().is_empty(), "{row}");
+        if row["value"].is_null() {
+            assert!(!row["evidence"].as_str().unwrap().is_empty(), "{row}");
+        }
+    }
     let markdown = std::fs::read_to_string(out.path().join("report.md")).unwrap();
-    assert!(markdown.contains("sandbox/p95"), "{markdown}");
+    assert!(markdown.contains("| P95 response time |"), "{markdown}");
+    assert!(markdown.contains("kpi/p95"), "{markdown}");
+    assert!(out.path().join("report.html").exists());
 
     // A report that breaks the contract is caught by the same validator.
     let mut broken = written.clone();
@@ -81,37 +99,22 @@ async fn verify_fails_when_the_target_breaches_the_error_budget() {
     let out = tempfile::tempdir().unwrap();
     let options = VerifyOptions {
         out_dir: PathBuf::from(out.path()),
+        history_dir: out.path().join("history"),
         target: Some(sandbox.url().to_owned()),
-        requests: 100,
-        steps: vec!["sandbox".to_owned()],
+        steps: vec!["load-tester".to_owned()],
         ..VerifyOptions::default()
     };
     let report = verify::run(&options).await.unwrap();
     assert_eq!(report.exit_code().code(), 1, "a criterion not met exits 1");
-    let error_rate = report.checks.iter().find(|c| c.id == "sandbox/error-rate").unwrap();
-    assert_eq!(error_rate.verdict, shared_types::Verdict::Fail);
-    // The knob fails every 20th request; the measured window is requests 301-400.
-    assert_eq!(error_rate.observed.as_deref(), Some("5 %"), "5 of 100 requests failed");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn an_overridden_criterion_replaces_the_launch_plan_default() {
-    let out = tempfile::tempdir().unwrap();
-    let strict =
-        verify::with_overrides(verify::default_criteria(), vec!["p95 < 1us".parse().unwrap()])
-            .unwrap();
-    let options = VerifyOptions {
-        out_dir: PathBuf::from(out.path()),
-        sandbox_args: ["--collections", "20", "--nfts", "100"].map(String::from).to_vec(),
-        requests: 50,
-        criteria: strict,
-        steps: vec!["sandbox".to_owned()],
-        ..VerifyOptions::default()
-    };
-    let report = verify::run(&options).await.unwrap();
-    let p95: Vec<_> = report.checks.iter().filter(|c| c.id == "sandbox/p95").collect();
-    assert_eq!(p95.len(), 1, "the default p95 criterion was replaced, not doubled");
-    assert_eq!(p95[0].criterion, "p95 < 1us");
-    assert_eq!(p95[0].verdict, shared_types::Verdict::Fail);
-    assert_eq!(report.exit_code().code(), 1);
+    let error_rate = report.checks.iter().find(|c| c.id == "kpi/error-rate").unwrap();
+    assert_eq!(error_rate.verdict, shared_types::Verdict::Fail, "{error_rate:#?}");
+    // The knob fails every 20th request: the KPI is the load step's own figure.
+    let step = report.measurements.iter().find(|m| m.name == "load-tester/error_rate").unwrap();
+    let observed: f64 =
+        error_rate.observed.as_deref().unwrap().trim_end_matches(" %").parse().unwrap();
+    assert!((observed - step.value).abs() < 0.01, "{observed} vs {}", step.value);
+    assert!((step.value - 5.0).abs() < 1.0, "about 5 %: {}", step.value);
+    // KPIs whose steps were not asked for are not run, not passed.
+    let cost = report.checks.iter().find(|c| c.id == "kpi/infrastructure-cost").unwrap();
+    assert_eq!(cost.verdict, shared_types::Verdict::Skipped);
 }

@@ -3,7 +3,7 @@
 //!
 //! ```json
 //! {"latency_ms": 300, "error_rate": 0.05, "stall_every_ms": 10000, "stall_for_ms": 2000,
-//!  "db_latency_ms": 50, "down": ["cache"]}
+//!  "db_latency_ms": 50, "slow_query_ms": 1500, "down": ["cache"]}
 //! ```
 //! Latency, errors and stalls apply to the marketplace routes (`/api`, `/graphql`,
 //! `/auth`), never to `/metrics`, `/healthz` or `/admin`. A dependency marked
@@ -56,6 +56,11 @@ pub struct FaultSpec {
     /// milliseconds: saturates the pool under load.
     #[serde(default)]
     pub db_latency_ms: u64,
+    /// The catalog search statement runs this long inside PostgreSQL
+    /// (`pg_sleep` in the statement), so the database itself records a slow
+    /// query (`pg_stat_statements`); the in-memory catalog ignores it.
+    #[serde(default)]
+    pub slow_query_ms: u64,
     /// Dependencies that fail every call.
     #[serde(default)]
     pub down: Vec<Dependency>,
@@ -71,6 +76,12 @@ impl FaultSpec {
             return Err(format!(
                 "latency_ms must be at most 600000 (10 min), got {}",
                 self.latency_ms
+            ));
+        }
+        if self.slow_query_ms > 600_000 {
+            return Err(format!(
+                "slow_query_ms must be at most 600000, got {}",
+                self.slow_query_ms
             ));
         }
         if self.db_latency_ms > 600_000 {

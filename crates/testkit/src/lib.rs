@@ -63,6 +63,7 @@ pub mod marketplace;
 pub mod metrics;
 pub mod mongo;
 pub mod nginx;
+pub mod pg_scratch;
 pub mod pg_tls;
 pub mod pki;
 pub mod ports;
@@ -85,6 +86,7 @@ pub use local::{
 pub use marketplace::{Marketplace, MarketplaceOptions};
 pub use mongo::MongoServer;
 pub use nginx::Nginx;
+pub use pg_scratch::ScratchPostgres;
 pub use pg_tls::TlsPostgres;
 pub use ports::{free_port, wait_for_http_ok, wait_for_tcp, wait_until};
 pub use postgres::{PgPair, PgPairOptions, postgres_user_command};

@@ -49,7 +49,11 @@ impl TlsPostgres {
                     unix_user::chown_to(&path.join(file), POSTGRES_USER)?;
                 }
             }
-            init_cluster(&initdb, &path, port)
+            let conf = format!(
+                "ssl = on\nssl_cert_file = '{dir}/server.crt'\nssl_key_file = '{dir}/server.key'\n",
+                dir = path.display()
+            );
+            init_cluster(&initdb, &path, port, &conf, TLS_HBA)
         })
         .await
         .map_err(|err| {
@@ -143,7 +147,26 @@ fn make_certificates(dir: &Path) -> Result<()> {
         .map_err(|err| Error::io("cannot chmod server.key", err))
 }
 
-fn init_cluster(initdb: &Path, dir: &Path, port: u16) -> Result<()> {
+/// pg_hba.conf of the TLS server: TLS required on TCP.
+const TLS_HBA: &str = "# postlaunch testkit TlsPostgres: TLS required on TCP\n\
+     local     all all              trust\n\
+     hostssl   all all 127.0.0.1/32 trust\n\
+     hostnossl all all 127.0.0.1/32 reject\n";
+
+/// pg_hba.conf of a plain scratch server: trust on loopback.
+pub(crate) const TRUST_HBA: &str = "# postlaunch testkit scratch PostgreSQL\n\
+     local all all              trust\n\
+     host  all all 127.0.0.1/32 trust\n";
+
+/// initdb into `dir/data` as the postgres user, listening on 127.0.0.1:`port`
+/// with `extra_conf` appended to postgresql.conf and `hba` as pg_hba.conf.
+pub(crate) fn init_cluster(
+    initdb: &Path,
+    dir: &Path,
+    port: u16,
+    extra_conf: &str,
+    hba: &str,
+) -> Result<()> {
     let data = dir.join("data");
     let output = postgres_user_command(initdb)
         .arg("-D")
@@ -163,10 +186,9 @@ fn init_cluster(initdb: &Path, dir: &Path, port: u16) -> Result<()> {
         });
     }
     let conf = format!(
-        "\n# postlaunch testkit TlsPostgres\n\
+        "\n# postlaunch testkit\n\
          listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{dir}'\n\
-         ssl = on\nssl_cert_file = '{dir}/server.crt'\nssl_key_file = '{dir}/server.key'\n\
-         fsync = off\nshared_buffers = 16MB\nmax_connections = 40\n",
+         fsync = off\nshared_buffers = 16MB\nmax_connections = 40\n{extra_conf}",
         dir = dir.display()
     );
     let append = |file: &str, text: &str, replace: bool| -> Result<()> {
@@ -181,12 +203,5 @@ fn init_cluster(initdb: &Path, dir: &Path, port: u16) -> Result<()> {
             .map_err(|err| Error::io(format!("cannot write {}", path.display()), err))
     };
     append("postgresql.conf", &conf, false)?;
-    append(
-        "pg_hba.conf",
-        "# postlaunch testkit TlsPostgres: TLS required on TCP\n\
-         local     all all              trust\n\
-         hostssl   all all 127.0.0.1/32 trust\n\
-         hostnossl all all 127.0.0.1/32 reject\n",
-        true,
-    )
+    append("pg_hba.conf", hba, true)
 }

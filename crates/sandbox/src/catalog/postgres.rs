@@ -281,8 +281,20 @@ impl PgCatalog {
     ) -> Result<Vec<Collection>, CatalogError> {
         let pattern =
             format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-        let sql = self.collection_sql("WHERE name ILIKE $1 ORDER BY id LIMIT $2");
-        let rows = self.rows(&sql, &[&pattern, &limit]).await?;
+        let slow = self.faults.spec().slow_query_ms;
+        let rows = if slow > 0 {
+            // One statement that takes `slow` ms inside the server (an
+            // InitPlan: the sleep runs once per execution).
+            let sql = self.collection_sql(
+                "WHERE name ILIKE $1 AND (SELECT 1 FROM pg_sleep($3::float8 / 1000)) = 1 \
+                 ORDER BY id LIMIT $2",
+            );
+            let ms = slow as f64;
+            self.rows(&sql, &[&pattern, &limit, &ms]).await?
+        } else {
+            let sql = self.collection_sql("WHERE name ILIKE $1 ORDER BY id LIMIT $2");
+            self.rows(&sql, &[&pattern, &limit]).await?
+        };
         rows.iter().map(collection).collect()
     }
 
