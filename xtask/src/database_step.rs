@@ -192,13 +192,20 @@ async fn read_statements(client: &tokio_postgres::Client) -> Result<Vec<Statemen
         .collect()
 }
 
+/// Tables smaller than this are not judged for index use: on them the
+/// planner rightly prefers a sequential scan, so an unscanned index says
+/// nothing about the index.
+const JUDGED_TABLE_BYTES: i64 = 1024 * 1024;
+
 /// Every index that is not there to enforce a constraint has been scanned.
 async fn index_check(client: &tokio_postgres::Client) -> Check {
     let criterion = "every index used (idx_scan > 0; unique and primary-key indexes enforce \
-                     constraints and are not judged)";
+                     constraints, and tables under 1 MiB are read by sequential scans: neither \
+                     is judged)";
     let rows = match client
         .query(
-            "SELECT s.schemaname, s.relname, s.indexrelname, s.idx_scan \
+            "SELECT s.schemaname::text, s.relname::text, s.indexrelname::text, s.idx_scan, \
+                    pg_relation_size(s.relid) \
              FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid \
              WHERE NOT i.indisunique AND NOT i.indisprimary ORDER BY 1, 2, 3",
             &[],
@@ -214,29 +221,38 @@ async fn index_check(client: &tokio_postgres::Client) -> Check {
             );
         }
     };
-    let mut unused = Vec::new();
+    let (mut judged, mut unused, mut small) = (0, Vec::new(), Vec::new());
     for row in &rows {
-        let name = |i: usize| row.try_get::<_, String>(i).unwrap_or_default();
+        let text = |i: usize| row.try_get::<_, String>(i).unwrap_or_default();
         let scans: i64 = row.try_get(3).unwrap_or(0);
-        if scans == 0 {
-            unused.push(format!("{}.{} ({})", name(0), name(2), name(1)));
+        let bytes: i64 = row.try_get(4).unwrap_or(0);
+        let name = format!("{}.{} on {}", text(0), text(2), text(1));
+        if bytes < JUDGED_TABLE_BYTES {
+            small.push(format!("{name} ({} kB)", bytes / 1024));
+        } else {
+            judged += 1;
+            if scans == 0 {
+                unused.push(name);
+            }
         }
     }
-    if rows.is_empty() {
-        return Check::skipped("indexes", criterion, "no index other than unique ones");
+    let not_judged = if small.is_empty() {
+        String::new()
+    } else {
+        format!("; not judged (table under 1 MiB): {}", small.join(", "))
+    };
+    if judged == 0 {
+        return Check::skipped("indexes", criterion, format!("no index to judge{not_judged}"));
     }
     if unused.is_empty() {
-        Check::pass("indexes", criterion, format!("{} indexes, all scanned", rows.len()))
+        Check::pass("indexes", criterion, format!("{judged} indexes, all scanned"))
+            .with_detail(format!("every judged index scanned{not_judged}"))
     } else {
-        Check::fail(
-            "indexes",
-            criterion,
-            format!("{} of {} never scanned", unused.len(), rows.len()),
-        )
-        .with_detail(format!(
-            "never scanned since the statistics were reset: {}",
-            unused.join(", ")
-        ))
+        Check::fail("indexes", criterion, format!("{} of {judged} never scanned", unused.len()))
+            .with_detail(format!(
+                "never scanned since the statistics were reset: {}{not_judged}",
+                unused.join(", ")
+            ))
     }
 }
 

@@ -42,6 +42,13 @@ pub struct Plan {
     /// The failover step: a drill of the system's database.
     #[serde(default)]
     pub failover: Option<FailoverPlan>,
+    /// The reorg step: the team's indexer under reorg-sim.
+    #[serde(default)]
+    pub indexer: Option<IndexerPlan>,
+    /// The release step: a blue-green release of an app on the system's
+    /// cluster (`system.kubeconfig`), then its rollback.
+    #[serde(default)]
+    pub release: Option<ReleasePlan>,
     /// KPIs (by id: p95, error-rate, uptime, mttr, load-capacity,
     /// db-query-time, cache-hit-rate, infrastructure-cost) waived on purpose,
     /// with the reason printed in the table.
@@ -134,6 +141,9 @@ pub struct Allow {
     /// Default: this machine only (127.0.0.1, ::1, localhost).
     #[serde(default = "loopback")]
     pub hosts: Vec<String>,
+    /// Kubernetes namespaces the release step may change.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
 }
 
 fn loopback() -> Vec<String> {
@@ -142,7 +152,7 @@ fn loopback() -> Vec<String> {
 
 impl Default for Allow {
     fn default() -> Self {
-        Self { hosts: loopback() }
+        Self { hosts: loopback(), namespaces: Vec::new() }
     }
 }
 
@@ -209,6 +219,60 @@ pub struct FailoverPlan {
     pub steps: Vec<String>,
 }
 
+/// The team's indexer, run by reorg-sim against its simulated chain.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IndexerPlan {
+    /// The shell command starting the indexer (it gets REORG_SIM_RPC_URL and
+    /// REORG_SIM_DATABASE_URL).
+    pub cmd: String,
+    /// reorg-sim's SQL mapping of the indexer's tables.
+    pub mapping: PathBuf,
+    /// The database the indexer writes to (a test database: reorg-sim
+    /// empties the mapping's schema before the scenario).
+    pub database: String,
+    /// The scenario; default the launch plan's 50-block reorg.
+    #[serde(default = "launch_plan")]
+    pub scenario: String,
+}
+
+fn launch_plan() -> String {
+    "launch-plan".to_owned()
+}
+
+/// A release of an app by bluegreen-promoter.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleasePlan {
+    /// The app (its active Service's name).
+    pub app: String,
+    /// Its namespace; must be in `allow.namespaces`.
+    pub namespace: String,
+    /// The new image, `CONTAINER=IMAGE` or `IMAGE`.
+    pub image: String,
+    /// The active Service's URL as clients reach it (the prober's).
+    pub active_url: String,
+    /// The preview Service's URL.
+    pub preview_url: Option<String>,
+    /// The path the prober and health checks request.
+    #[serde(default = "root_path")]
+    pub probe_path: String,
+    /// Smoke tests (bluegreen-promoter's YAML).
+    pub smoke: Option<PathBuf>,
+    /// Roll the release back once it is measured (default true: the run
+    /// leaves the app as it found it).
+    #[serde(default = "yes")]
+    pub rollback: bool,
+}
+
+fn root_path() -> String {
+    "/".to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// A plan that cannot run: exit 2, nothing started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanError(pub String);
@@ -222,7 +286,9 @@ impl fmt::Display for PlanError {
 impl std::error::Error for PlanError {}
 
 /// Steps that change what they run against.
-pub const CHANGING_STEPS: [&str; 3] = ["chaos-runner", "pg-failover-probe", "bluegreen-promoter"];
+/// (reorg-sim empties the indexer's schema before its scenario.)
+pub const CHANGING_STEPS: [&str; 4] =
+    ["chaos-runner", "pg-failover-probe", "bluegreen-promoter", "reorg-sim"];
 
 /// A plan read from a file, its relative paths resolved against the file's
 /// directory.
@@ -251,6 +317,12 @@ impl LoadedPlan {
         plan.system.kubeconfig.iter_mut().for_each(resolve);
         if let Some(chaos) = plan.chaos.as_mut() {
             resolve(&mut chaos.experiment);
+        }
+        if let Some(indexer) = plan.indexer.as_mut() {
+            resolve(&mut indexer.mapping);
+        }
+        if let Some(smoke) = plan.release.as_mut().and_then(|r| r.smoke.as_mut()) {
+            resolve(smoke);
         }
         Ok(LoadedPlan { path: path.to_owned(), plan })
     }
@@ -338,6 +410,26 @@ fn check(plan: &Plan, text: &str, source: &str) -> Result<(), PlanError> {
     if let Some(f) = &plan.failover {
         urls.push(("failover.url", &f.url));
     }
+    if let Some(i) = &plan.indexer {
+        urls.push(("indexer.database", &i.database));
+    }
+    if let Some(r) = &plan.release {
+        urls.push(("release.active_url", &r.active_url));
+        if let Some(url) = &r.preview_url {
+            urls.push(("release.preview_url", url));
+        }
+        if !plan.allow.namespaces.contains(&r.namespace) {
+            return Err(at(
+                "release.namespace",
+                &r.namespace,
+                format!(
+                    "namespace {:?} is not in allow.namespaces: add it there to let the release \
+                     step change it",
+                    r.namespace
+                ),
+            ));
+        }
+    }
     for (key, url) in urls {
         let hosts: Vec<String> = if url.starts_with("postgres") {
             shared_types::url_hosts(url).into_iter().map(|h| h.host).collect()
@@ -371,8 +463,12 @@ fn check(plan: &Plan, text: &str, source: &str) -> Result<(), PlanError> {
         ("cost-analyzer", "system.prometheus", system.prometheus.is_some()),
         ("chaos-runner", "chaos", plan.chaos.is_some()),
         ("pg-failover-probe", "failover", plan.failover.is_some()),
-        ("reorg-sim", "(a plan cannot point reorg-sim at an indexer yet)", false),
-        ("bluegreen-promoter", "(a plan cannot point bluegreen-promoter at an app yet)", false),
+        ("reorg-sim", "indexer", plan.indexer.is_some()),
+        (
+            "bluegreen-promoter",
+            "release and system.kubeconfig",
+            plan.release.is_some() && system.kubeconfig.is_some(),
+        ),
     ] {
         if plan.steps.iter().any(|s| s == step) && !present {
             return Err(at("steps", step, format!("step {step} needs {needs}")));
@@ -438,5 +534,21 @@ mod tests {
         assert!(parse(text, "p").unwrap_err().0.contains("unknown step \"fuzz\""));
         let text = "steps: []\nwaive:\n  p96: because\n";
         assert!(parse(text, "p").unwrap_err().0.contains("unknown KPI"));
+    }
+
+    #[test]
+    fn a_release_needs_its_namespace_allowed_and_a_kubeconfig() {
+        let release = "release:\n  app: shop\n  namespace: prod\n  image: shop:v2\n  active_url: http://127.0.0.1:30080\n";
+        let text = format!(
+            "system:\n  kubeconfig: kc\nsteps: [bluegreen-promoter]\nenable_changes: [bluegreen-promoter]\n{release}"
+        );
+        let err = parse(&text, "p").unwrap_err().0;
+        assert!(err.starts_with("p:7:3 release.namespace:"), "{err}");
+        let allowed = format!("{text}allow:\n  namespaces: [prod]\n");
+        assert!(parse(&allowed, "p").is_ok());
+        let no_kubeconfig = allowed.replace("system:\n  kubeconfig: kc\n", "");
+        assert!(
+            parse(&no_kubeconfig, "p").unwrap_err().0.contains("release and system.kubeconfig")
+        );
     }
 }

@@ -254,10 +254,10 @@ pub async fn run(options: &VerifyOptions) -> anyhow::Result<Report> {
             },
             "pg-failover-probe" => failover_step(options, plan).await,
             "alert-linter" => alert_rules_step(plan).await,
-            "reorg-sim" => reorg_step().await,
+            "reorg-sim" => reorg_step(plan).await,
             "backup-agent" => backup_step(db_url.as_deref(), in_plan).await,
             "chaos-runner" => chaos_step(options, plan).await,
-            "bluegreen-promoter" => bluegreen_step(options).await,
+            "bluegreen-promoter" => bluegreen_step(options, plan).await,
             "cost-analyzer" => cost_step(db_url.as_deref(), plan).await,
             other => anyhow::bail!("unknown verify step {other:?}; steps: {}", STEPS.join(", ")),
         };
@@ -554,9 +554,55 @@ async fn chaos_step(options: &VerifyOptions, plan: &Plan) -> Report {
 /// postlaunch-node), the sandbox as `shop` v1 (docs/bluegreen-promoter/
 /// shop.yaml); bluegreen-promoter releases v2 through its gates with the
 /// prober on the active Service, then rolls it back.
-async fn bluegreen_step(options: &VerifyOptions) -> Report {
+///
+/// With a plan: the plan's release of an app on the system's cluster, and
+/// its rollback unless the plan says `rollback: false`.
+async fn bluegreen_step(options: &VerifyOptions, plan: &Plan) -> Report {
     let (tool, target) = ("bluegreen-promoter", "shop (the sandbox) on the local cluster");
     let criterion = "a release and its rollback with zero failed requests, within budget";
+    let state = options.out_dir.join("bluegreen-promoter-state");
+    if let (Some(release), Some(kubeconfig)) = (&plan.release, &plan.system.kubeconfig) {
+        let target = format!("{}/{}", release.namespace, release.app);
+        let mut common = vec![
+            "--kubeconfig".to_owned(),
+            kubeconfig.display().to_string(),
+            "-n".to_owned(),
+            release.namespace.clone(),
+            "--allow-namespace".to_owned(),
+            release.namespace.clone(),
+            "--state-dir".to_owned(),
+            state.display().to_string(),
+            "--active-url".to_owned(),
+            release.active_url.clone(),
+            "--probe-path".to_owned(),
+            release.probe_path.clone(),
+        ];
+        if let Some(context) = &plan.system.context {
+            common.extend(["--context".to_owned(), context.clone()]);
+        }
+        let mut deploy = strings(&["deploy", &release.app, "--image", &release.image]);
+        if let Some(url) = &release.preview_url {
+            deploy.extend(["--preview-url".to_owned(), url.clone()]);
+        }
+        if let Some(smoke) = &release.smoke {
+            deploy.extend(["--smoke".to_owned(), smoke.display().to_string()]);
+        }
+        deploy.extend(common.clone());
+        let mut report = Report::new(tool, env!("CARGO_PKG_VERSION"), target.as_str());
+        absorb(
+            &mut report,
+            "deploy",
+            tool_report(tool, &deploy, &target, "release", criterion).await,
+        );
+        if release.rollback {
+            let mut rollback = strings(&["rollback", &release.app]);
+            rollback.extend(common);
+            let back = tool_report(tool, &rollback, &target, "rollback", criterion).await;
+            absorb(&mut report, "rollback", back);
+        }
+        report.finish();
+        return report;
+    }
     let cluster = match tokio::task::spawn_blocking(testkit::KubeCluster::start).await {
         Ok(Ok(cluster)) => cluster,
         Ok(Err(e)) => {
@@ -596,7 +642,6 @@ async fn bluegreen_step(options: &VerifyOptions) -> Report {
             return unevaluated(tool, target, Check::error("release", criterion, e.to_string()));
         }
     };
-    let state = options.out_dir.join("bluegreen-promoter-state");
     let _ = std::fs::remove_dir_all(&state);
     let common = vec![
         "--kubeconfig".to_owned(),
@@ -829,10 +874,29 @@ async fn capacity_step(url: &str, capacity: &CapacityPlan) -> Report {
 
 /// The reorg step: index blocks 1000-1100 with 10 mints, reorg at 1050 (50
 /// deep), new branch to 1150; the reference indexer must converge on the oracle.
-async fn reorg_step() -> Report {
+///
+/// With a plan: the team's indexer (its command and mapping) on its own test
+/// database, the plan's scenario.
+async fn reorg_step(plan: &Plan) -> Report {
     let (tool, target) = ("reorg-sim", "launch-plan scenario");
     let criterion =
         "the indexer detects, rolls back and re-indexes the launch plan's 50-block reorg";
+    if let Some(indexer) = &plan.indexer {
+        let mut args = strings(&[
+            "run",
+            "--scenario",
+            &indexer.scenario,
+            "--indexer-cmd",
+            &indexer.cmd,
+            "--database-url",
+            &indexer.database,
+        ]);
+        args.extend(["--mapping".to_owned(), indexer.mapping.display().to_string()]);
+        for host in &plan.allow.hosts {
+            args.extend(["--allow-target".to_owned(), host.clone()]);
+        }
+        return tool_report(tool, &args, &indexer.cmd, "run", criterion).await;
+    }
     let database = match testkit::TempDatabase::create().await {
         Ok(database) => database,
         Err(e) => {
