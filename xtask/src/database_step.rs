@@ -245,7 +245,7 @@ async fn index_check(client: &tokio_postgres::Client) -> Check {
         return Check::skipped("indexes", criterion, format!("no index to judge{not_judged}"));
     }
     if unused.is_empty() {
-        Check::pass("indexes", criterion, format!("{judged} indexes, all scanned"))
+        Check::pass("indexes", criterion, format!("{judged} judged, all scanned"))
             .with_detail(format!("every judged index scanned{not_judged}"))
     } else {
         Check::fail("indexes", criterion, format!("{} of {judged} never scanned", unused.len()))

@@ -299,7 +299,7 @@ pub async fn collect(inputs: &Inputs<'_>) -> Vec<Row> {
                 let ran =
                     steps.is_empty() || steps.iter().any(|s| inputs.asked.iter().any(|a| a == s));
                 row.status = if let Some(reason) = inputs.waive.get(kpi.id) {
-                    row.evidence = format!("{}; waived by the plan: {reason}", row.evidence);
+                    row.evidence = format!("{}; waived: {reason}", row.evidence);
                     Status::Waived
                 } else if ran {
                     Status::NotMeasured

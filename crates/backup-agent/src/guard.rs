@@ -3,28 +3,21 @@
 //! an allow-list, and existing data is replaced only when asked to.
 //! `--dry-run` shows what would happen and changes nothing.
 
-use shared_types::{is_loopback_host, url_hosts};
+use shared_types::{allow_list_refusal, outside_allow_list, url_hosts};
 
 use crate::error::{AgentError, Result};
 
-/// Refuses a target with a host that is neither loopback nor in `allowed`.
+/// Refuses a target with a host that is neither loopback nor in `allowed`
+/// (shared-types' one allow-list rule).
 pub fn check_target(url: &str, allowed: &[String], what: &str) -> Result<()> {
-    let hosts: Vec<String> = url_hosts(url).into_iter().map(|h| h.host).collect();
-    if hosts.is_empty() {
-        return Ok(()); // a Unix socket: this machine
-    }
-    let outside: Vec<&String> = hosts
-        .iter()
-        .filter(|h| !is_loopback_host(h) && !allowed.iter().any(|a| a.eq_ignore_ascii_case(h)))
-        .collect();
-    if outside.is_empty() {
+    // A URL without a host (a Unix socket) is this machine.
+    let refused = outside_allow_list(url_hosts(url), allowed);
+    if refused.is_empty() {
         return Ok(());
     }
-    let names: Vec<&str> = outside.iter().map(|h| h.as_str()).collect();
     Err(AgentError::Usage(format!(
-        "refusing to {what} on {}: not this machine and not in --allow-target (or BACKUP_AGENT_ALLOW_TARGET); add --allow-target {} if you mean it, or try --dry-run first",
-        names.join(", "),
-        names.join(" --allow-target ")
+        "{} (or BACKUP_AGENT_ALLOW_TARGET)",
+        allow_list_refusal(&format!("{what} on"), &refused, "--allow-target")
     )))
 }
 

@@ -21,26 +21,9 @@ pub mod journal;
 pub mod prober;
 pub mod release;
 
-/// What went wrong, by exit code.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Bad input: flags, files, an app that does not exist (exit 2).
-    #[error("{0}")]
-    Usage(String),
-    /// Could not run: the API server unreachable, an I/O failure (exit 3).
-    #[error("{0}")]
-    CouldNotRun(String),
-}
-
-impl Error {
-    /// The contract's exit code.
-    pub fn exit_code(&self) -> shared_types::ExitCode {
-        match self {
-            Error::Usage(_) => shared_types::ExitCode::Usage,
-            Error::CouldNotRun(_) => shared_types::ExitCode::CouldNotRun,
-        }
-    }
-}
+/// What went wrong, by exit code: bad input (flags, files, an app that does
+/// not exist: exit 2) or could not run (the API server unreachable: exit 3).
+pub use shared_types::ToolError as Error;
 
 /// Annotation and label keys the promoter owns.
 pub mod keys {

@@ -14,13 +14,16 @@ use common::{Shop, assert_verdict, check, fingerprint, strings, table};
 use shared_types::Verdict;
 use testkit::{Prometheus, PrometheusOptions};
 
-/// shop.yaml's pod template with `args` for the container and a readiness path.
+/// shop.yaml's pod template (the gateway role) with `args` for the container
+/// and a readiness path.
 fn template(args: &[&str], readiness: &str) -> String {
     let args: Vec<String> = args.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
         "metadata:\n  labels: {{app: shop}}\n  annotations: {{prometheus.io/scrape: \"true\", prometheus.io/port: \"8080\"}}\n\
          spec:\n  terminationGracePeriodSeconds: 5\n  containers:\n    - name: web\n      image: postlaunch/sandbox:v2\n\
-         \x20     args: [\"--listen\", \"$(POD_LOOPBACK_IP):8080\", \"--collections\", \"10\", \"--nfts\", \"100\"{}]\n\
+         \x20     args: [\"--role\", \"gateway\", \"--listen\", \"$(POD_LOOPBACK_IP):8080\", \
+         \"--auth-url\", \"http://$(AUTH_SERVICE_HOST):$(AUTH_SERVICE_PORT_GRPC)\", \
+         \"--catalog-url\", \"http://$(CATALOG_SERVICE_HOST):$(CATALOG_SERVICE_PORT_GRPC)\"{}]\n\
          \x20     ports: [{{name: http, containerPort: 8080}}]\n\
          \x20     readinessProbe: {{httpGet: {{path: {readiness}, port: http}}, periodSeconds: 1}}\n",
         if args.is_empty() { String::new() } else { format!(", {}", args.join(", ")) }

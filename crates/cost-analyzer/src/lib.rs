@@ -17,26 +17,10 @@ pub mod prom;
 pub mod quantity;
 pub mod s3;
 
-/// What went wrong, by exit code.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Bad input: flags, a malformed price model or bill (exit 2).
-    #[error("{0}")]
-    Usage(String),
-    /// Could not run: Prometheus, the API server or S3 unreachable (exit 3).
-    #[error("{0}")]
-    CouldNotRun(String),
-}
-
-impl Error {
-    /// The contract's exit code.
-    pub fn exit_code(&self) -> shared_types::ExitCode {
-        match self {
-            Error::Usage(_) => shared_types::ExitCode::Usage,
-            Error::CouldNotRun(_) => shared_types::ExitCode::CouldNotRun,
-        }
-    }
-}
+/// What went wrong, by exit code: bad input (a malformed price model or
+/// bill: exit 2) or could not run (Prometheus, the API server or S3
+/// unreachable: exit 3).
+pub use shared_types::ToolError as Error;
 
 /// The price model's JSON Schema (docs/cost-analyzer/price-model.schema.json).
 #[cfg(feature = "schema")]

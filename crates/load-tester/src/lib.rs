@@ -59,7 +59,7 @@ pub mod watch;
 
 use std::time::Duration;
 
-use shared_types::{ExitCode, Report, Threshold};
+use shared_types::{Report, Threshold};
 
 use crate::model::{LoadModel, Shard};
 use crate::report::RunData;
@@ -68,26 +68,9 @@ use crate::scenario::ScenarioPlan;
 use crate::slo::Criteria;
 use crate::watch::{MetricMapping, WatchOptions};
 
-/// Why a run could not give a verdict.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// Bad flags, scenario or configuration: nothing was run (exit 2).
-    #[error("{0}")]
-    Usage(String),
-    /// The target could not be used (exit 3).
-    #[error("{0}")]
-    CouldNotRun(String),
-}
-
-impl LoadError {
-    /// The exit code of the contract.
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            LoadError::Usage(_) => ExitCode::Usage,
-            LoadError::CouldNotRun(_) => ExitCode::CouldNotRun,
-        }
-    }
-}
+/// Why a run could not give a verdict: bad flags, scenario or configuration
+/// (exit 2) or a target that could not be used (exit 3).
+pub use shared_types::ToolError as LoadError;
 
 /// A load test: what to run, and how to judge it.
 #[derive(Debug, Clone)]

@@ -50,7 +50,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shared_types::{Check, ExitCode, Report};
+use shared_types::{Check, Report};
 
 use crate::ledger::{AckLedger, JournalEntry, LedgerContents, unix_millis};
 use crate::observe::Observer;
@@ -58,26 +58,9 @@ use crate::target::Target;
 use crate::verdict::{Criteria, Observations};
 use crate::workload::{AttemptKind, Outcome, Workload, WorkloadConfig};
 
-/// Why a run could not give a verdict.
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    /// Bad flags or configuration (exit 2).
-    #[error("{0}")]
-    Usage(String),
-    /// The target could not be used (exit 3).
-    #[error("{0}")]
-    CouldNotRun(String),
-}
-
-impl ProbeError {
-    /// The exit code of the contract.
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            ProbeError::Usage(_) => ExitCode::Usage,
-            ProbeError::CouldNotRun(_) => ExitCode::CouldNotRun,
-        }
-    }
-}
+/// Why a run could not give a verdict: bad flags (exit 2) or a target that
+/// could not be used (exit 3).
+pub use shared_types::ToolError as ProbeError;
 
 /// Everything a run needs.
 #[derive(Debug, Clone)]

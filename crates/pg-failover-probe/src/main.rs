@@ -10,7 +10,7 @@ use pg_failover_probe::target::Target;
 use pg_failover_probe::verdict::Criteria;
 use pg_failover_probe::workload::WorkloadConfig;
 use pg_failover_probe::{DrillPlan, Mode, ProbeError, RunOptions};
-use shared_types::{ExitCode, OutputFormat, Report, Threshold, is_loopback_host, parse_duration};
+use shared_types::{ExitCode, OutputFormat, Report, Threshold, parse_duration};
 
 /// Prove PostgreSQL fails over in under 30 s with zero loss of acknowledged commits.
 ///
@@ -311,22 +311,15 @@ fn run_options(run: &RunArgs) -> Result<RunOptions, ProbeError> {
 /// Drills and cleanup act only on loopback hosts and hosts listed with
 /// --allow-target; `action` names what was refused ("drill against").
 fn refuse_unlisted(target: &Target, allow: &[String], action: &str) -> Result<(), ProbeError> {
-    let refused: Vec<String> = target
+    let hosts = target
         .hosts()
         .into_iter()
-        .filter(|(host, port)| {
-            !is_loopback_host(host)
-                && !allow.iter().any(|a| a == host || *a == format!("{host}:{port}"))
-        })
-        .map(|(host, port)| format!("{host}:{port}"))
-        .collect();
+        .map(|(host, port)| shared_types::UrlHost { entry: format!("{host}:{port}"), host });
+    let refused = shared_types::outside_allow_list(hosts, allow);
     if refused.is_empty() {
         Ok(())
     } else {
-        Err(ProbeError::Usage(format!(
-            "refusing to {action} {}: not loopback and not in --allow-target; add --allow-target HOST for each server you mean to change",
-            refused.join(", ")
-        )))
+        Err(ProbeError::Usage(shared_types::allow_list_refusal(action, &refused, "--allow-target")))
     }
 }
 

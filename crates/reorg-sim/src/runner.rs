@@ -70,16 +70,9 @@ impl RunOptions {
     }
 }
 
-/// Why a run gave no verdict.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// Bad options or scenario (exit 2).
-    #[error("{0}")]
-    Usage(String),
-    /// Something needed was not there (exit 3).
-    #[error("{0}")]
-    CouldNotRun(String),
-}
+/// Why a run gave no verdict: bad options or scenario (exit 2) or something
+/// needed was not there (exit 3).
+pub use shared_types::ToolError as RunError;
 
 /// How long a halted indexer (halted checkpoint seen) gets to exit.
 const HALT_EXIT_GRACE: Duration = Duration::from_secs(10);
@@ -636,16 +629,15 @@ pub async fn simulate(
 /// act only on loopback databases and on hosts listed in `allowed`.
 pub fn check_allowed_database(url: &str, allowed: &[String]) -> Result<(), RunError> {
     // A URL without a host (a Unix socket) is local.
-    for shared_types::UrlHost { host, entry } in shared_types::url_hosts(url) {
-        if !shared_types::is_loopback_host(&host)
-            && !allowed.iter().any(|a| *a == host || *a == entry)
-        {
-            return Err(RunError::Usage(format!(
-                "refusing to reset schemas on {host}: not loopback and not in --allow-target; add --allow-target {host} if this is a scratch database"
-            )));
-        }
+    let refused = shared_types::outside_allow_list(shared_types::url_hosts(url), allowed);
+    if refused.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    Err(RunError::Usage(shared_types::allow_list_refusal(
+        "reset schemas on",
+        &refused,
+        "--allow-target",
+    )))
 }
 
 #[cfg(test)]

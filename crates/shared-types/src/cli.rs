@@ -101,6 +101,40 @@ pub fn url_hosts(url: &str) -> Vec<UrlHost> {
         .collect()
 }
 
+/// The hosts of `hosts` a tool that changes a target must refuse: neither
+/// this machine (`localhost`, a loopback address) nor on the allow-list.
+/// An allow-list entry names a host (`db.prod`) or one server
+/// (`db.prod:5432`, as the URL writes it); names compare case-insensitively.
+/// The one allow-list rule of every tool (backup-agent, pg-failover-probe,
+/// reorg-sim).
+pub fn outside_allow_list(
+    hosts: impl IntoIterator<Item = UrlHost>,
+    allowed: &[String],
+) -> Vec<UrlHost> {
+    hosts
+        .into_iter()
+        .filter(|h| {
+            !is_loopback_host(&h.host)
+                && !allowed
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(&h.host) || a.eq_ignore_ascii_case(&h.entry))
+        })
+        .collect()
+}
+
+/// The message for hosts [`outside_allow_list`] refused: what was refused,
+/// why, and the flags that would allow it (`flag` is e.g. `--allow-target`).
+pub fn allow_list_refusal(action: &str, refused: &[UrlHost], flag: &str) -> String {
+    let entries: Vec<&str> = refused.iter().map(|h| h.entry.as_str()).collect();
+    let hosts: Vec<&str> = refused.iter().map(|h| h.host.as_str()).collect();
+    format!(
+        "refusing to {action} {}: not this machine and not in {flag}; add {flag} {} if you mean \
+         it, or try --dry-run first",
+        entries.join(", "),
+        hosts.join(&format!(" {flag} "))
+    )
+}
+
 /// `url` with any password replaced by `***`: `postgres://u:***@h:5432/db`.
 /// Only the authority is looked at, so an `@` in the path or query stays.
 pub fn redact_url(url: &str) -> String {
@@ -170,6 +204,30 @@ pub fn yaml_key_path(text: &str, line: u64, col: u64, message: &str) -> Option<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_allow_list_rule_loopback_host_or_server_case_insensitive() {
+        let refused = |url: &str, allowed: &[&str]| -> Vec<String> {
+            let allowed: Vec<String> = allowed.iter().map(|a| (*a).to_owned()).collect();
+            outside_allow_list(url_hosts(url), &allowed).into_iter().map(|h| h.entry).collect()
+        };
+        assert!(refused("postgres://u:p@localhost/db", &[]).is_empty());
+        assert!(refused("postgres://u:p@[::1]:5432/db", &[]).is_empty());
+        assert!(
+            refused("postgres:///db?host=/run/postgresql", &[]).is_empty(),
+            "a socket is local"
+        );
+        assert_eq!(refused("postgres://u:p@db.prod:5432/db", &[]), ["db.prod:5432"]);
+        assert!(refused("postgres://u:p@DB.prod:5432/db", &["db.PROD"]).is_empty());
+        assert!(refused("postgres://db.prod:5432/db", &["db.prod:5432"]).is_empty());
+        assert_eq!(refused("postgres://db.prod:5433/db", &["db.prod:5432"]), ["db.prod:5433"]);
+        assert_eq!(refused("mongodb://localhost,m2:27017/", &[]), ["m2:27017"]);
+        let refused = outside_allow_list(url_hosts("postgres://u:secret@db.prod/app"), &[]);
+        let message = allow_list_refusal("restore a table on", &refused, "--allow-target");
+        assert!(message.starts_with("refusing to restore a table on db.prod: not this machine"));
+        assert!(message.contains("add --allow-target db.prod if"), "{message}");
+        assert!(!message.contains("secret"));
+    }
 
     #[test]
     fn hosts_come_out_of_every_url_shape() {

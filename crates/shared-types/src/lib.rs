@@ -77,11 +77,14 @@ pub mod verdict;
 
 #[cfg(feature = "logs")]
 pub use cli::init_logs;
-pub use cli::{EmitError, UrlHost, is_loopback_host, redact_url, url_hosts, yaml_key_path};
+pub use cli::{
+    EmitError, UrlHost, allow_list_refusal, is_loopback_host, outside_allow_list, redact_url,
+    url_hosts, yaml_key_path,
+};
 pub use render::{OutputFormat, RenderOptions, UnknownOutputFormat};
 pub use report::{Check, Measurement, Report, SCHEMA_VERSION};
 #[cfg(feature = "schema")]
 pub use report::{report_schema, sorted_keys};
 pub use threshold::{Dimension, Op, Quantity, Threshold, ThresholdError, parse_duration};
 pub use time::Timestamp;
-pub use verdict::{ExitCode, Verdict, VerdictCounts};
+pub use verdict::{ExitCode, ToolError, Verdict, VerdictCounts};

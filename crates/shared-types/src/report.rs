@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::render::{self, OutputFormat, RenderOptions};
 use crate::time::Timestamp;
 use crate::verdict::{ExitCode, Verdict, VerdictCounts};
 
@@ -124,21 +123,6 @@ impl Report {
             }
         }
         unknown
-    }
-
-    /// Renders the report for people or machines. The result always ends
-    /// with a newline, so write it with `print!`, not `println!`.
-    pub fn render(&self, format: OutputFormat, options: &RenderOptions) -> String {
-        match format {
-            OutputFormat::Human => render::human::render(self, options),
-            OutputFormat::Json => {
-                let mut json = self.to_json_pretty();
-                json.push('\n');
-                json
-            }
-            OutputFormat::Junit => render::junit::render(self),
-            OutputFormat::Markdown => render::markdown::render(self),
-        }
     }
 
     /// The report as indented JSON (no trailing newline).

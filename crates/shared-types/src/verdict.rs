@@ -181,6 +181,37 @@ impl From<ExitCode> for std::process::ExitCode {
     }
 }
 
+/// Why a tool's command ended without a report: the two exit codes a
+/// report cannot carry. Every tool's error type is this one, or wraps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolError {
+    /// Bad flags, files or configuration: nothing was run (exit 2).
+    Usage(String),
+    /// The run could not be carried out: a target unreachable, a program
+    /// or file missing (exit 3).
+    CouldNotRun(String),
+}
+
+impl ToolError {
+    /// The contract's exit code for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            ToolError::Usage(_) => ExitCode::Usage,
+            ToolError::CouldNotRun(_) => ExitCode::CouldNotRun,
+        }
+    }
+}
+
+impl fmt::Display for ToolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ToolError::Usage(m) | ToolError::CouldNotRun(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for ToolError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
