@@ -59,6 +59,9 @@ pub struct Metrics {
     pub pool_in_use: String,
     /// Pool size per pod.
     pub pool_max: String,
+    /// Connections open on the database server (postgres_exporter's
+    /// `pg_stat_activity_count`): the peak over the window.
+    pub db_connections: String,
 }
 
 impl Default for Metrics {
@@ -73,6 +76,7 @@ impl Default for Metrics {
                 .into(),
             pool_in_use: "db_connections_in_use".into(),
             pool_max: "db_connections_max".into(),
+            db_connections: "pg_stat_activity_count".into(),
         }
     }
 }
@@ -297,6 +301,9 @@ pub async fn analyze(inputs: &Inputs, o: &Options) -> Result<Report, Error> {
     let mut usage: BTreeMap<(String, String), Usage> = BTreeMap::new();
     let mut rps: BTreeMap<String, f64> = BTreeMap::new();
     let mut pools: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    // The server's open connections at their peak over the window, when a
+    // postgres_exporter series is scraped.
+    let mut db_peak: Option<f64> = None;
     if let Some(p) = &inputs.prometheus {
         let cpu = p
             .range(
@@ -344,6 +351,13 @@ pub async fn analyze(inputs: &Inputs, o: &Options) -> Result<Report, Error> {
                 e.0 = e.0.max(v);
             }
         }
+        let step = o.step.as_secs().max(1);
+        db_peak = p
+            .instant(&format!("max_over_time(sum({})[{window}:{step}s])", o.metrics.db_connections))
+            .await?
+            .into_iter()
+            .map(|(_, v)| v)
+            .find(|v| v.is_finite());
         for (labels, v) in
             p.instant(&format!("max_over_time({}[{window}])", o.metrics.pool_max)).await?
         {
@@ -363,6 +377,8 @@ pub async fn analyze(inputs: &Inputs, o: &Options) -> Result<Report, Error> {
     // The right-sized totals, for node packing: (cpu, memory) requested after.
     let (mut cpu_after, mut mem_after) = (0.0, 0.0);
     let mut judged = 0usize;
+    // What the services' pools can open, and at most had open, over the window.
+    let (mut pool_capacity, mut pool_peak) = (0.0, 0.0);
     for w in &inv.workloads {
         let id = w.id();
         let cpu_req: f64 = w.containers.iter().map(|c| c.cpu_request.unwrap_or(0.0)).sum();
@@ -374,6 +390,32 @@ pub async fn analyze(inputs: &Inputs, o: &Options) -> Result<Report, Error> {
         if let Some(key) = &o.label {
             let value = w.labels.get(key).cloned().unwrap_or_else(|| "(none)".into());
             *by_label.entry(format!("{key}={value}")).or_default() += cost;
+        }
+        // Pools, whether or not the workload's requests change.
+        if let Some((peak, max)) = pools.get(&id).copied().filter(|(_, max)| *max > 0.0) {
+            pool_capacity += max * w.replicas;
+            pool_peak += peak * w.replicas;
+            let size = ((peak * 1.5).ceil() + 1.0).max(2.0);
+            if size < max {
+                recs.push(Recommendation {
+                    id: format!("pool/{id}"),
+                    kind: "database".into(),
+                    target: id.clone(),
+                    current: format!("pool of {max} per replica, {peak} in use at most"),
+                    proposed: format!("pool of {size} per replica (peak × 1.5 + 1)"),
+                    current_monthly: 0.0,
+                    proposed_monthly: 0.0,
+                    saving_monthly: 0.0,
+                    risk: "low".into(),
+                    reason: format!(
+                        "frees {} database connections over {} replicas",
+                        (max - size) * w.replicas,
+                        w.replicas
+                    ),
+                    in_total: false,
+                    patch: None,
+                });
+            }
         }
         if inputs.prometheus.is_none() || w.replicas == 0.0 {
             cpu_after += cpu_req * w.replicas;
@@ -547,29 +589,6 @@ pub async fn analyze(inputs: &Inputs, o: &Options) -> Result<Report, Error> {
             in_total: true,
             patch: Some(json!({"spec": {"template": {"spec": {"containers": patch_containers}}}})),
         });
-        if let Some((peak, max)) = pools.get(&id).copied().filter(|(_, max)| *max > 0.0) {
-            let size = ((peak * 1.5).ceil() + 1.0).max(2.0);
-            if size < max {
-                recs.push(Recommendation {
-                    id: format!("pool/{id}"),
-                    kind: "database".into(),
-                    target: id.clone(),
-                    current: format!("pool of {max} per replica, {peak} in use at most"),
-                    proposed: format!("pool of {size} per replica (peak × 1.5 + 1)"),
-                    current_monthly: 0.0,
-                    proposed_monthly: 0.0,
-                    saving_monthly: 0.0,
-                    risk: "low".into(),
-                    reason: format!(
-                        "frees {} database connections over {} replicas",
-                        (max - size) * w.replicas,
-                        w.replicas
-                    ),
-                    in_total: false,
-                    patch: None,
-                });
-            }
-        }
     }
 
     // Volumes: unbound claims, and bound ones no pod mounts.
@@ -795,22 +814,59 @@ pub async fn analyze(inputs: &Inputs, o: &Options) -> Result<Report, Error> {
         }
     }
 
-    // Databases: max_connections against what the pools can open.
+    // Databases: max_connections against what the pools can open and what
+    // was open at the peak.
     for d in &inputs.databases {
+        let peak = match db_peak {
+            Some(v) => format!("{v} at the peak over the window ({})", o.metrics.db_connections),
+            None if pool_peak > 0.0 => format!(
+                "{pool_peak} at most in the services' pools over the window (no {} series)",
+                o.metrics.db_connections
+            ),
+            None => format!("{} open now (no series over the window)", d.connections),
+        };
+        let needed = pool_capacity.max(db_peak.unwrap_or(0.0)).max(d.connections);
+        let proposed = (needed * 1.1).ceil() + 3.0; // + superuser_reserved_connections
+        let (risk, proposal, reason) = if pool_capacity > d.max_connections {
+            (
+                "high",
+                format!("raise max_connections to {proposed} or shrink the pools"),
+                format!(
+                    "the pools can open {pool_capacity} connections (pool × replicas) but the server allows {}: a traffic peak or a scale-out gets 'too many connections'",
+                    d.max_connections
+                ),
+            )
+        } else if pool_capacity > 0.0 && proposed < d.max_connections {
+            (
+                "low",
+                format!("max_connections {proposed} (pools' {pool_capacity} + 10 % + reserved)"),
+                format!(
+                    "{} allowed connections are never opened by the pools; each reserves server memory",
+                    d.max_connections - proposed
+                ),
+            )
+        } else {
+            (
+                "low",
+                format!("keep max_connections {}", d.max_connections),
+                if pool_capacity > 0.0 {
+                    format!("the pools can open {pool_capacity}: the server's limit fits them")
+                } else {
+                    "no pool series (db_connections_max) for the services: size max_connections from their pools by hand".to_owned()
+                },
+            )
+        };
         recs.push(Recommendation {
             id: format!("database/{}", d.target),
             kind: "database".into(),
             target: d.target.clone(),
-            current: format!("max_connections {}, {} open now", d.max_connections, d.connections),
-            proposed: format!(
-                "max_connections sized to the services' pools (sum of pool × replicas + 10 %) and the {} now open",
-                d.connections
-            ),
+            current: format!("max_connections {}; connections: {peak}", d.max_connections),
+            proposed: proposal,
             current_monthly: 0.0,
             proposed_monthly: 0.0,
             saving_monthly: 0.0,
-            risk: "low".into(),
-            reason: "each allowed connection reserves memory on the server; pools are sized in the `pool/` rows".into(),
+            risk: risk.into(),
+            reason: format!("{reason}; pools are sized in the `pool/` rows"),
             in_total: false,
             patch: None,
         });

@@ -84,7 +84,8 @@ struct AnalyzeArgs {
     #[arg(long, default_value_t = 0.01)]
     idle_rps: f64,
     /// A series name or query (repeatable): cpu=, memory=, requests= (a query
-    /// by namespace and pod, $RATE the rate window), pool_in_use=, pool_max=.
+    /// by namespace and pod, $RATE the rate window), pool_in_use=, pool_max=,
+    /// db_connections= (default pg_stat_activity_count, postgres_exporter's).
     #[arg(long = "metric", value_name = "KEY=NAME")]
     metric: Vec<String>,
     /// The price model (YAML; default: the shipped one, `cost-analyzer price-model`).
@@ -204,9 +205,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
             "requests" => &mut metrics.requests_query,
             "pool_in_use" => &mut metrics.pool_in_use,
             "pool_max" => &mut metrics.pool_max,
+            "db_connections" => &mut metrics.db_connections,
             other => {
                 return Err(Error::Usage(format!(
-                    "--metric {other}=: keys are cpu, memory, requests, pool_in_use, pool_max"
+                    "--metric {other}=: keys are cpu, memory, requests, pool_in_use, pool_max, db_connections"
                 )));
             }
         };

@@ -37,6 +37,15 @@ fn rec<'a>(report: &'a Report, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no recommendation {id}: {:#}", report.data["recommendations"]))
 }
 
+fn recs_of<'a>(report: &'a Report, kind: &str) -> Vec<&'a Value> {
+    report.data["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == kind)
+        .collect()
+}
+
 fn measure(report: &Report, name: &str) -> f64 {
     report.measurements.iter().find(|m| m.name == name).map_or(f64::NAN, |m| m.value)
 }
@@ -194,6 +203,9 @@ async fn finds_what_is_overpaid_with_savings_that_add_up_and_a_bill_reconciled()
             "backups",
             "--bill",
             bill.to_str().unwrap(),
+            // The machine's server: max_connections against the pools.
+            "--database-url",
+            "postgres://postgres@127.0.0.1:5432/postgres",
         ])
         .args([
             "--report",
@@ -287,6 +299,24 @@ async fn finds_what_is_overpaid_with_savings_that_add_up_and_a_bill_reconciled()
         close(packing["saving_monthly"].as_f64().unwrap() + requested, 0.192 * 730.0),
         "{packing:#}"
     );
+
+    // Pools from their series over the window (the sandbox exports its pool
+    // of 20 and what is in use), whether or not the requests change; the
+    // server's max_connections judged against what all pools can open.
+    let pool = rec(&report, "pool/default/deployment/shop");
+    assert!(pool["current"].as_str().unwrap().starts_with("pool of 20 per replica"), "{pool:#}");
+    assert_eq!(pool["in_total"], false);
+    let database = recs_of(&report, "database")
+        .into_iter()
+        .find(|r| r["id"].as_str().unwrap().starts_with("database/"))
+        .unwrap_or_else(|| panic!("no database row: {:#}", report.data["recommendations"]));
+    let reason = database["reason"].as_str().unwrap();
+    assert!(database["current"].as_str().unwrap().starts_with("max_connections "), "{database:#}");
+    assert!(
+        reason.contains("the pools can open") || reason.contains("never opened by the pools"),
+        "{database:#}"
+    );
+    assert_eq!(database["risk"] == "high", reason.contains("too many connections"), "{database:#}");
 
     // The totals are the sums of their parts.
     let recs = report.data["recommendations"].as_array().unwrap();
