@@ -53,6 +53,7 @@ pub mod postgres;
 pub mod prune;
 pub mod rehearsal;
 pub mod repository;
+pub mod restore;
 pub mod retention;
 pub mod verify;
 

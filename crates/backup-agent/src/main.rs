@@ -6,12 +6,12 @@ use std::time::Instant;
 
 use backup_agent::drill::{DrillOptions, DrillScenario, FailureClock};
 use backup_agent::error::{AgentError, Result};
-use backup_agent::guard;
-use backup_agent::manifest::{BackupCatalog, BackupKind, BackupState};
+use backup_agent::manifest::{BackupCatalog, BackupState};
 use backup_agent::object::{Compression, UploadSettings};
-use backup_agent::postgres::{base, display_target, logical, scratch::ScratchCluster, wal};
+use backup_agent::postgres::{base, display_target, logical, wal};
 use backup_agent::repository::{Repository, RepositoryLocation, S3Options};
 use backup_agent::retention::RetentionPolicy;
+use backup_agent::{guard, restore};
 use clap::Parser;
 use shared_types::{ExitCode, OutputFormat, Report, Timestamp};
 
@@ -34,14 +34,6 @@ fn main() {
         Err(e) => fail(&e),
     }
 }
-
-/// Attempts of `wal-fetch` on a repository error before it gives up.
-const WAL_FETCH_ATTEMPTS: u32 = 4;
-/// `wal-fetch`'s exit status when the repository failed: PostgreSQL aborts
-/// recovery on a restore_command status above 125, where any other non-zero
-/// status means "not in the archive" and recovery ends there, promoting a
-/// server that silently lacks the WAL it could not read.
-const WAL_FETCH_ABORT: i32 = 200;
 
 fn fail(e: &AgentError) -> ! {
     eprintln!("error: {e}");
@@ -160,30 +152,17 @@ async fn execute(command: Command) -> Result<ExitCode> {
         }
         Command::WalFetch { repo, name, dest } => {
             let settings = repo.settings()?;
-            let mut delay = std::time::Duration::from_millis(500);
-            for attempt in 1..=WAL_FETCH_ATTEMPTS {
-                let fetched = match repo.open().await {
-                    Ok(repository) => wal::fetch(&repository, &name, &dest, &settings).await,
-                    Err(e) => Err(e),
-                };
-                match fetched {
-                    Ok(()) => return Ok(ExitCode::Success),
-                    // Not archived: the normal end of recovery. Bad arguments: no retry helps.
-                    Err(e @ (AgentError::NotFound(_) | AgentError::Usage(_))) => return Err(e),
-                    Err(e) if attempt == WAL_FETCH_ATTEMPTS => {
-                        eprintln!(
-                            "error: wal-fetch {name}: {e} ({attempt} attempts); exiting {WAL_FETCH_ABORT} so PostgreSQL stops recovery instead of taking this for the end of the archive"
-                        );
-                        std::process::exit(WAL_FETCH_ABORT);
-                    }
-                    Err(e) => {
-                        eprintln!("wal-fetch {name}: {e}; retrying in {} ms", delay.as_millis());
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                    }
+            match wal::fetch_with_retries(|| repo.open(), &name, &dest, &settings).await {
+                Ok(()) => Ok(ExitCode::Success),
+                Err(wal::FetchFailure::Final(e)) => Err(e),
+                Err(wal::FetchFailure::RepositoryFailed { error, attempts }) => {
+                    eprintln!(
+                        "error: wal-fetch {name}: {error} ({attempts} attempts); exiting {} so PostgreSQL stops recovery instead of taking this for the end of the archive",
+                        wal::FETCH_ABORT_STATUS
+                    );
+                    std::process::exit(wal::FETCH_ABORT_STATUS);
                 }
             }
-            Ok(ExitCode::CouldNotRun)
         }
         Command::List { repo, json } => {
             let repository = repo.open().await?;
@@ -373,135 +352,36 @@ async fn run_backup(command: BackupCommand) -> Result<ExitCode> {
 }
 
 async fn run_restore(command: RestoreCommand) -> Result<ExitCode> {
-    let started = Instant::now();
-    match command {
+    let guard = |g: cli::GuardArgs| restore::Guard {
+        allow_target: g.allow_target,
+        dry_run: g.dry_run,
+        replace: g.replace,
+    };
+    let (report, output) = match command {
         RestoreCommand::Postgres { repo, output, backup, target_time, timeout } => {
+            let target_time = parse_time(target_time.as_deref(), "--target-time")?;
             let repository = repo.open().await?;
-            let catalog = BackupCatalog::load(&repository).await?;
-            let manifest = catalog.resolve(&backup, Some(BackupKind::PgBase))?;
-            let target = match parse_time(target_time.as_deref(), "--target-time")? {
-                Some(t) => base::RecoveryTarget::Time(t),
-                None => base::RecoveryTarget::Latest,
-            };
-            let mut cluster = ScratchCluster::prepare()?;
-            base::restore(
-                &repository,
-                manifest,
-                &cluster,
-                &target,
-                &repo.self_command("wal-fetch")?,
-                timeout,
+            let wal_fetch = repo.self_command("wal-fetch")?;
+            (
+                restore::postgres(&repository, &backup, target_time, &wal_fetch, timeout).await?,
+                output,
             )
-            .await?;
-            let url = cluster.url("postgres");
-            let dir = cluster.keep();
-            let mut report =
-                Report::new("backup-agent", env!("CARGO_PKG_VERSION"), repository.describe());
-            report.push_check(shared_types::Check::pass(
-                "restore",
-                "restored and promoted",
-                format!(
-                    "{url} (data in {}; stop with pg_ctl -D {}/data stop)",
-                    dir.display(),
-                    dir.display()
-                ),
-            ));
-            report.push_measurement(shared_types::Measurement::new(
-                "duration",
-                started.elapsed().as_secs_f64(),
-                "s",
-            ));
-            report.data.insert("url".into(), url.into());
-            report.data.insert("dir".into(), dir.display().to_string().into());
-            report.finish();
-            emit(&report, &output)
         }
-        RestoreCommand::Table { repo, output, backup, table, pg_url, guard } => {
-            guard::check_target(&pg_url, &guard.allow_target, "restore a table")?;
+        RestoreCommand::Table { repo, output, backup, table, pg_url, guard: g } => {
+            // The allow-list is checked before the repository is opened.
+            let g = guard(g);
+            guard::check_target(&pg_url, &g.allow_target, "restore a table")?;
             let repository = repo.open().await?;
-            let catalog = BackupCatalog::load(&repository).await?;
-            let manifest = catalog.resolve(&backup, Some(BackupKind::PgTable))?;
-            let normalized = backup_agent::postgres::normalize_table(&table);
-            let expected = manifest.tables.iter().find(|t| t.name == normalized);
-            let existing: Vec<guard::Existing> =
-                backup_agent::postgres::existing_rows(&pg_url, &normalized)
-                    .await?
-                    .map(|rows| guard::Existing { name: normalized.clone(), rows })
-                    .into_iter()
-                    .collect();
-            let mut report =
-                Report::new("backup-agent", env!("CARGO_PKG_VERSION"), display_target(&pg_url));
-            if guard.dry_run {
-                report.push_check(dry_run_plan(&manifest.id, &existing, expected.map(|t| t.rows)));
-                report.finish();
-                return emit(&report, &output);
-            }
-            guard::check_replace(&existing, guard.replace)?;
-            let rows = logical::restore_table(&repository, manifest, &table, &pg_url).await?;
-            report.push_check(shared_types::Check::from_bool(
-                "rows",
-                "rows restored == rows at backup time",
-                format!("{rows} restored, {} at backup time", expected.map_or(-1, |t| t.rows)),
-                expected.is_some_and(|t| t.rows == rows),
-            ));
-            report.push_measurement(shared_types::Measurement::new(
-                "duration",
-                started.elapsed().as_secs_f64(),
-                "s",
-            ));
-            report.finish();
-            emit(&report, &output)
+            (restore::table(&repository, &backup, &table, &pg_url, &g).await?, output)
         }
-        RestoreCommand::Mongo { repo, output, backup, mongo_url, to_db, guard } => {
-            guard::check_target(&mongo_url, &guard.allow_target, "restore MongoDB collections")?;
+        RestoreCommand::Mongo { repo, output, backup, mongo_url, to_db, guard: g } => {
+            let g = guard(g);
+            guard::check_target(&mongo_url, &g.allow_target, "restore MongoDB collections")?;
             let repository = repo.open().await?;
-            let catalog = BackupCatalog::load(&repository).await?;
-            let manifest = catalog.resolve(&backup, Some(BackupKind::Mongo))?;
-            let existing =
-                backup_agent::mongo::existing_documents(manifest, &mongo_url, to_db.as_deref())
-                    .await?;
-            if guard.dry_run {
-                let mut report = Report::new(
-                    "backup-agent",
-                    env!("CARGO_PKG_VERSION"),
-                    display_target(&mongo_url),
-                );
-                let total = manifest.tables.iter().map(|t| t.rows).sum();
-                report.push_check(dry_run_plan(&manifest.id, &existing, Some(total)));
-                report.finish();
-                return emit(&report, &output);
-            }
-            guard::check_replace(&existing, guard.replace)?;
-            let report =
-                backup_agent::mongo::restore(&repository, manifest, &mongo_url, to_db.as_deref())
-                    .await?;
-            emit(&report, &output)
+            (restore::mongo(&repository, &backup, &mongo_url, to_db.as_deref(), &g).await?, output)
         }
-    }
-}
-
-/// The check a `--dry-run` restore reports: what would be restored and replaced.
-fn dry_run_plan(
-    backup: &str,
-    existing: &[guard::Existing],
-    backed_up: Option<i64>,
-) -> shared_types::Check {
-    let replaced: Vec<String> = existing
-        .iter()
-        .filter(|e| e.rows > 0)
-        .map(|e| format!("{} ({} rows now)", e.name, e.rows))
-        .collect();
-    let plan = format!(
-        "dry run, nothing changed: would restore {} rows from {backup}{}",
-        backed_up.map_or_else(|| "?".to_owned(), |r| r.to_string()),
-        if replaced.is_empty() {
-            String::new()
-        } else {
-            format!(", dropping {} (needs --replace)", replaced.join(", "))
-        }
-    );
-    // The plan is the dry run's evidence: it was made and nothing changed.
-    shared_types::Check::pass("restore-plan", "a restore plan is made and nothing is changed", plan)
+    };
+    emit(&report, &output)
 }
 
 fn parse_time(text: Option<&str>, flag: &str) -> Result<Option<Timestamp>> {

@@ -115,6 +115,31 @@ pub struct DrillPlan {
     pub step_timeout: Duration,
 }
 
+impl DrillPlan {
+    /// What `drill --dry-run` prints: everything the drill would do against
+    /// `options`' target, nothing done.
+    pub fn describe(&self, options: &RunOptions) -> String {
+        let w = &options.workload;
+        let mut out = format!(
+            "dry run: nothing is changed. The drill would:\n  probe {} with {} writers and {} readers (schema {})\n  journal acknowledged commits to {}\n  after {:?} of warm-up, run:\n",
+            options.target.display(),
+            w.writers,
+            w.readers,
+            w.schema,
+            options.ledger_path.display(),
+            self.warmup
+        );
+        for (i, step) in self.steps.iter().enumerate() {
+            out.push_str(&format!("    {}. sh -c {step:?}\n", i + 1));
+        }
+        out.push_str(&format!(
+            "  wait up to {:?} for writes to recover, then check every acknowledged commit\n",
+            self.max_wait
+        ));
+        out
+    }
+}
+
 /// What to do while the workload runs.
 #[derive(Debug, Clone)]
 pub enum Mode {

@@ -201,23 +201,7 @@ async fn execute(command: Command) -> Result<ExitCode, ProbeError> {
             refuse_unlisted(&options.target, &allow, "drill against")?;
             let plan = DrillPlan { steps, warmup, settle, max_wait, step_timeout };
             if dry_run {
-                println!("dry run: nothing is changed. The drill would:");
-                println!(
-                    "  probe {} with {} writers and {} readers (schema {})",
-                    options.target.display(),
-                    run.writers,
-                    run.readers,
-                    run.schema
-                );
-                println!("  journal acknowledged commits to {}", options.ledger_path.display());
-                println!("  after {:?} of warm-up, run:", plan.warmup);
-                for (i, step) in plan.steps.iter().enumerate() {
-                    println!("    {}. sh -c {step:?}", i + 1);
-                }
-                println!(
-                    "  wait up to {:?} for writes to recover, then check every acknowledged commit",
-                    plan.max_wait
-                );
+                print!("{}", plan.describe(&options));
                 return Ok(ExitCode::Success);
             }
             let report = pg_failover_probe::run(

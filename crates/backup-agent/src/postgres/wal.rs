@@ -180,3 +180,66 @@ mod tests {
         assert!(!valid_wal_name("RECOVERYXLOG"));
     }
 }
+
+/// Attempts of `wal-fetch` on a repository error before it gives up.
+pub const FETCH_ATTEMPTS: u32 = 4;
+
+/// `wal-fetch`'s exit status when the repository failed: PostgreSQL aborts
+/// recovery on a restore_command status above 125, where any other non-zero
+/// status means "not in the archive" and recovery ends there, promoting a
+/// server that silently lacks the WAL it could not read.
+pub const FETCH_ABORT_STATUS: i32 = 200;
+
+/// How `wal-fetch` ended when it did not fetch the file.
+#[derive(Debug)]
+pub enum FetchFailure {
+    /// Not archived, or bad arguments: the normal end of recovery (or a
+    /// usage error); no retry helps.
+    Final(AgentError),
+    /// The repository kept failing for every attempt: recovery must stop
+    /// (exit [`FETCH_ABORT_STATUS`]) rather than end here.
+    RepositoryFailed {
+        /// The last error.
+        error: AgentError,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+}
+
+/// [`fetch`] with retries: each attempt opens the repository with `open`; a
+/// repository error is retried [`FETCH_ATTEMPTS`] times with a doubling
+/// delay from 500 ms, "not archived" and usage errors are not.
+pub async fn fetch_with_retries<F, Fut>(
+    open: F,
+    name: &str,
+    dest: &Path,
+    settings: &UploadSettings,
+) -> std::result::Result<(), FetchFailure>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Repository>>,
+{
+    let mut delay = std::time::Duration::from_millis(500);
+    let mut attempt = 1;
+    loop {
+        let fetched = match open().await {
+            Ok(repository) => fetch(&repository, name, dest, settings).await,
+            Err(e) => Err(e),
+        };
+        match fetched {
+            Ok(()) => return Ok(()),
+            Err(e @ (AgentError::NotFound(_) | AgentError::Usage(_))) => {
+                return Err(FetchFailure::Final(e));
+            }
+            Err(error) if attempt >= FETCH_ATTEMPTS => {
+                return Err(FetchFailure::RepositoryFailed { error, attempts: attempt });
+            }
+            Err(e) => {
+                eprintln!("wal-fetch {name}: {e}; retrying in {} ms", delay.as_millis());
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+        }
+    }
+}
