@@ -830,7 +830,7 @@ pub fn render_text(rows: &[Row], month: &str) -> String {
     };
     out.push_str(&line(&HEADERS.map(String::from)));
     for r in &table {
-        out.push_str(&line(&r[..6]).trim_end().to_owned());
+        out.push_str(line(&r[..6]).trim_end());
         let _ = writeln!(out, "  {}", r[6]);
         let _ = writeln!(out, "{:w$}  source: {}", "", r[7], w = widths[0]);
     }

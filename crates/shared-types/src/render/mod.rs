@@ -119,6 +119,23 @@ pub(crate) fn single_line(text: &str) -> String {
         .collect()
 }
 
+impl Report {
+    /// Renders the report for people or machines. The result always ends
+    /// with a newline, so write it with `print!`, not `println!`.
+    pub fn render(&self, format: OutputFormat, options: &RenderOptions) -> String {
+        match format {
+            OutputFormat::Human => human::render(self, options),
+            OutputFormat::Json => {
+                let mut json = self.to_json_pretty();
+                json.push('\n');
+                json
+            }
+            OutputFormat::Junit => junit::render(self),
+            OutputFormat::Markdown => markdown::render(self),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,22 +159,5 @@ mod tests {
     #[test]
     fn single_line_drops_escape_sequences() {
         assert_eq!(single_line("a\nb\u{1b}[31mc\r"), "a b[31mc");
-    }
-}
-
-impl Report {
-    /// Renders the report for people or machines. The result always ends
-    /// with a newline, so write it with `print!`, not `println!`.
-    pub fn render(&self, format: OutputFormat, options: &RenderOptions) -> String {
-        match format {
-            OutputFormat::Human => human::render(self, options),
-            OutputFormat::Json => {
-                let mut json = self.to_json_pretty();
-                json.push('\n');
-                json
-            }
-            OutputFormat::Junit => junit::render(self),
-            OutputFormat::Markdown => markdown::render(self),
-        }
     }
 }
