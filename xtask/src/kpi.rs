@@ -595,16 +595,7 @@ async fn prom_query(
     base: &str,
     query: &str,
 ) -> Result<Option<f64>, String> {
-    let url = format!("{}/api/v1/query", base.trim_end_matches('/'));
-    let body: serde_json::Value = client
-        .get(&url)
-        .query(&[("query", query)])
-        .send()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("GET {url}: not a Prometheus answer: {e}"))?;
+    let body = prom_get(client, base, "query", &[("query", query.to_owned())]).await?;
     if body["status"] != "success" {
         return Err(format!("Prometheus refused the query: {}", body["error"]));
     }
@@ -623,21 +614,13 @@ async fn alert_episodes(
         .map_err(|e| e.to_string())?
         .as_secs_f64();
     let step = (window.as_secs_f64() / 2000.0).max(1.0).ceil();
-    let url = format!("{}/api/v1/query_range", p.url.trim_end_matches('/'));
-    let body: serde_json::Value = client
-        .get(&url)
-        .query(&[
-            ("query", "ALERTS{alertstate=\"firing\"}".to_owned()),
-            ("start", format!("{}", end - window.as_secs_f64())),
-            ("end", format!("{end}")),
-            ("step", format!("{step}")),
-        ])
-        .send()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("GET {url}: not a Prometheus answer: {e}"))?;
+    let params = [
+        ("query", "ALERTS{alertstate=\"firing\"}".to_owned()),
+        ("start", format!("{}", end - window.as_secs_f64())),
+        ("end", format!("{end}")),
+        ("step", format!("{step}")),
+    ];
+    let body = prom_get(client, &p.url, "query_range", &params).await?;
     let mut episodes = Vec::new();
     for series in body["data"]["result"].as_array().into_iter().flatten() {
         let name = series["metric"]["alertname"].as_str().unwrap_or("alert").to_owned();
@@ -647,28 +630,56 @@ async fn alert_episodes(
             .flatten()
             .filter_map(|v| v[0].as_f64())
             .collect();
-        // Consecutive samples one step apart are one episode; an episode
-        // still firing at the window's end has not resolved: not counted.
-        let mut start = None;
-        let mut last = f64::NAN;
-        for t in times {
-            match start {
-                Some(s) if t - last > step * 1.5 => {
-                    episodes.push((format!("alert {name}"), last - s + step));
-                    start = Some(t);
-                }
-                None => start = Some(t),
-                _ => {}
-            }
-            last = t;
-        }
-        if let Some(s) = start
-            && end - last > step * 1.5
-        {
-            episodes.push((format!("alert {name}"), last - s + step));
+        for seconds in episodes_of(&times, step, end) {
+            episodes.push((format!("alert {name}"), seconds));
         }
     }
     Ok(episodes)
+}
+
+/// GET `BASE/api/v1/{api}` with `params`: the answer's JSON.
+async fn prom_get(
+    client: &reqwest::Client,
+    base: &str,
+    api: &str,
+    params: &[(&str, String)],
+) -> Result<serde_json::Value, String> {
+    let url = format!("{}/api/v1/{api}", base.trim_end_matches('/'));
+    client
+        .get(&url)
+        .query(params)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("GET {url}: not a Prometheus answer: {e}"))
+}
+
+/// The resolved episodes of one alert series sampled every `step` seconds
+/// up to `end`: consecutive samples one step apart are one episode; an
+/// episode still firing at the end has not resolved and is not counted.
+fn episodes_of(times: &[f64], step: f64, end: f64) -> Vec<f64> {
+    let mut episodes = Vec::new();
+    let mut start: Option<f64> = None;
+    let mut last = f64::NAN;
+    for &t in times {
+        match start {
+            Some(s) if t - last > step * 1.5 => {
+                episodes.push(last - s + step);
+                start = Some(t);
+            }
+            None => start = Some(t),
+            _ => {}
+        }
+        last = t;
+    }
+    if let Some(s) = start
+        && end - last > step * 1.5
+    {
+        episodes.push(last - s + step);
+    }
+    episodes
 }
 
 /// Earlier months' tables: `DIR/YYYY-MM.json`, the last run of each month.
@@ -974,6 +985,15 @@ mod tests {
             "this month's own run is not 'previous'"
         );
         assert_eq!(change_cell(&now), "+30 ms (worse)");
+    }
+
+    #[test]
+    fn alert_episodes_split_on_gaps_and_skip_one_still_firing() {
+        // Firing at 10..=40 (4 samples of 10 s), again at 100..=110, and from 190 on.
+        let times = [10.0, 20.0, 30.0, 40.0, 100.0, 110.0, 190.0, 200.0];
+        assert_eq!(episodes_of(&times, 10.0, 200.0), [40.0, 20.0], "the last one is unresolved");
+        assert_eq!(episodes_of(&times, 10.0, 300.0), [40.0, 20.0, 20.0]);
+        assert!(episodes_of(&[], 10.0, 300.0).is_empty());
     }
 
     #[test]

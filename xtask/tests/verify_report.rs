@@ -48,7 +48,7 @@ async fn verify_writes_a_report_that_validates_against_the_schema() {
     for id in [
         "sandbox/healthz",
         "sandbox/metrics",
-        "load-tester/p95",
+        "load-tester/p95-latency",
         "database/slow-queries",
         "kpi/p95",
         "kpi/error-rate",
@@ -108,12 +108,14 @@ async fn verify_fails_when_the_target_breaches_the_error_budget() {
     assert_eq!(report.exit_code().code(), 1, "a criterion not met exits 1");
     let error_rate = report.checks.iter().find(|c| c.id == "kpi/error-rate").unwrap();
     assert_eq!(error_rate.verdict, shared_types::Verdict::Fail, "{error_rate:#?}");
-    // The knob fails every 20th request: the KPI is the load step's own figure.
+    // The knob fails every 20th request (more fail in the load's sessions:
+    // a failed sign-in fails the collector's next calls); the KPI is the load
+    // step's own figure, whatever it is.
     let step = report.measurements.iter().find(|m| m.name == "load-tester/error_rate").unwrap();
     let observed: f64 =
         error_rate.observed.as_deref().unwrap().trim_end_matches(" %").parse().unwrap();
     assert!((observed - step.value).abs() < 0.01, "{observed} vs {}", step.value);
-    assert!((step.value - 5.0).abs() < 1.0, "about 5 %: {}", step.value);
+    assert!(step.value >= 5.0, "at least the knob's 5 %: {}", step.value);
     // KPIs whose steps were not asked for are not run, not passed.
     let cost = report.checks.iter().find(|c| c.id == "kpi/infrastructure-cost").unwrap();
     assert_eq!(cost.verdict, shared_types::Verdict::Skipped);

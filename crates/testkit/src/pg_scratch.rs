@@ -4,14 +4,12 @@
 //! 127.0.0.1, run as the postgres user, removed when dropped.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use tempfile::TempDir;
 
-use crate::error::tail_of_file;
-use crate::pg_tls::{TRUST_HBA, init_cluster};
+use crate::pg_tls::{TRUST_HBA, init_cluster, pg_ctl, stop_if_running};
 use crate::ports::free_port;
-use crate::postgres::{POSTGRES_USER, postgres_user_command};
+use crate::postgres::POSTGRES_USER;
 use crate::{Error, Result, binaries, unix_user};
 
 /// A scratch PostgreSQL server. Dropping it stops the server (`-m immediate`)
@@ -47,7 +45,7 @@ impl ScratchPostgres {
             Error::io("the ScratchPostgres set-up task failed", std::io::Error::other(err))
         })??;
         let server = ScratchPostgres { dir, port, pg_ctl };
-        server.pg_ctl_run(&["-w", "-t", "30", "-l"], true)?;
+        server.start_server()?;
         Ok(server)
     }
 
@@ -66,34 +64,15 @@ impl ScratchPostgres {
         self.dir.path().join("server.log")
     }
 
-    fn pg_ctl_run(&self, args: &[&str], start: bool) -> Result<()> {
-        let mut cmd = postgres_user_command(&self.pg_ctl);
-        cmd.arg("-D").arg(self.dir.path().join("data")).args(args);
-        if start {
-            cmd.arg(self.log_path()).arg("start");
-        }
-        cmd.current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let status = cmd.status().map_err(|err| Error::io("cannot run pg_ctl", err))?;
-        if !status.success() && start {
-            return Err(Error::ProcessFailed {
-                what: format!("pg_ctl start of a scratch server on 127.0.0.1:{}", self.port),
-                exit_code: status.code(),
-                log_tail: tail_of_file(&self.log_path(), 30),
-                log_path: Some(self.log_path()),
-                hint: "check the settings passed to ScratchPostgres::start".to_owned(),
-            });
-        }
-        Ok(())
+    fn start_server(&self) -> Result<()> {
+        let what = format!("pg_ctl start of a scratch server on 127.0.0.1:{}", self.port);
+        let hint = "check the settings passed to ScratchPostgres::start";
+        pg_ctl(&self.pg_ctl, self.dir.path(), &["-w", "-t", "30", "-l"], Some((&what, hint)))
     }
 }
 
 impl Drop for ScratchPostgres {
     fn drop(&mut self) {
-        if self.dir.path().join("data/postmaster.pid").exists() {
-            let _ = self.pg_ctl_run(&["-m", "immediate", "-w", "-t", "30", "stop"], false);
-        }
+        stop_if_running(&self.pg_ctl, self.dir.path());
     }
 }

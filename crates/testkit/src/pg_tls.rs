@@ -100,34 +100,51 @@ impl TlsPostgres {
     }
 
     fn pg_ctl_run(&self, args: &[&str], start: bool) -> Result<()> {
-        let mut cmd = postgres_user_command(&self.pg_ctl);
-        cmd.arg("-D").arg(self.dir.path().join("data")).args(args);
-        if start {
-            cmd.arg(self.log_path()).arg("start");
-        }
-        cmd.current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let status = cmd.status().map_err(|err| Error::io("cannot run pg_ctl", err))?;
-        if !status.success() && start {
-            return Err(Error::ProcessFailed {
-                what: format!("pg_ctl start of the TLS server on 127.0.0.1:{}", self.port),
-                exit_code: status.code(),
-                log_tail: tail_of_file(&self.log_path(), 30),
-                log_path: Some(self.log_path()),
-                hint: "is the key readable by the postgres user only (0600)?".to_owned(),
-            });
-        }
-        Ok(())
+        let what = format!("pg_ctl start of the TLS server on 127.0.0.1:{}", self.port);
+        let hint = "is the key readable by the postgres user only (0600)?";
+        pg_ctl(&self.pg_ctl, self.dir.path(), args, start.then_some((what.as_str(), hint)))
+    }
+}
+
+/// Runs `pg_ctl -D DIR/data ARGS` as the postgres user; with `start` =
+/// (what, hint), appends `DIR/server.log start` and turns a failure into an
+/// error quoting the log. Shared by the TLS and scratch servers.
+pub(crate) fn pg_ctl(
+    pg_ctl: &Path,
+    dir: &Path,
+    args: &[&str],
+    start: Option<(&str, &str)>,
+) -> Result<()> {
+    let log = dir.join("server.log");
+    let mut cmd = postgres_user_command(pg_ctl);
+    cmd.arg("-D").arg(dir.join("data")).args(args);
+    if start.is_some() {
+        cmd.arg(&log).arg("start");
+    }
+    cmd.current_dir(dir).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let status = cmd.status().map_err(|err| Error::io("cannot run pg_ctl", err))?;
+    match start {
+        Some((what, hint)) if !status.success() => Err(Error::ProcessFailed {
+            what: what.to_owned(),
+            exit_code: status.code(),
+            log_tail: tail_of_file(&log, 30),
+            log_path: Some(log),
+            hint: hint.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Stops the server in `dir` if it runs (`-m immediate`): for `Drop`.
+pub(crate) fn stop_if_running(pg_ctl_path: &Path, dir: &Path) {
+    if dir.join("data/postmaster.pid").exists() {
+        let _ = pg_ctl(pg_ctl_path, dir, &["-m", "immediate", "-w", "-t", "30", "stop"], None);
     }
 }
 
 impl Drop for TlsPostgres {
     fn drop(&mut self) {
-        if self.dir.path().join("data/postmaster.pid").exists() {
-            let _ = self.pg_ctl_run(&["-m", "immediate", "-w", "-t", "30", "stop"], false);
-        }
+        stop_if_running(&self.pg_ctl, self.dir.path());
     }
 }
 
