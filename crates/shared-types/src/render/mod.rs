@@ -1,4 +1,4 @@
-//! Rendering a [`Report`](crate::Report) for people (a table) and machines
+//! Rendering a [`Report`] for people (a table) and machines
 //! (JSON, JUnit XML, Markdown). Entry point: [`Report::render`](crate::Report::render).
 //!
 //! Every renderer treats the report's text as untrusted: check details often
