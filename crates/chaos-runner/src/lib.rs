@@ -161,6 +161,12 @@ pub async fn recover(
         return Ok(());
     }
     if dry_run {
+        // The plan is the dry run's evidence: made, and nothing changed.
+        report.push_check(Check::pass(
+            "recover/plan",
+            "a recovery plan is made and nothing is changed",
+            format!("dry run: {} outstanding fault(s) would be undone", open.len()),
+        ));
         for o in &open {
             let undo = o
                 .entry

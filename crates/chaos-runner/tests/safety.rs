@@ -164,6 +164,24 @@ experiments:
     assert_eq!(proxy.state("redis").await["toxics"].as_array().unwrap().len(), 1);
     assert_eq!(kubectl_replicas(&cluster), "0");
 
+    // A dry run lists what it would undo, changes nothing, and exits 0: the
+    // plan is its evidence.
+    let (code, stdout, stderr) = run(&[
+        "recover",
+        "--dry-run",
+        "--state-dir",
+        &state.display().to_string(),
+        "--kubeconfig",
+        &kubeconfig,
+    ])
+    .await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("4 outstanding fault(s) would be undone"), "{stdout}");
+    assert!(drop_rules(&netns));
+    assert_eq!(podchaos(&cluster), 1);
+    assert_eq!(proxy.state("redis").await["toxics"].as_array().unwrap().len(), 1);
+    assert_eq!(kubectl_replicas(&cluster), "0");
+
     let report_path = dir.path().join("recover.json");
     let (code, stdout, stderr) = run(&[
         "recover",
