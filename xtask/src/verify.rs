@@ -503,10 +503,11 @@ async fn failover_step(options: &VerifyOptions, plan: &Plan) -> Report {
     tool_report(tool, &args, target, "drill", criterion).await
 }
 
-/// The launch plan's chaos rows that run on processes, against a stage of
-/// their own (testkit's ChaosStage: the marketplace roles, RabbitMQ, the
-/// fault proxy, Prometheus with the shipped rules), the flood at the launch
-/// plan's 10,000 messages.
+/// The launch plan's chaos matrix: the rows that run on processes, against a
+/// stage of their own (testkit's ChaosStage: the marketplace roles, RabbitMQ,
+/// the fault proxy, Prometheus with the shipped rules), the flood at the
+/// launch plan's 10,000 messages; then the Kubernetes rows (pod-kill,
+/// indexer-crash) on the marketplace deployed to a local cluster.
 ///
 /// With a plan: the plan's experiment file as it is, against the system.
 async fn chaos_step(options: &VerifyOptions, plan: &Plan) -> Report {
@@ -547,7 +548,67 @@ async fn chaos_step(options: &VerifyOptions, plan: &Plan) -> Report {
         args.extend(["--experiment".to_owned(), row.to_owned()]);
     }
     args.extend(["--state-dir".to_owned(), state.display().to_string()]);
-    tool_report(tool, &args, target, "matrix", criterion).await
+    let mut report = tool_report(tool, &args, target, "matrix", criterion).await;
+    drop(stage);
+    // The Kubernetes rows: a gateway pod killed and the indexer crashed on
+    // the marketplace deployed to a local cluster.
+    let cluster_rows = cluster_chaos_rows(&state.join("cluster")).await;
+    report.target = format!("{target} (processes and the local cluster)");
+    report.checks.extend(cluster_rows.checks);
+    report.measurements.extend(cluster_rows.measurements);
+    report.finish();
+    report
+}
+
+/// The launch plan's `pod-kill` and `indexer-crash` rows against
+/// deploy/sandbox/marketplace.yaml on a local cluster (the upstream control
+/// plane, postlaunch-node), its database a scratch one on the machine's
+/// PostgreSQL and RabbitMQ a node of its own.
+async fn cluster_chaos_rows(state: &std::path::Path) -> Report {
+    let (tool, target) = ("chaos-runner", "the marketplace on the local cluster");
+    let criterion = "killed pods and a crashed indexer recover within budget";
+    let unevaluated_row = |detail: String| {
+        unevaluated(tool, target, Check::not_evaluated("cluster-rows", criterion, detail))
+    };
+    let db = match testkit::TempDatabase::create().await {
+        Ok(db) => db,
+        Err(e) => return unevaluated_row(format!("no scratch database: {e}")),
+    };
+    let rabbit = match testkit::RabbitMq::start().await {
+        Ok(r) => r,
+        Err(e) => return unevaluated_row(format!("cannot start a RabbitMQ node: {e}")),
+    };
+    let cluster = match tokio::task::spawn_blocking(testkit::KubeCluster::start).await {
+        Ok(Ok(cluster)) => cluster,
+        Ok(Err(e)) => return unevaluated_row(format!("cannot start the local cluster: {e}")),
+        Err(e) => return unevaluated_row(e.to_string()),
+    };
+    let config = testkit::marketplace::ClusterConfig {
+        database_url: db.url().to_owned(),
+        redis_url: testkit::local_redis_url(),
+        amqp_url: rabbit.amqp_url(),
+        collections: 20,
+        nfts: 200,
+    };
+    if let Err(e) =
+        testkit::marketplace::deploy_to_cluster(&cluster, &config, Duration::from_secs(180)).await
+    {
+        return unevaluated_row(format!("cannot deploy the marketplace: {e}"));
+    }
+    let plan = workspace::root().join("docs/chaos-runner/launch-plan.yaml");
+    let _ = std::fs::remove_dir_all(state);
+    let mut args = vec!["run".to_owned(), plan.display().to_string()];
+    args.extend(strings(&["--var", "TOKEN=unused"]));
+    for row in ["pod-kill", "indexer-crash"] {
+        args.extend(["--experiment".to_owned(), row.to_owned()]);
+    }
+    args.extend([
+        "--kubeconfig".to_owned(),
+        cluster.kubeconfig().display().to_string(),
+        "--state-dir".to_owned(),
+        state.display().to_string(),
+    ]);
+    tool_report(tool, &args, target, "cluster-rows", criterion).await
 }
 
 /// The release step: on the local cluster (the upstream control plane and
