@@ -23,22 +23,22 @@ struct Statement {
 /// slower than 1 s").
 const SLOW_MS: f64 = 1000.0;
 
+/// Connects to `url` (its `sslmode` and `sslrootcert` honoured); the error
+/// names the host and the reason.
+pub(crate) async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
+    let options = PgConnectOptions::parse(url).map_err(|e| e.to_string())?;
+    options.connect(Duration::from_secs(10)).await.map_err(|e| e.to_string())
+}
+
 /// Reads the database at `url` into a report of tool `database`.
 pub async fn run(url: &str) -> Report {
     let target = shared_types::redact_url(url);
     let mut report = Report::new("database", env!("CARGO_PKG_VERSION"), target.as_str());
     let criterion = "statement statistics are read from pg_stat_statements";
-    let client = match PgConnectOptions::parse(url) {
-        Ok(options) => match options.connect(Duration::from_secs(10)).await {
-            Ok(client) => client,
-            Err(e) => {
-                report.push_check(Check::error("statements", criterion, e.to_string()));
-                report.finish();
-                return report;
-            }
-        },
+    let client = match connect(url).await {
+        Ok(client) => client,
         Err(e) => {
-            report.push_check(Check::error("statements", criterion, e.to_string()));
+            report.push_check(Check::error("statements", criterion, e));
             report.finish();
             return report;
         }

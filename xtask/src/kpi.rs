@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shared_types::{Check, Report};
+use shared_types::{Check, Op, Report};
 
 use crate::plan::PrometheusPlan;
 
@@ -29,15 +29,6 @@ pub const IDS: [&str; 8] = [
     "infrastructure-cost",
 ];
 
-/// How a KPI's value is compared with its target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Direction {
-    /// Met when the value is below the target.
-    Below,
-    /// Met when the value is at or above the target.
-    AtLeast,
-}
-
 /// One KPI of the launch plan.
 #[derive(Debug, Clone, Copy)]
 pub struct Kpi {
@@ -49,8 +40,9 @@ pub struct Kpi {
     pub unit: &'static str,
     /// The target, in `unit`.
     pub target: f64,
-    /// How the value meets it.
-    pub direction: Direction,
+    /// How the value meets it: `value op target` (the threshold language's
+    /// operators).
+    pub op: Op,
     /// The target as the launch plan writes it.
     pub target_text: &'static str,
 }
@@ -62,7 +54,7 @@ pub const KPIS: [Kpi; 8] = [
         name: "P95 response time",
         unit: "ms",
         target: 500.0,
-        direction: Direction::Below,
+        op: Op::Lt,
         target_text: "< 500 ms",
     },
     Kpi {
@@ -70,7 +62,7 @@ pub const KPIS: [Kpi; 8] = [
         name: "Error rate",
         unit: "%",
         target: 0.1,
-        direction: Direction::Below,
+        op: Op::Lt,
         target_text: "< 0.1 %",
     },
     Kpi {
@@ -78,23 +70,16 @@ pub const KPIS: [Kpi; 8] = [
         name: "Uptime",
         unit: "%",
         target: 99.9,
-        direction: Direction::AtLeast,
+        op: Op::Ge,
         target_text: ">= 99.9 %",
     },
-    Kpi {
-        id: "mttr",
-        name: "MTTR",
-        unit: "s",
-        target: 900.0,
-        direction: Direction::Below,
-        target_text: "< 15 min",
-    },
+    Kpi { id: "mttr", name: "MTTR", unit: "s", target: 900.0, op: Op::Lt, target_text: "< 15 min" },
     Kpi {
         id: "load-capacity",
         name: "Load capacity",
         unit: "users",
         target: 10_000.0,
-        direction: Direction::AtLeast,
+        op: Op::Ge,
         target_text: ">= 10K users",
     },
     Kpi {
@@ -102,7 +87,7 @@ pub const KPIS: [Kpi; 8] = [
         name: "Database query time",
         unit: "ms",
         target: 100.0,
-        direction: Direction::Below,
+        op: Op::Lt,
         target_text: "< 100 ms",
     },
     Kpi {
@@ -110,7 +95,7 @@ pub const KPIS: [Kpi; 8] = [
         name: "Cache hit rate",
         unit: "%",
         target: 80.0,
-        direction: Direction::AtLeast,
+        op: Op::Gt,
         target_text: "> 80 %",
     },
     Kpi {
@@ -118,7 +103,7 @@ pub const KPIS: [Kpi; 8] = [
         name: "Infrastructure cost",
         unit: "%",
         target: -30.0,
-        direction: Direction::Below,
+        op: Op::Lt,
         target_text: "-30 % vs baseline",
     },
 ];
@@ -284,14 +269,8 @@ pub async fn collect(inputs: &Inputs<'_>) -> Vec<Row> {
                 row.value = Some(value);
                 row.source = source;
                 row.evidence = evidence;
-                let met = match kpi.direction {
-                    Direction::Below => value < kpi.target,
-                    Direction::AtLeast => value >= kpi.target,
-                };
+                let met = kpi.op.holds(value, kpi.target);
                 row.status = if met { Status::Met } else { Status::Missed };
-                if kpi.id == "cache-hit-rate" && value == kpi.target {
-                    row.status = Status::Missed;
-                }
             }
             Err((source, why)) => {
                 row.source = source;
@@ -779,9 +758,10 @@ fn cell(v: Option<f64>, unit: &str) -> String {
 fn change_cell(row: &Row) -> String {
     match row.change() {
         Some(c) => {
-            let direction = KPIS.iter().find(|k| k.id == row.id).map(|k| k.direction);
-            let better = match direction {
-                Some(Direction::Below) => c < 0.0,
+            // Lower is better where the target is an upper bound.
+            let op = KPIS.iter().find(|k| k.id == row.id).map(|k| k.op);
+            let better = match op {
+                Some(Op::Lt | Op::Le) => c < 0.0,
                 _ => c > 0.0,
             };
             let word = if c == 0.0 {
@@ -963,6 +943,19 @@ mod tests {
             baseline_month: None,
             raw: None,
         }
+    }
+
+    #[test]
+    fn targets_compare_with_the_threshold_operators() {
+        let kpi = |id: &str| *KPIS.iter().find(|k| k.id == id).unwrap();
+        let cache = kpi("cache-hit-rate");
+        assert!(!cache.op.holds(80.0, cache.target), "> 80 %: exactly 80 misses");
+        assert!(cache.op.holds(80.5, cache.target));
+        let uptime = kpi("uptime");
+        assert!(uptime.op.holds(99.9, uptime.target), ">= 99.9 %");
+        let p95 = kpi("p95");
+        assert!(!p95.op.holds(500.0, p95.target), "< 500 ms: 500 misses");
+        assert!(!p95.op.holds(f64::NAN, p95.target));
     }
 
     #[test]

@@ -147,7 +147,7 @@ async fn sandbox_database() -> Option<(String, SandboxDb)> {
     match testkit::ScratchPostgres::start(&settings).await {
         Ok(server) => {
             let url = server.url("postgres");
-            match connect(&url).await {
+            match crate::database_step::connect(&url).await {
                 Ok(client) => {
                     if let Err(e) = client
                         .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
@@ -172,11 +172,6 @@ async fn sandbox_database() -> Option<(String, SandboxDb)> {
             None
         }
     }
-}
-
-async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let options = shared_types::pg::PgConnectOptions::parse(url)?;
-    Ok(options.connect(Duration::from_secs(10)).await?)
 }
 
 /// Runs every step and writes the reports; the merged report is returned,
@@ -218,7 +213,7 @@ pub async fn run(options: &VerifyOptions) -> anyhow::Result<Report> {
             eprintln!("sandbox running at {}", sandbox.url());
             // Statistics from here on: the seeding is not the workload.
             if let (Some(SandboxDb::Scratch { .. }), Some(url)) = (&sandbox_db, &db_url)
-                && let Ok(client) = connect(url).await
+                && let Ok(client) = crate::database_step::connect(url).await
             {
                 let _ = client
                     .batch_execute("SELECT pg_stat_statements_reset(); SELECT pg_stat_reset();")

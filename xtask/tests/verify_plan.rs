@@ -72,8 +72,8 @@ async fn team_system() -> TeamSystem {
     .await
     .unwrap();
     let url = database.url("postgres");
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let options = shared_types::pg::PgConnectOptions::parse(&url).unwrap();
+    let client = options.connect(Duration::from_secs(10)).await.unwrap();
     client.batch_execute("CREATE EXTENSION pg_stat_statements").await.unwrap();
     let sandbox = testkit::Sandbox::start(
         &["--collections", "20", "--nfts", "200", "--database-url", &url].map(String::from),
