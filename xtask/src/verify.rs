@@ -448,9 +448,11 @@ fn without_postgres(tool: &str, target: &str, id: &str, criterion: &str) -> Opti
 async fn failover_step(options: &VerifyOptions, plan: &Plan) -> Report {
     let tool = "pg-failover-probe";
     let criterion = "PostgreSQL fails over in < 30 s with zero loss of acknowledged commits";
-    let ledger = options.out_dir.join("pg-failover-probe.ledger.jsonl");
-    let _ = std::fs::remove_file(&ledger);
     if let Some(failover) = &plan.failover {
+        // A ledger per run, never removed: an earlier drill's ledger against
+        // the team's database stays for `pg-failover-probe check-ledger`.
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+        let ledger = options.out_dir.join(format!("pg-failover-probe.{stamp}.ledger.jsonl"));
         let target = shared_types::redact_url(&failover.url);
         let mut args = vec![
             "drill".to_owned(),
@@ -465,6 +467,8 @@ async fn failover_step(options: &VerifyOptions, plan: &Plan) -> Report {
         return tool_report(tool, &args, &target, "drill", criterion).await;
     }
     let target = "local primary + standby";
+    let ledger = options.out_dir.join("pg-failover-probe.ledger.jsonl");
+    let _ = std::fs::remove_file(&ledger);
     if let Some(skipped) = without_postgres(tool, target, "drill", criterion) {
         return skipped;
     }
@@ -508,8 +512,9 @@ async fn failover_step(options: &VerifyOptions, plan: &Plan) -> Report {
 async fn chaos_step(options: &VerifyOptions, plan: &Plan) -> Report {
     let (tool, target) = ("chaos-runner", "the sandbox marketplace's chaos matrix");
     let criterion = "the marketplace degrades gracefully, loses nothing and recovers within budget";
+    // Against the team's system the journal is kept: it is what
+    // `chaos-runner recover --state-dir` undoes an interrupted run from.
     let state = options.out_dir.join("chaos-runner-state");
-    let _ = std::fs::remove_dir_all(&state);
     if let Some(chaos) = &plan.chaos {
         let file = chaos.experiment.display().to_string();
         let mut args = vec!["run".to_owned(), file.clone()];
@@ -522,6 +527,8 @@ async fn chaos_step(options: &VerifyOptions, plan: &Plan) -> Report {
         args.extend(["--state-dir".to_owned(), state.display().to_string()]);
         return tool_report(tool, &args, &file, "matrix", criterion).await;
     }
+    // The built-in stage's journal names processes that no longer exist.
+    let _ = std::fs::remove_dir_all(&state);
     let stage =
         match testkit::chaos_stage::ChaosStage::start(testkit::chaos_stage::ChaosStageOptions {
             chaos_runner: Some(crate::tools::binary("debug", tool)),

@@ -274,3 +274,29 @@ async fn a_slow_query_shows_as_the_slowest_and_fails_no_query_slower_than_1s() {
     assert!(slowest["mean_ms"].as_f64().unwrap() >= 1200.0, "{slowest}");
     assert_eq!(report.exit_code().code(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plan_run_keeps_the_chaos_journal_an_interrupted_run_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let journal = out.join("chaos-runner-state/journal.jsonl");
+    std::fs::create_dir_all(journal.parent().unwrap()).unwrap();
+    std::fs::write(&journal, "{\"event\":\"applied\"}\n").unwrap();
+    let plan = dir.path().join("verify.yaml");
+    // The experiment file does not exist: chaos-runner refuses it, and
+    // nothing may have removed the journal `recover` needs.
+    std::fs::write(
+        &plan,
+        "steps: [chaos-runner]\nenable_changes: [chaos-runner]\nchaos:\n  experiment: missing.yaml\n",
+    )
+    .unwrap();
+    let options = VerifyOptions {
+        out_dir: out.clone(),
+        plan: Some(LoadedPlan::read(&plan).unwrap()),
+        history_dir: dir.path().join("history"),
+        ..VerifyOptions::default()
+    };
+    let report = verify::run(&options).await.unwrap();
+    assert_ne!(report.exit_code().code(), 0, "a missing experiment is no pass");
+    assert_eq!(std::fs::read_to_string(&journal).unwrap(), "{\"event\":\"applied\"}\n");
+}
